@@ -1,0 +1,79 @@
+"""One error base for the whole tool; exit codes are decided by class, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem found in a recipe or its inputs, with its place.
+
+    Sorted by (file, line, col, path, message): the order users read them in.
+    """
+
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+    path: str  # e.g. "steps[1].edit.mask" (steps 0-based); "" for the whole file
+    message: str
+    hint: str | None = None
+    severity: Literal["error", "warning"] = field(default="error", compare=False)
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}: "
+        head = f"{self.path}: " if self.path else ""
+        prefix = "warning: " if self.severity == "warning" else ""
+        tail = f" ({self.hint})" if self.hint else ""
+        return f"{where}{prefix}{head}{self.message}{tail}"
+
+
+class DallePipeError(Exception):
+    """Base of every error the tool raises on purpose; carries a message and an exit code."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def format(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(DallePipeError):
+    """Bad arguments or environment (no key, unknown option value, ...): exit 2."""
+
+
+class RecipeError(DallePipeError):
+    """A recipe, pipeline or catalog has problems; all of them are listed, sorted: exit 2."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = sorted(p for p in problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        super().__init__(f"{len(errors)} problem(s) found")
+
+    def format(self) -> str:
+        return "\n".join(p.format() for p in self.problems)
+
+
+class CostLimitError(DallePipeError):
+    """The estimate exceeds --max-cost: nothing is sent; exit 2."""
+
+
+class InterruptedRun(DallePipeError):
+    """Ctrl-C or SIGTERM: the manifest is written, a rerun resumes: exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class LockedError(DallePipeError):
+    """Another run holds the lock on this output_dir: exit 2."""

@@ -1,0 +1,1 @@
+"""Providers: the narrow door every image request goes through."""

@@ -1,0 +1,899 @@
+"""The capability table: everything the tool knows about each image model, as data.
+
+One frozen `ModelSpec` per model in `MODELS`. The checks below read the table and
+never test a model's name: a new model is a new row, not a new `if`.
+
+Sources: the `openai` SDK 3.x types (`image_generate_params.py`,
+`image_edit_params.py`, `image_create_variation_params.py`, `image_model.py`,
+`responses/tool_param.py`) and SPEC.md "The API it drives" (state of 2026-11).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+Kind = Literal["generate", "edit", "variation"]
+Api = Literal["images", "responses"]
+Family = Literal["gpt-image", "dall-e-3", "dall-e-2"]
+
+KINDS: tuple[Kind, ...] = ("generate", "edit", "variation")
+KIND_NOUN: dict[str, str] = {"generate": "generations", "edit": "edits", "variation": "variations"}
+
+# Every request parameter a recipe may set (docs/language.md, PARAMS), in the order they are sent.
+KNOWN_PARAMS: tuple[str, ...] = (
+    "n",
+    "size",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "moderation",
+    "input_fidelity",
+    "style",
+    "response_format",
+    "safety_identifier",
+)
+# Parameters whose value is one of a list (checked against ModelSpec.values).
+ENUM_PARAMS: tuple[str, ...] = (
+    "quality",
+    "background",
+    "output_format",
+    "moderation",
+    "input_fidelity",
+    "style",
+    "response_format",
+)
+# Parameters sent under another name on one kind: the legacy variations endpoint only knows `user`.
+SENT_AS: dict[tuple[Kind, str], str] = {("variation", "safety_identifier"): "user"}
+
+MB = 1024 * 1024
+PREVIEW_FORMAT_HINT = "gif and svg output are previews; use png, jpeg or webp"
+EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp", "gif": "gif"}
+FORMAT_ALIASES: dict[str, str] = {"jpg": "jpeg"}
+DEFAULT_SIZE = (1024, 1024)
+
+
+@dataclass(frozen=True)
+class ParamIssue:
+    """One problem with a request: which parameter, what is wrong, what to do instead."""
+
+    param: str | None  # "size", "quality", "n", "model", "prompt", "image", "mask", ... or None
+    message: str
+    hint: str | None = None
+    severity: Literal["error", "warning"] = "error"
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the checks need to know about one input image or mask file."""
+
+    format: str  # png | jpeg | webp | gif | ...
+    width: int
+    height: int
+    bytes: int
+    has_alpha: bool
+
+
+@dataclass(frozen=True)
+class FreeSize:
+    """Free-form `WxH` sizes: both sides multiples of `multiple`, aspect within bounds, pixel cap."""
+
+    multiple: int = 16
+    max_aspect: int = 3  # long side / short side <= max_aspect (1:3 .. 3:1)
+    max_pixels: int = 3840 * 2160
+    max_side: int = 3840
+
+    def reasons(self, w: int, h: int) -> list[str]:
+        """Why WxH breaks these rules (empty when it does not)."""
+        if w <= 0 or h <= 0:
+            return ["width and height must be positive"]
+        out: list[str] = []
+        if w % self.multiple or h % self.multiple:
+            out.append(f"width and height must be multiples of {self.multiple}")
+        if max(w, h) > self.max_aspect * min(w, h):
+            out.append(f"aspect ratio must be between 1:{self.max_aspect} and {self.max_aspect}:1")
+        if max(w, h) > self.max_side:
+            out.append(f"each side must be at most {self.max_side}")
+        if w * h > self.max_pixels:
+            out.append(f"{w * h} pixels is over the maximum of {self.max_pixels} (3840x2160)")
+        return out
+
+    def summary(self) -> str:
+        return (
+            f"WxH with both sides multiples of {self.multiple}, aspect between 1:{self.max_aspect} "
+            f"and {self.max_aspect}:1, at most 3840x2160 pixels"
+        )
+
+
+@dataclass(frozen=True)
+class InputRules:
+    """What an edit or variation accepts as input files."""
+
+    max_images: int
+    formats: tuple[str, ...]
+    max_bytes: int  # each image must be smaller than this
+    square: bool = False
+    mask_allowed: bool = True
+    mask_max_bytes: int = 4 * MB
+    alpha_without_mask: bool = False  # dall-e-2 edits: no mask -> the image's transparency is the mask
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model's capabilities. Everything a check needs is here."""
+
+    name: str
+    family: Family
+    kinds: frozenset[Kind]
+    responses_tool: bool  # usable as the Responses API image_generation tool's model
+    n_min: int
+    n_max: int
+    sizes: tuple[str, ...]  # fixed sizes
+    auto_size: bool
+    free_size: FreeSize | None
+    values: Mapping[str, tuple[str, ...]]  # allowed values of the enum parameters this model takes
+    accepts: Mapping[Kind, frozenset[str]]  # parameters sent, per kind
+    rejected: Mapping[str, tuple[str, str]]  # parameter -> (message, hint) when the model refuses it
+    max_prompt: int
+    edit_inputs: InputRules | None = None
+    variation_inputs: InputRules | None = None
+    preview_formats: tuple[str, ...] = ()  # output formats the API knows but we refuse for now
+    preview_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # allowed, with a warning
+    transparent_formats: tuple[str, ...] = ()  # output formats that can carry background: transparent
+    compression_formats: tuple[str, ...] = ()  # output formats output_compression applies to
+    default_format: str = "png"
+    default_response_format: str | None = None  # sent when the user set none (dall-e: b64_json)
+    retired: str | None = None  # ISO date it was retired on api.openai.com
+    replacement: str | None = None  # hint when retired
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+GPT_QUALITIES = ("low", "medium", "high", "auto")
+GPT_QUALITIES_25 = ("low", "medium", "high", "xhigh", "max", "auto")
+GPT_FORMATS = ("png", "jpeg", "webp")
+GPT_COMMON = frozenset(
+    {
+        "n",
+        "size",
+        "quality",
+        "background",
+        "output_format",
+        "output_compression",
+        "moderation",
+        "safety_identifier",
+    }
+)
+GPT_EDIT_INPUTS = InputRules(max_images=16, formats=("png", "webp", "jpeg"), max_bytes=50 * MB)
+DALLE2_EDIT_INPUTS = InputRules(
+    max_images=1, formats=("png",), max_bytes=4 * MB, square=True, alpha_without_mask=True
+)
+DALLE2_VARIATION_INPUTS = InputRules(
+    max_images=1, formats=("png",), max_bytes=4 * MB, square=True, mask_allowed=False
+)
+FREE = FreeSize()
+
+GPT_REJECTED: dict[str, tuple[str, str]] = {
+    "style": ("style is not accepted by GPT image models", "describe the style in the prompt"),
+    "response_format": (
+        "response_format is not accepted by GPT image models",
+        "GPT image models always return base64",
+    ),
+}
+
+
+def _dalle_rejected(name: str) -> dict[str, tuple[str, str]]:
+    gpt_only = "use a GPT image model such as gpt-image-2 for it"
+    return {
+        "output_format": (f"output_format is not accepted by {name}", "dall-e models always return png"),
+        "output_compression": (
+            f"output_compression is not accepted by {name}",
+            "dall-e models always return png",
+        ),
+        "background": (f"background is not accepted by {name}", gpt_only),
+        "moderation": (f"moderation is not accepted by {name}", gpt_only),
+        "input_fidelity": (f"input_fidelity is not accepted by {name}", gpt_only),
+    }
+
+
+def _gpt(
+    name: str,
+    *,
+    free: bool = False,
+    qualities: tuple[str, ...] = GPT_QUALITIES,
+    fidelity: tuple[str, ...] | None = None,
+    transparent_preview: bool = False,
+    retired: str | None = None,
+    replacement: str | None = None,
+) -> ModelSpec:
+    values: dict[str, tuple[str, ...]] = {
+        "quality": qualities,
+        "background": ("transparent", "opaque", "auto"),
+        "output_format": GPT_FORMATS,
+        "moderation": ("low", "auto"),
+    }
+    rejected = dict(GPT_REJECTED)
+    edit = set(GPT_COMMON)
+    if fidelity:
+        values["input_fidelity"] = fidelity
+        edit.add("input_fidelity")
+    else:
+        rejected["input_fidelity"] = (
+            f"input_fidelity is not accepted by {name}",
+            f"omit input_fidelity for {name}",
+        )
+    return ModelSpec(
+        name=name,
+        family="gpt-image",
+        kinds=frozenset({"generate", "edit"}),
+        responses_tool=True,
+        n_min=1,
+        n_max=10,
+        sizes=GPT_SIZES,
+        auto_size=True,
+        free_size=FREE if free else None,
+        values=values,
+        accepts={"generate": GPT_COMMON, "edit": frozenset(edit)},
+        rejected=rejected,
+        max_prompt=32000,
+        edit_inputs=GPT_EDIT_INPUTS,
+        preview_formats=("gif", "svg"),
+        preview_values={"background": ("transparent",)} if transparent_preview else {},
+        transparent_formats=("png", "webp"),
+        compression_formats=("jpeg", "webp"),
+        retired=retired,
+        replacement=replacement,
+    )
+
+
+_DALLE_RETIRED = "2026-05-12"
+_DALLE_REPLACEMENT = "use a GPT image model such as gpt-image-2"
+
+_SPECS: tuple[ModelSpec, ...] = (
+    _gpt("gpt-image-1.5", fidelity=("high", "low")),
+    _gpt("gpt-image-1-mini", fidelity=("low",)),
+    _gpt("gpt-image-2", free=True, transparent_preview=True),
+    _gpt("gpt-image-2-2026-04-21", free=True, transparent_preview=True),
+    _gpt("gpt-image-2.5-sunburst", free=True, qualities=GPT_QUALITIES_25),
+    _gpt("gpt-image-2.5-flare", free=True, qualities=GPT_QUALITIES_25),
+    _gpt("gpt-image-2.5-sunburst-2026-09-08", free=True, qualities=GPT_QUALITIES_25),
+    _gpt("gpt-image-2.5-flare-2026-09-08", free=True, qualities=GPT_QUALITIES_25),
+    _gpt("gpt-image-2.6-sunburst"),
+    _gpt("gpt-image-2.6-flare"),
+    _gpt("chatgpt-image-latest"),
+    _gpt(
+        "gpt-image-1",
+        fidelity=("high", "low"),
+        retired="2026-10-23",
+        replacement="use gpt-image-2.5-sunburst or gpt-image-2.5-flare",
+    ),
+    ModelSpec(
+        name="dall-e-3",
+        family="dall-e-3",
+        kinds=frozenset({"generate"}),
+        responses_tool=False,
+        n_min=1,
+        n_max=1,
+        sizes=("1024x1024", "1792x1024", "1024x1792"),
+        auto_size=False,
+        free_size=None,
+        values={
+            "quality": ("standard", "hd"),
+            "style": ("vivid", "natural"),
+            "response_format": ("url", "b64_json"),
+        },
+        accepts={
+            "generate": frozenset({"n", "size", "quality", "style", "response_format", "safety_identifier"}),
+        },
+        rejected=_dalle_rejected("dall-e-3"),
+        max_prompt=4000,
+        default_response_format="b64_json",
+        retired=_DALLE_RETIRED,
+        replacement=_DALLE_REPLACEMENT,
+    ),
+    ModelSpec(
+        name="dall-e-2",
+        family="dall-e-2",
+        kinds=frozenset({"generate", "edit", "variation"}),
+        responses_tool=False,
+        n_min=1,
+        n_max=10,
+        sizes=("256x256", "512x512", "1024x1024"),
+        auto_size=False,
+        free_size=None,
+        values={"quality": ("standard",), "response_format": ("url", "b64_json")},
+        accepts={
+            "generate": frozenset({"n", "size", "quality", "response_format", "safety_identifier"}),
+            "edit": frozenset({"n", "size", "quality", "response_format", "safety_identifier"}),
+            "variation": frozenset({"n", "size", "response_format", "safety_identifier"}),
+        },
+        rejected={
+            **_dalle_rejected("dall-e-2"),
+            "style": ("style is not accepted by dall-e-2", "describe the style in the prompt"),
+        },
+        max_prompt=1000,
+        edit_inputs=DALLE2_EDIT_INPUTS,
+        variation_inputs=DALLE2_VARIATION_INPUTS,
+        default_response_format="b64_json",
+        retired=_DALLE_RETIRED,
+        replacement=_DALLE_REPLACEMENT,
+    ),
+)
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+
+# What a kind needs when the model lacks it, and what the Responses API tool refuses.
+KIND_HINTS: dict[str, str] = {
+    "variation": "variations need dall-e-2; with a GPT image model, use an edit with a prompt",
+    "edit": "edits need a GPT image model such as gpt-image-2 (or dall-e-2)",
+    "generate": "use a model that generates images",
+}
+RESPONSES_REJECTED: dict[str, tuple[str, str]] = {
+    "response_format": (
+        "response_format is not accepted by the Responses API image_generation tool",
+        "the tool always returns base64",
+    ),
+    "style": (
+        "style is not accepted by the Responses API image_generation tool",
+        "describe the style in the prompt",
+    ),
+}
+RESPONSES_PARAMS = frozenset(
+    {
+        "size",
+        "quality",
+        "background",
+        "output_format",
+        "output_compression",
+        "moderation",
+        "input_fidelity",
+        "safety_identifier",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookups
+# ---------------------------------------------------------------------------------------------
+
+
+def get_model(name: str) -> ModelSpec | None:
+    """The capability row of a model, or None when the table does not know it."""
+    return MODELS.get(name)
+
+
+def known_models() -> list[str]:
+    """Every model in the table, current ones first, in table order."""
+    return [s.name for s in _SPECS if s.retired is None] + [s.name for s in _SPECS if s.retired]
+
+
+def is_official_endpoint(base_url: str | None) -> bool:
+    """True for api.openai.com (and its regional *.api.openai.com hosts) or no base URL at all."""
+    if not base_url or not base_url.strip():
+        return True
+    url = base_url.strip()
+    if "://" not in url:
+        url = "https://" + url
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "api.openai.com" or host.endswith(".api.openai.com")
+
+
+def parse_size(value: object) -> tuple[int, int] | None:
+    """`"1536x864"` -> (1536, 864); anything else -> None."""
+    if not isinstance(value, str):
+        return None
+    m = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", value)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _join_or(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _size_choices(spec: ModelSpec) -> list[str]:
+    return list(spec.sizes) + (["auto"] if spec.auto_size else [])
+
+
+def size_allowed(spec: ModelSpec, size: str) -> bool:
+    """Whether `size` (a fixed size, "auto" or free-form WxH) is accepted by the model."""
+    if size in spec.sizes or (size == "auto" and spec.auto_size):
+        return True
+    wh = parse_size(size)
+    return spec.free_size is not None and wh is not None and not spec.free_size.reasons(*wh)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fmt_value(value: object) -> str:
+    return f"'{value}'" if isinstance(value, str) else repr(value)
+
+
+def _effective_format(spec: ModelSpec, params: Mapping[str, object]) -> str:
+    fmt = params.get("output_format")
+    if isinstance(fmt, str) and "output_format" in spec.values:
+        fmt = FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+        if fmt in spec.values["output_format"]:
+            return fmt
+    return spec.default_format
+
+
+# ---------------------------------------------------------------------------------------------
+# check_request
+# ---------------------------------------------------------------------------------------------
+
+
+def check_request(
+    model: str,
+    kind: Kind,
+    params: Mapping[str, object],
+    *,
+    prompt: str | None,
+    official: bool,
+    api: Api = "images",
+) -> list[ParamIssue]:
+    """Every reason the API would refuse this request (errors), plus warnings.
+
+    `params` are the request parameters as the recipe sets them (None = not set).
+    `official` is whether the endpoint is api.openai.com (see is_official_endpoint).
+    """
+    issues: list[ParamIssue] = []
+    given = {k: v for k, v in params.items() if v is not None}
+
+    for name in sorted(given):
+        if name not in KNOWN_PARAMS:
+            close = difflib.get_close_matches(name, KNOWN_PARAMS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "known parameters: " + ", ".join(KNOWN_PARAMS)
+            issues.append(ParamIssue(name, f"unknown parameter '{name}'", hint))
+
+    spec = MODELS.get(model)
+    if spec is None:
+        close = difflib.get_close_matches(model, known_models(), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else "known models: " + ", ".join(known_models())
+        if official:
+            issues.append(ParamIssue("model", f"unknown model '{model}'", hint))
+        else:
+            issues.append(
+                ParamIssue(
+                    "model",
+                    f"unknown model '{model}'; its parameters are not checked",
+                    hint,
+                    severity="warning",
+                )
+            )
+        return issues
+
+    if spec.retired:
+        issues.append(
+            ParamIssue(
+                "model",
+                f"model '{model}' was retired on {spec.retired}",
+                spec.replacement,
+                severity="error" if official else "warning",
+            )
+        )
+
+    if kind not in spec.kinds:
+        issues.append(ParamIssue("model", f"{model} does not support {KIND_NOUN[kind]}", KIND_HINTS[kind]))
+        return issues
+
+    if api == "responses":
+        issues.extend(_check_responses(spec, kind, given))
+
+    known = {k: v for k, v in given.items() if k in KNOWN_PARAMS}
+    accepted = spec.accepts.get(kind, frozenset())
+    for name in KNOWN_PARAMS:
+        if name not in known:
+            continue
+        if api == "responses" and name in RESPONSES_REJECTED:
+            continue  # reported by _check_responses
+        if name in spec.rejected:
+            message, hint = spec.rejected[name]
+            issues.append(ParamIssue(name, message, hint))
+        elif name not in accepted:
+            issues.append(
+                ParamIssue(
+                    name,
+                    f"{name} is not sent with {KIND_NOUN[kind]}",
+                    f"{model} takes it only for "
+                    + _join_or([KIND_NOUN[k] for k in KINDS if name in spec.accepts.get(k, ())]),
+                    severity="warning",
+                )
+            )
+        else:
+            issues.extend(_check_value(spec, name, known[name]))
+
+    issues.extend(_check_combinations(spec, kind, known))
+    issues.extend(_check_prompt(spec, kind, prompt))
+    return issues
+
+
+def _check_responses(spec: ModelSpec, kind: Kind, given: Mapping[str, object]) -> list[ParamIssue]:
+    issues: list[ParamIssue] = []
+    if not spec.responses_tool:
+        issues.append(
+            ParamIssue(
+                "model",
+                f"{spec.name} cannot be the Responses API image_generation tool model",
+                "use a GPT image model such as gpt-image-2",
+            )
+        )
+    if kind == "variation":
+        issues.append(
+            ParamIssue(
+                "model",
+                "the Responses API image_generation tool makes no variations",
+                "variations need dall-e-2 on the Images API",
+            )
+        )
+    for name in sorted(given):
+        if name in RESPONSES_REJECTED:
+            message, hint = RESPONSES_REJECTED[name]
+            issues.append(ParamIssue(name, message, hint))
+    n = given.get("n")
+    if _is_int(n) and n != 1:
+        issues.append(
+            ParamIssue(
+                "n",
+                f"n={n} is not accepted by the Responses API image_generation tool",
+                "the tool makes one image per call; use n: 1 or the Images API",
+            )
+        )
+    return issues
+
+
+def _check_value(spec: ModelSpec, name: str, value: object) -> list[ParamIssue]:
+    model = spec.name
+    if name == "n":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return [ParamIssue("n", f"n must be an integer, not {_fmt_value(value)}")]
+        if spec.n_min <= value <= spec.n_max:
+            return []
+        if spec.n_max == 1:
+            hint = f"{model} makes one image per request; use n: 1"
+        else:
+            hint = f"use n between {spec.n_min} and {spec.n_max}"
+        return [ParamIssue("n", f"n={value} is not accepted by {model}", hint)]
+    if name == "size":
+        return _check_size(spec, value)
+    if name == "output_compression":
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100):
+            return [
+                ParamIssue(
+                    "output_compression",
+                    f"output_compression {_fmt_value(value)} is not an integer from 0 to 100",
+                    "use 0..100 (100 = least compression)",
+                )
+            ]
+        return []
+    if name == "safety_identifier":
+        if not isinstance(value, str):
+            return [ParamIssue(name, f"safety_identifier must be a string, not {_fmt_value(value)}")]
+        return []
+    if name in ENUM_PARAMS:
+        allowed = spec.values.get(name, ())
+        if isinstance(value, str) and value in allowed:
+            if value in spec.preview_values.get(name, ()):
+                return [
+                    ParamIssue(
+                        name,
+                        f"{name} '{value}' is a preview on {model}",
+                        "it may be refused unless your organization has access",
+                        severity="warning",
+                    )
+                ]
+            return []
+        if name == "output_format" and isinstance(value, str) and value.lower() in spec.preview_formats:
+            return [ParamIssue(name, f"output_format '{value}' is not supported yet", PREVIEW_FORMAT_HINT)]
+        hint = "use " + _join_or(allowed)
+        if (
+            isinstance(value, str)
+            and FORMAT_ALIASES.get(value.lower()) in allowed
+            and name == "output_format"
+        ):
+            hint = f"use '{FORMAT_ALIASES[value.lower()]}' (the API spells it that way)"
+        return [ParamIssue(name, f"{name} {_fmt_value(value)} is not accepted by {model}", hint)]
+    return []  # pragma: no cover - every KNOWN_PARAMS entry is handled above
+
+
+def _check_size(spec: ModelSpec, value: object) -> list[ParamIssue]:
+    model = spec.name
+    choices = _size_choices(spec)
+    if isinstance(value, str) and (value in spec.sizes or (value == "auto" and spec.auto_size)):
+        return []
+    wh = parse_size(value)
+    free = spec.free_size
+    if free is not None and wh is not None:
+        reasons = free.reasons(*wh)
+        if not reasons:
+            return []
+        w, h = wh
+        m = free.multiple
+        hint = "use " + free.summary()
+        suggestion = (max(m, int(w / m + 0.5) * m), max(m, int(h / m + 0.5) * m))
+        if suggestion != wh and not free.reasons(*suggestion):
+            hint = f"try {suggestion[0]}x{suggestion[1]} ({free.summary()})"
+        return [
+            ParamIssue(
+                "size", f"size {_fmt_value(value)} is not accepted by {model}: {'; '.join(reasons)}", hint
+            )
+        ]
+    if free is not None:
+        hint = "use " + _join_or([*choices, "WxH (e.g. 1536x864)"])
+    else:
+        hint = "use " + _join_or(choices)
+    if wh is None and value != "auto":
+        return [ParamIssue("size", f"size {_fmt_value(value)} is not a size", hint)]
+    return [ParamIssue("size", f"size {_fmt_value(value)} is not accepted by {model}", hint)]
+
+
+def _check_combinations(spec: ModelSpec, kind: Kind, params: Mapping[str, object]) -> list[ParamIssue]:
+    issues: list[ParamIssue] = []
+    accepted = spec.accepts.get(kind, frozenset())
+    fmt = _effective_format(spec, params)
+    if (
+        "background" in accepted
+        and params.get("background") == "transparent"
+        and spec.transparent_formats
+        and fmt not in spec.transparent_formats
+    ):
+        issues.append(
+            ParamIssue(
+                "background",
+                f"background 'transparent' needs output_format {_join_or(spec.transparent_formats)}",
+                f"{fmt} has no alpha channel; use {_join_or(spec.transparent_formats)}",
+            )
+        )
+    if (
+        "output_compression" in accepted
+        and "output_compression" in params
+        and fmt not in spec.compression_formats
+    ):
+        issues.append(
+            ParamIssue(
+                "output_compression",
+                f"output_compression needs output_format {_join_or(spec.compression_formats)}",
+                f"{fmt} output is not compressed; drop output_compression or set output_format: "
+                + _join_or(spec.compression_formats),
+            )
+        )
+    return issues
+
+
+def _check_prompt(spec: ModelSpec, kind: Kind, prompt: str | None) -> list[ParamIssue]:
+    if prompt is None:
+        return []
+    if kind == "variation":
+        return [ParamIssue("prompt", "variations take no prompt; it is not sent", None, severity="warning")]
+    if not prompt.strip():
+        return [ParamIssue("prompt", "prompt is empty", "describe the image to make")]
+    if len(prompt) > spec.max_prompt:
+        return [
+            ParamIssue(
+                "prompt",
+                f"prompt is {len(prompt)} characters; {spec.name} accepts at most {spec.max_prompt}",
+                "shorten the prompt",
+            )
+        ]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# check_inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _norm_format(fmt: str) -> str:
+    f = fmt.lower()
+    return FORMAT_ALIASES.get(f, f)
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.1f} MB"
+
+
+def check_inputs(
+    model: str,
+    kind: Kind,
+    images: Sequence[InputInfo],
+    mask: InputInfo | None,
+) -> list[ParamIssue]:
+    """Problems with the files an edit or variation would upload (count, format, bytes, size, mask).
+
+    An unknown model, or a kind the model does not support, gives no issues here:
+    check_request reports those.
+    """
+    spec = MODELS.get(model)
+    if kind == "generate":
+        issues = []
+        if images:
+            issues.append(ParamIssue("image", "generations take no input image"))
+        if mask is not None:
+            issues.append(ParamIssue("mask", "generations take no mask"))
+        return issues
+    if spec is None or kind not in spec.kinds:
+        return []
+    rules = spec.edit_inputs if kind == "edit" else spec.variation_inputs
+    if rules is None:  # pragma: no cover - every model that supports edits/variations has rules
+        return []
+    issues = []
+    noun = "an edit" if kind == "edit" else "a variation"
+    if not images:
+        issues.append(ParamIssue("image", f"{noun} needs an input image"))
+    elif len(images) > rules.max_images:
+        issues.append(
+            ParamIssue(
+                "image",
+                f"{len(images)} input images; {model} accepts at most {rules.max_images}",
+                "drop some reference images" if rules.max_images > 1 else f"{model} edits one image",
+            )
+        )
+    many = len(images) > 1
+    for i, img in enumerate(images):
+        which = f"input image {i + 1} of {len(images)}" if many else "input image"
+        fmt = _norm_format(img.format)
+        if fmt not in rules.formats:
+            issues.append(
+                ParamIssue(
+                    "image",
+                    f"{which} is {img.format}; {model} accepts {_join_or(rules.formats)}",
+                    "convert it first (a convert step)",
+                )
+            )
+        if img.bytes >= rules.max_bytes:
+            issues.append(
+                ParamIssue(
+                    "image",
+                    f"{which} is {_mb(img.bytes)}; {model} accepts less than {_mb(rules.max_bytes)}",
+                    "resize it or save it with more compression",
+                )
+            )
+        if rules.square and img.width != img.height:
+            issues.append(
+                ParamIssue(
+                    "image",
+                    f"{which} is {img.width}x{img.height}; {model} needs a square image",
+                    'crop or pad it to a square first (a pad step with aspect: "1:1")',
+                )
+            )
+    if mask is None:
+        if rules.alpha_without_mask and images and not images[0].has_alpha:
+            issues.append(
+                ParamIssue(
+                    "mask",
+                    f"{model} edits the transparent area of the image, and this one has none",
+                    "add a mask, or use an image with transparency",
+                )
+            )
+        return issues
+    if not rules.mask_allowed:
+        issues.append(ParamIssue("mask", f"{KIND_NOUN[kind]} take no mask"))
+        return issues
+    if _norm_format(mask.format) != "png":
+        issues.append(ParamIssue("mask", f"mask is {mask.format}; masks must be PNG", "save the mask as PNG"))
+    if mask.bytes >= rules.mask_max_bytes:
+        issues.append(
+            ParamIssue(
+                "mask",
+                f"mask is {_mb(mask.bytes)}; masks must be less than {_mb(rules.mask_max_bytes)}",
+                "save the mask with more compression or at a smaller size",
+            )
+        )
+    if not mask.has_alpha:
+        issues.append(
+            ParamIssue(
+                "mask",
+                "mask has no alpha channel",
+                "transparent pixels mark the area to edit; make the mask RGBA (a mask step does)",
+            )
+        )
+    if images and (mask.width, mask.height) != (images[0].width, images[0].height):
+        issues.append(
+            ParamIssue(
+                "mask",
+                f"mask is {mask.width}x{mask.height} but the first input image is "
+                f"{images[0].width}x{images[0].height}",
+                "a mask must be the size of the first image; use fit: resize or a mask step with size_of",
+            )
+        )
+    return issues
+
+
+# ---------------------------------------------------------------------------------------------
+# What a request sends and what it makes
+# ---------------------------------------------------------------------------------------------
+
+
+def output_size(
+    model: str,
+    params: Mapping[str, object],
+    first_input: tuple[int, int] | None = None,
+) -> tuple[int, int]:
+    """The pixel size an image will have.
+
+    An explicit WxH is that size. "auto" or no size: the first input's size for an
+    edit when the model accepts that size, else 1024x1024 (what auto gives for a
+    square prompt; the actual auto choice is the model's).
+    """
+    wh = parse_size(params.get("size"))
+    if wh is not None:
+        return wh
+    spec = MODELS.get(model)
+    if first_input is not None:
+        w, h = first_input
+        size = f"{w}x{h}"
+        if spec is None or size_allowed(spec, size):
+            return (w, h)
+    return DEFAULT_SIZE
+
+
+def output_format(model: str, params: Mapping[str, object]) -> str:
+    """The format the images will come back in: png | jpeg | webp."""
+    spec = MODELS.get(model)
+    if spec is None:
+        fmt = params.get("output_format")
+        if isinstance(fmt, str):
+            f = _norm_format(fmt)
+            if f in GPT_FORMATS:
+                return f
+        return "png"
+    return _effective_format(spec, params)
+
+
+def extension(fmt: str) -> str:
+    """File extension for a format: png -> png, jpeg -> jpg, webp -> webp."""
+    f = fmt.lower()
+    return EXTENSIONS.get(f, f)
+
+
+def request_params(
+    model: str,
+    kind: Kind,
+    params: Mapping[str, object],
+    *,
+    api: Api = "images",
+) -> dict[str, object]:
+    """What will be SENT (minus prompt and files), normalised.
+
+    None values dropped; only the parameters the model accepts for this kind kept;
+    `n` always present (default 1; not sent to the Responses API tool, which makes
+    one image per call); dall-e's `response_format` defaults to b64_json (base64
+    rather than a URL that expires in an hour). No other defaults are added.
+    On variations, safety_identifier is sent as `user` (the only name that endpoint has).
+    """
+    spec = MODELS.get(model)
+    given = {k: v for k, v in params.items() if v is not None}
+    if spec is None:
+        accepted: frozenset[str] = frozenset(KNOWN_PARAMS)
+    else:
+        accepted = spec.accepts.get(kind, frozenset())
+    if api == "responses":
+        accepted = accepted & RESPONSES_PARAMS
+    out: dict[str, object] = {}
+    if api != "responses":
+        out["n"] = given.get("n", 1)
+    for name in KNOWN_PARAMS:
+        if name == "n" or name not in accepted or name not in given:
+            continue
+        out[SENT_AS.get((kind, name), name)] = given[name]
+    if (
+        api != "responses"
+        and spec is not None
+        and spec.default_response_format
+        and "response_format" in accepted
+        and "response_format" not in out
+    ):
+        out["response_format"] = spec.default_response_format
+    return out

@@ -803,7 +803,7 @@ def check_inputs(
         issues.append(
             ParamIssue(
                 "mask",
-                f"mask is {mask.width}x{mask.height} but the first input image is "
+                f"mask size {mask.width}x{mask.height} differs from the first input image's "
                 f"{images[0].width}x{images[0].height}",
                 "a mask must be the size of the first image; use fit: resize or a mask step with size_of",
             )

@@ -633,7 +633,7 @@ def test_check_inputs_mask() -> None:
     assert check_inputs("gpt-image-2", "edit", [png(1536, 1024), png()], png(1024, 1024)) == [
         ParamIssue(
             "mask",
-            "mask is 1024x1024 but the first input image is 1536x1024",
+            "mask size 1024x1024 differs from the first input image's 1536x1024",
             "a mask must be the size of the first image; use fit: resize or a mask step with size_of",
         )
     ]

@@ -1,0 +1,74 @@
+"""One run per ``output_dir``: an advisory ``flock`` the kernel drops when the process dies."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from dalle_pipe.errors import LockedError
+
+from ._fs import LOCK_NAME, _makedirs, state_dir
+
+
+class RunLock:
+    """Context manager holding ``flock(LOCK_EX | LOCK_NB)`` on ``output_dir/.dalle-pipe/lock``.
+
+    Raises :class:`~dalle_pipe.errors.LockedError` at once (no waiting) when another process,
+    or another ``RunLock`` in this process, holds it. The holder's pid is written into the
+    file for people to read; it is never trusted. The file itself is never deleted (deleting a
+    flock file races with the next opener). ``acquire``/``release`` work without ``with`` too.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.path = state_dir(self.output_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        _makedirs(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"another dalle-pipe run is using {self.output_dir}", hint="wait for it to finish"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

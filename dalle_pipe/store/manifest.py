@@ -1,0 +1,94 @@
+"""``manifest.json`` and its previous copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dalle_pipe.errors import DallePipeError
+
+from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, atomic_write_json, state_dir
+
+
+class ManifestCorruptError(DallePipeError):
+    """``manifest.json`` exists but is not a JSON object with an ``entries`` list (exit 2).
+
+    Raised by :func:`load_manifest`; ``path`` is the bad file. The runner may stop, or warn and
+    carry on from the previous manifest and the journal: :func:`write_manifest` never lets a
+    corrupt manifest overwrite ``manifest.prev.json`` (it is kept as ``manifest.corrupt.json``).
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path}: not a valid dalle-pipe manifest: {reason}",
+            hint=f"fix or remove it; the previous one is {state_dir(path.parent) / PREV_MANIFEST_NAME}",
+        )
+        self.path = path
+
+
+def _parse_manifest(path: Path, raw: bytes | None = None) -> dict[str, Any]:
+    if raw is None:
+        raw = path.read_bytes()
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise ManifestCorruptError(path, str(e)) from None
+    if not isinstance(doc, dict):
+        raise ManifestCorruptError(path, "the top level is not an object")
+    if not isinstance(doc.get("entries"), list):
+        raise ManifestCorruptError(path, "it has no 'entries' list")
+    return doc
+
+
+def load_manifest(output_dir: Path) -> dict[str, Any] | None:
+    """``output_dir/manifest.json``, or None when there is none.
+
+    Raises :class:`ManifestCorruptError` (a ``DallePipeError``) when it exists but is not valid.
+    """
+    path = Path(output_dir) / MANIFEST_NAME
+    try:
+        return _parse_manifest(path)
+    except FileNotFoundError:
+        return None
+
+
+def load_previous_manifest(output_dir: Path) -> dict[str, Any] | None:
+    """``.dalle-pipe/manifest.prev.json``, or None when absent or unreadable (it is only a backup)."""
+    try:
+        return _parse_manifest(state_dir(Path(output_dir)) / PREV_MANIFEST_NAME)
+    except (OSError, ManifestCorruptError):
+        return None
+
+
+def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
+    """Copy the current ``manifest.json`` to ``.dalle-pipe/manifest.prev.json``, then write the
+    new one atomically. A current manifest that is corrupt goes to
+    ``.dalle-pipe/manifest.corrupt.json`` instead, so the good previous copy is kept."""
+    output_dir = Path(output_dir)
+    path = output_dir / MANIFEST_NAME
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    if old is not None:
+        try:
+            _parse_manifest(path, old)
+            backup = PREV_MANIFEST_NAME
+        except ManifestCorruptError:
+            backup = "manifest.corrupt.json"
+        atomic_write_bytes(state_dir(output_dir) / backup, old)
+    atomic_write_json(path, manifest)
+
+
+def manifest_path(output_dir: Path) -> Path:
+    return Path(output_dir) / MANIFEST_NAME
+
+
+__all__ = [
+    "ManifestCorruptError",
+    "load_manifest",
+    "load_previous_manifest",
+    "manifest_path",
+    "write_manifest",
+]

@@ -1,0 +1,291 @@
+"""The command line: each command parses, calls one library function, prints. Exit codes live here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import EXIT_INVALID, DallePipeError, RecipeError, UsageError
+from .recipe import Overrides
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(exc: DallePipeError) -> int:
+    text = exc.format()
+    click.echo(text if isinstance(exc, RecipeError) else f"error: {text}", err=True)
+    return exc.exit_code
+
+
+def handled(fn: F) -> F:
+    """Turn the tool's own errors into their message and exit code; Ctrl-C into 130."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            code = fn(*args, **kwargs)
+        except DallePipeError as exc:
+            sys.exit(_fail(exc))
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code or 0)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def provider_options(fn: F) -> F:
+    fn = click.option("--var", "var", multiple=True, metavar="K=V", help="Set a template variable.")(fn)
+    fn = click.option("--base-url", help="API endpoint (else OPENAI_BASE_URL, else api.openai.com).")(fn)
+    fn = click.option("--provider", "provider", help="Provider for every recipe: openai, offline, azure.")(fn)
+    fn = click.option("--offline", is_flag=True, help="Use the local offline renderer: no key, no network.")(fn)
+    return fn
+
+
+def _overrides(offline: bool, provider: str | None, base_url: str | None, var: tuple[str, ...],
+               output_dir: Path | None = None) -> Overrides:
+    if offline and provider and provider != "offline":
+        raise UsageError("--offline and --provider disagree", "use one of them")
+    name = "offline" if offline else provider
+    if name is not None and name not in ("openai", "offline", "azure"):
+        raise UsageError(f"unknown provider {name!r}", "use openai, offline or azure")
+    variables = {}
+    for item in var:
+        if "=" not in item:
+            raise UsageError(f"--var {item!r} is not K=V", "e.g. --var brand=Acme")
+        k, v = item.split("=", 1)
+        variables[k.strip()] = v
+    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir)
+
+
+def _print_warnings(warnings: list[Any]) -> None:
+    for w in warnings:
+        click.echo(w.format(), err=True)
+
+
+targets_arg = click.argument("targets", nargs=-1, type=click.Path(path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dalle-pipe")
+def main() -> None:
+    """dalle-pipe: declarative pipelines for OpenAI image generation.
+
+    TARGET is a recipe or a pipeline file; none means ./pipeline.yaml.
+    """
+
+
+@main.command()
+@targets_arg
+@provider_options
+@handled
+def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+             var: tuple[str, ...]) -> int:
+    """Check everything that needs no network; exit 0 or 2."""
+    from .app import load
+
+    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    _print_warnings(loaded.warnings)
+    n = sum(len(p.tasks) for p in loaded.plans)
+    click.echo(f"ok: {len(loaded.plans)} recipe(s), {sum(len(p.units) for p in loaded.plans)} unit(s), "
+               f"{n} task(s)")
+    return 0
+
+
+@main.command()
+@targets_arg
+@provider_options
+@click.option("--only", multiple=True, metavar="STEP", help="Run only these steps.")
+@click.option("--items", multiple=True, metavar="KEY", help="Run only these units (catalog keys).")
+@click.option("--limit", type=click.IntRange(min=0), help="Run only the first N units.")
+@click.option("--force", is_flag=True, help="Make images again even when up to date (old ones go to history).")
+@click.option("--check", is_flag=True, help="Send nothing; exit 1 when any output is missing or out of date.")
+@click.option("--dry-run", is_flag=True, help="Show what would be made; send nothing, write nothing.")
+@click.option("--batch", is_flag=True, help="Submit through the Batch API (not available yet).")
+@click.option("--shard", metavar="I/N", help="Run shard I of N (1-based) of the units.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight at once.")
+@click.option("--fail-fast", is_flag=True, help="Stop starting work at the first failure.")
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="Refuse a run estimated above this.")
+@click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Write outputs here.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--quiet", is_flag=True, help="Print only errors.")
+@handled
+def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+        var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
+        check: bool, dry_run: bool, batch: bool, shard: str | None, concurrency: int | None, fail_fast: bool,
+        max_cost: float | None, prices: Path | None, output_dir: Path | None, as_json: bool,
+        quiet: bool) -> int:
+    """Make every image that is missing or out of date."""
+    from .app import exit_code, get_prices, load
+    from .app import run as run_all
+    from .progress import Progress, as_json as summary_json, failures, summary_line
+    from .runner import RunOptions
+
+    if check and dry_run:
+        raise UsageError("--check and --dry-run cannot be combined")
+    if batch:
+        raise UsageError("--batch is not available yet", "run without --batch")
+    overrides = _overrides(offline, provider, base_url, var, output_dir)
+    table = get_prices(prices)
+    loaded = load(list(targets), overrides)
+    if not quiet:
+        _print_warnings(loaded.warnings)
+    opts = RunOptions(mode="check" if check else "dry" if dry_run else "run", force=force, only=only,
+                      items=items, limit=limit, shard=_shard(shard), concurrency=concurrency,
+                      fail_fast=fail_fast, max_cost=max_cost)
+    total = sum(len(p.tasks) for p in loaded.plans)
+    bar = Progress(total, live=None if not (quiet or as_json) else False)
+    try:
+        results = run_all(loaded, opts, table, overrides, bar.task, bar.wait)
+    finally:
+        bar.close()
+    code = exit_code(results, opts)
+    if as_json:
+        click.echo(json.dumps(summary_json(results, code), indent=2))
+    elif not quiet:
+        for r in results:
+            click.echo(summary_line(r))
+            for line in failures(r)[:20]:
+                click.echo(line)
+            if opts.mode != "run":
+                for t in r.reports:
+                    if t.outcome.status == "pending":
+                        click.echo(f"  to make: {t.task.id} -> {', '.join(t.task.outputs)}")
+    return code
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r} is not I/N", "e.g. --shard 1/4") from None
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text!r}: I must be between 1 and N")
+    return i, n
+
+
+@main.command()
+@targets_arg
+@provider_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
+@handled
+def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+         var: tuple[str, ...], as_json: bool, prices: Path | None) -> int:
+    """Show, per step and in total, what a run would request and what it would cost."""
+    from .app import get_prices, load, plan_summary
+
+    table = get_prices(prices)
+    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    rows = plan_summary(loaded, table)
+    if as_json:
+        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows}, indent=2))
+        return 0
+    _print_warnings(loaded.warnings)
+    for r in rows:
+        click.echo(f"{r['recipe']} ({r['provider']}, {r['units']} units) -> {r['output_dir']}")
+        click.echo(f"  {'step':<16}{'kind':<11}{'requests':>9}{'images':>8}{'up to date':>12}"
+                   f"{'to make':>9}{'cost':>11}{'batch':>11}")
+        for s in [*r["steps"], {**r["total"], "step": "total", "kind": ""}]:
+            click.echo(f"  {s['step']:<16}{s['kind']:<11}{s['requests']:>9}{s['images']:>8}"
+                       f"{s['up_to_date']:>12}{s['to_make']:>9}{_usd(s['cost_usd']):>11}"
+                       f"{_usd(s['batch_cost_usd']):>11}")
+    click.echo(f"prices as checked on {table.checked}")
+    return 0
+
+
+def _usd(v: float | None) -> str:
+    return "unknown" if v is None else f"${v:,.2f}"
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["recipe", "pipeline"]), default="recipe")
+@handled
+def schema(kind: str) -> int:
+    """Print the JSON Schema of a recipe or a pipeline file."""
+    from .schema import schema_text
+
+    click.echo(schema_text(kind), nl=False)  # type: ignore[arg-type]
+    return 0
+
+
+def _floats(text: str | None, count: int | None, name: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{name} {text!r}: expected numbers separated by commas") from None
+    if count is not None and len(values) != count:
+        raise UsageError(f"{name} {text!r}: expected {count} numbers")
+    return values
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--circle", multiple=True, metavar="CX,CY,R")
+@click.option("--ellipse", multiple=True, metavar="X0,Y0,X1,Y1")
+@click.option("--rect", multiple=True, metavar="X0,Y0,X1,Y1")
+@click.option("--polygon", multiple=True, metavar="X,Y,X,Y,...")
+@click.option("--from-alpha", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--invert", is_flag=True)
+@click.option("--feather", type=click.FloatRange(min=0), default=0.0)
+@handled
+def mask(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, ...], rect: tuple[str, ...],
+         polygon: tuple[str, ...], from_alpha: Path | None, invert: bool, feather: float) -> int:
+    """Make an RGBA PNG mask the size of IMAGE: transparent where the image is to be edited."""
+    from .maskcmd import make_mask
+
+    shapes: list[dict[str, Any]] = []
+    for c in circle:
+        cx, cy, r = _floats(c, 3, "--circle") or []
+        shapes.append({"circle": {"center": [cx, cy], "radius": r}})
+    for e in ellipse:
+        shapes.append({"ellipse": {"box": _floats(e, 4, "--ellipse")}})
+    for r_ in rect:
+        shapes.append({"rect": {"box": _floats(r_, 4, "--rect")}})
+    for p in polygon:
+        pts = _floats(p, None, "--polygon") or []
+        if len(pts) < 6 or len(pts) % 2:
+            raise UsageError(f"--polygon {p!r}: expected at least 3 X,Y pairs")
+        shapes.append({"polygon": {"points": [pts[i:i + 2] for i in range(0, len(pts), 2)]}})
+    w, h = make_mask(image, out, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
+    click.echo(f"wrote {out} ({w}x{h})")
+    return 0
+
+
+@main.command()
+@targets_arg
+@provider_options
+@handled
+def clean(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+          var: tuple[str, ...]) -> int:
+    """Remove history and outputs that no recipe produces any more."""
+    from .app import load
+    from .housekeeping import clean_outputs
+
+    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    for plan_ in loaded.plans:
+        removed = clean_outputs(plan_)
+        click.echo(f"{plan_.recipe.name}: removed {len(removed)} file(s)")
+    return 0
+
+
+def run_main() -> None:  # pragma: no cover - console entry for `python -m`
+    main(prog_name="dalle-pipe")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_main()
+    sys.exit(EXIT_INVALID)

@@ -1,0 +1,408 @@
+"""One task, start to finish: inputs -> fingerprint -> reuse or keep -> make -> durable entry.
+
+The decision order is the no-loss contract: reuse by fingerprint first; an
+approved image is never regenerated; a hand-edited file is kept; the offline
+provider never writes over another provider's image; a paid image about to be
+replaced goes to history first.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import models, store
+from .imaging import io as imgio
+from .plan import InputRef, Task
+from .prices import PriceTable, cost_from_usage
+from .providers.base import (
+    Fatal,
+    ImageRequest,
+    ImageResponse,
+    InputFile,
+    Provider,
+    ProviderError,
+)
+from .recipe import display_path
+from .steps.local import run_local
+from .templating import RenderError, render
+from .throttle import Clock, Limiter, Stopped, call_with_retries
+
+PAID_FREE = ("offline", "local")  # providers whose images cost nothing
+
+
+@dataclass
+class Outcome:
+    """What became of one task."""
+
+    status: str  # generated | up_to_date | failed | skipped | modified | pending (check/dry-run)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    prompt: str | None = None
+    revised_prompt: str | None = None
+    reason: str | None = None
+    in_scope: bool = True
+    stale: bool = False
+    cost: float | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("generated", "up_to_date", "modified", "pending")
+
+
+@dataclass
+class RunState:
+    """Everything tasks of one recipe share while it runs."""
+
+    output_dir: Path
+    provider_name: str
+    files: store.FileIndex
+    reuse: store.ReuseIndex
+    prev_by_path: dict[str, dict[str, Any]]
+    pending_fps: set[str]
+    prices: PriceTable
+    mode: str = "run"  # run | check | dry
+    force: bool = False
+    selected_steps: frozenset[str] | None = None
+    provider_factory: Callable[[], Provider] | None = None
+    limiter: Limiter | None = None
+    journal: store.Journal | None = None
+    clock: Clock | None = None
+    max_retries: int = 6
+    timeout_s: float = 300.0
+    max_cost: float | None = None
+    spent: float = 0.0
+    stop_reason: str | None = None
+    on_wait: Callable[[str, float], None] | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _provider: Provider | None = None
+
+    def provider(self) -> Provider:
+        with self.lock:
+            if self._provider is None:
+                assert self.provider_factory is not None
+                self._provider = self.provider_factory()
+            return self._provider
+
+    def stop(self, reason: str) -> None:
+        with self.lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+        if self.limiter is not None:
+            self.limiter.stop()
+
+
+def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
+    """Decide and, in run mode, make one task; `done` holds this unit's earlier outcomes."""
+    scoped = state.selected_steps is None or task.step.id in state.selected_steps
+    if not task.enabled:
+        return Outcome("skipped", reason="`when` is false", in_scope=scoped)
+    inputs: list[tuple[InputRef, Path, str]] = []
+    for ref in task.inputs:
+        if ref.step is not None:
+            up = done.get(ref.step)
+            if up is None or not up.usable:
+                status = up.status if up else "missing"
+                return Outcome("skipped", reason=f"needs step {ref.step!r}, which is {status}", in_scope=scoped)
+            idx = ref.index or 0
+            if up.status == "pending":
+                inputs.append((ref, state.output_dir / task.outputs[0], ""))
+                continue
+            entry = up.entries[idx]
+            inputs.append((ref, state.output_dir / entry["path"], str(entry["sha256"])))
+        else:
+            assert ref.path is not None
+            sha = state.files.sha(ref.path)
+            if sha is None:
+                return Outcome("failed", reason=f"input {display_path(ref.path)} is missing", in_scope=scoped)
+            inputs.append((ref, ref.path, sha))
+    prompt = task.prompt
+    if task.prompt_template is not None:
+        ctx = _steps_context(task, done)
+        try:
+            prompt = render(task.prompt_template, ctx)
+        except RenderError as exc:
+            return _failed(task, "template", exc.message, scoped)
+    if any(up.status == "pending" for up in done.values() if up) and any(r.step for r, _, _ in inputs):
+        if any(done[r.step].status == "pending" for r, _, _ in inputs if r.step):
+            return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
+                           entries=[{"path": p} for p in task.outputs])
+    provider = state.provider_name if task.is_api else "local"
+    endpoint = _endpoint(task, state)
+    fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint, params=task.params,
+                           prompt=prompt, input_shas=[s for _, _, s in inputs])
+    if not state.force:
+        found = [state.reuse.lookup(fp, i) for i in range(task.n)]
+        if all(f is not None for f in found):
+            entries = []
+            for i, f in enumerate(found):
+                assert f is not None
+                entries.append(_place(state, task, i, f))
+            return Outcome("up_to_date", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
+    kept = _keep_existing(state, task, provider, scoped)
+    if kept is not None:
+        return kept
+    if not scoped:
+        return Outcome("skipped", reason="not selected (--only) and not up to date", in_scope=False)
+    if state.mode != "run":
+        return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
+                       reason="would be made", cost=_estimate(state, task))
+    if state.stop_reason is not None:
+        return Outcome("skipped", reason=state.stop_reason)
+    started = time.monotonic()
+    if not task.is_api:
+        return _make_local(state, task, inputs, fp, prompt, started)
+    return _make_api(state, task, inputs, fp, prompt, endpoint, started)
+
+
+def _steps_context(task: Task, done: dict[str, Outcome]) -> dict[str, Any]:
+    recipe, unit = task.recipe, task.unit
+    steps = {}
+    for sid, out in done.items():
+        paths = [e.get("path") for e in out.entries]
+        steps[sid] = {"path": paths[0] if paths else None, "paths": paths, "prompt": out.prompt,
+                      "revised_prompt": out.revised_prompt}
+    return {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}, "item": dict(unit.item),
+            "key": unit.key, "matrix": dict(unit.matrix), "steps": steps, "step": task.step.id}
+
+
+def _endpoint(task: Task, state: RunState) -> str:
+    if not task.is_api:
+        return f"local/{task.kind}"
+    if task.recipe.provider.api == "responses" and state.provider_name != "offline":
+        return "/v1/responses"
+    return {"generate": "/v1/images/generations", "edit": "/v1/images/edits",
+            "variation": "/v1/images/variations"}[task.kind]
+
+
+def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> dict[str, Any]:
+    """Reuse a found image at this task's path (copying it there when it lives elsewhere)."""
+    rel = task.outputs[index]
+    if found["path"] != rel:
+        src = store.safe_join(state.output_dir, found["path"])
+        dst = store.safe_join(state.output_dir, rel)
+        if dst.exists():
+            _retire(state, rel)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.copy")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        state.files.record(dst, str(found["sha256"]))
+    entry = {**found, "step": task.step.id, "key": task.unit.key, "index": index, "path": rel,
+             "status": "up_to_date"}
+    entry.pop("stale", None)
+    return entry
+
+
+def _retire(state: RunState, rel: str) -> None:
+    """Before a file is replaced: a paid image goes to history; a free one is just replaced."""
+    prev = state.prev_by_path.get(rel.lower())
+    path = state.output_dir / rel
+    if path.exists() and (prev is None or prev.get("provider") not in PAID_FREE):
+        store.move_to_history(state.output_dir, path)
+        state.files.forget(path)
+
+
+def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> Outcome | None:
+    """Approved, hand-modified, or another provider's image at our path: keep it."""
+    entries: list[dict[str, Any]] = []
+    status = None
+    for i, rel in enumerate(task.outputs):
+        prev = state.prev_by_path.get(rel.lower())
+        path = state.output_dir / rel
+        sha = state.files.sha(path)
+        if prev is not None and prev.get("approved") and sha == prev.get("sha256") and not state.force:
+            entries.append({**prev, "status": "up_to_date", "stale": True})
+            status = status or "up_to_date"
+            continue
+        if sha is None:
+            return None
+        if prev is None or (prev.get("sha256") and sha != prev.get("sha256")):
+            if state.force and prev is not None:
+                return None
+            entries.append({**(prev or _bare_entry(task, i, rel)), "sha256": sha, "status": "modified"})
+            status = "modified"
+            continue
+        if provider == "offline" and prev.get("provider") not in PAID_FREE:
+            return Outcome("skipped", [{**prev, "status": "skipped"}], in_scope=scoped,
+                           reason=f"kept {rel}: the offline provider never writes over an image made by "
+                           f"{prev.get('provider')}")
+        return None
+    if status is None:
+        return None
+    out = Outcome(status, entries, in_scope=scoped, stale=any(e.get("stale") for e in entries))
+    out.prompt = entries[0].get("prompt")
+    out.revised_prompt = entries[0].get("revised_prompt")
+    return out
+
+
+def _bare_entry(task: Task, index: int, rel: str) -> dict[str, Any]:
+    return {"step": task.step.id, "key": task.unit.key, "index": index, "path": rel, "provider": None,
+            "model": task.model, "fingerprint": None, "approved": False}
+
+
+def _failed(task: Task, etype: str, message: str, scoped: bool, **extra: Any) -> Outcome:
+    error = {"type": etype, "status": extra.get("status"), "code": extra.get("code"), "message": message}
+    return Outcome("failed", reason=message, in_scope=scoped,
+                   entries=[{"error": error, "attempts": extra.get("attempts", 0),
+                             "possible_duplicate_charge": extra.get("dup", False)}] * max(task.n, 1))
+
+
+def _estimate(state: RunState, task: Task) -> float | None:
+    if not task.is_api or state.provider_name == "offline":
+        return 0.0
+    from .prices import estimate_request
+
+    return estimate_request(state.prices, task.model or "", task.kind, task.params)  # type: ignore[arg-type]
+
+
+def _input_entries(state: RunState, inputs: list[tuple[InputRef, Path, str]]) -> list[dict[str, Any]]:
+    out = []
+    for ref, path, sha in inputs:
+        try:
+            shown = str(path.relative_to(state.output_dir))
+        except ValueError:
+            shown = display_path(path)
+        out.append({"role": ref.role, "path": shown, "sha256": sha})
+    return out
+
+
+def _write(state: RunState, task: Task, index: int, data: bytes) -> dict[str, Any]:
+    rel = task.outputs[index]
+    path = store.safe_join(state.output_dir, rel)
+    _retire(state, rel)
+    store.atomic_write_bytes(path, data)
+    sha = store.sha256_bytes(data)
+    state.files.record(path, sha)
+    info = imgio.probe(path)
+    return {"step": task.step.id, "key": task.unit.key, "index": index, "path": rel, "sha256": sha,
+            "width": info.width, "height": info.height, "format": info.format, "bytes": len(data)}
+
+
+def _make_local(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]], fp: str,
+                prompt: str | None, started: float) -> Outcome:
+    by_role: dict[str, list[Path]] = {}
+    for ref, path, _ in inputs:
+        by_role.setdefault(ref.role, []).append(path)
+    try:
+        data = run_local(task.kind, task.params, by_role, task.fmt)
+    except (ValueError, OSError, imgio.ImageInputError) as exc:
+        return _failed(task, "local", str(getattr(exc, "message", exc)), True)
+    entry = _write(state, task, 0, data)
+    entry.update(_common(state, task, "local", fp, prompt, inputs, started))
+    entry.update({"revised_prompt": None, "request_id": None, "usage": None, "cost_usd": 0.0, "attempts": 1,
+                  "possible_duplicate_charge": False})
+    return Outcome("generated", [entry], prompt)
+
+
+def _common(state: RunState, task: Task, provider: str, fp: str, prompt: str | None,
+            inputs: list[tuple[InputRef, Path, str]], started: float) -> dict[str, Any]:
+    return {"provider": provider, "model": task.model, "endpoint": _endpoint(task, state),
+            "params": task.params, "prompt": prompt, "inputs": _input_entries(state, inputs),
+            "fingerprint": fp, "approved": False, "created_at": store.utc_now_iso(),
+            "duration_s": round(time.monotonic() - started, 3), "status": "generated", "error": None}
+
+
+def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]],
+             prompt: str | None) -> ImageRequest:
+    spec = models.get_model(task.model or "")
+    rules = (spec.variation_inputs if task.kind == "variation" else spec.edit_inputs) if spec else None
+    allowed = set(rules.formats) if rules else {"png"}
+    square_png = bool(rules and rules.square)
+    images: list[InputFile] = []
+    mask: InputFile | None = None
+    first_size: tuple[int, int] | None = None
+    for ref, path, _ in inputs:
+        shown = _input_entries(state, [(ref, path, "")])[0]["path"]
+        if ref.role == "mask":
+            data = imgio.to_rgba_png(path)
+            if task.step.body.get("fit") == "resize" and first_size is not None:
+                data = _resize_mask(data, first_size)
+            mask = InputFile("mask", shown, data, "mask.png", "image/png")
+        else:
+            data, mime, name = imgio.prepare_upload(path, allowed_formats=allowed,
+                                                    as_png=square_png)
+            if first_size is None:
+                info = imgio.probe(path)
+                first_size = (info.width, info.height)
+            images.append(InputFile("image", shown, data, name, mime))
+    recipe = task.recipe
+    return ImageRequest(kind=task.kind, model=task.model or "", prompt=prompt,  # type: ignore[arg-type]
+                        params=dict(task.params), images=tuple(images), mask=mask, timeout_s=state.timeout_s,
+                        api="responses" if recipe.provider.api == "responses" else "images",
+                        mainline_model=recipe.provider.model)
+
+
+def _resize_mask(data: bytes, size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        out = img.convert("RGBA").resize(size, Image.Resampling.NEAREST)
+    return imgio.encode(out, "png")
+
+
+def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]], fp: str,
+              prompt: str | None, endpoint: str, started: float) -> Outcome:
+    if state.max_cost is not None and state.spent >= state.max_cost:
+        return Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
+    try:
+        request = _request(state, task, inputs, prompt)
+    except (imgio.ImageInputError, OSError, ValueError) as exc:
+        return _failed(task, "input", str(getattr(exc, "message", exc)), True)
+    provider = state.provider()
+    assert state.limiter is not None and state.clock is not None
+    attempt = [0]
+    journal = state.journal
+
+    def call() -> ImageResponse:
+        attempt[0] += 1
+        if journal is not None:
+            journal.intent(task.id, fp, attempt[0])
+        return provider.send(request)
+
+    try:
+        outcome = call_with_retries(call, state.limiter, images=task.n, max_retries=state.max_retries,
+                                    clock=state.clock, rng=state.rng, on_wait=state.on_wait)
+    except Stopped:
+        return Outcome("skipped", reason=state.stop_reason or "run stopped")
+    dup = outcome.possible_duplicate_charge or fp in state.pending_fps
+    if outcome.error is not None or outcome.value is None:
+        err: ProviderError = outcome.error or ProviderError("no response")
+        if isinstance(err, Fatal):
+            state.stop(f"stopped after a fatal error: {err.message}")
+        if journal is not None:
+            journal.failed(task.id, fp, err.as_dict())
+        return _failed(task, err.type, err.message, True, status=err.status, code=err.code,
+                       attempts=outcome.attempts, dup=dup)
+    resp = outcome.value
+    cost = (0.0 if state.provider_name in PAID_FREE
+            else cost_from_usage(state.prices, task.model or "", resp.usage, task.params))
+    if cost is not None:
+        with state.lock:
+            state.spent += cost
+    entries = []
+    images = resp.images[: task.n]
+    for i, image in enumerate(images):
+        entry = _write(state, task, i, image.data)
+        entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, started))
+        entry.update({"endpoint": endpoint, "revised_prompt": image.revised_prompt,
+                      "request_id": resp.request_id, "usage": resp.usage,
+                      "cost_usd": round(cost / len(images), 6) if cost is not None else None,
+                      "attempts": outcome.attempts, "possible_duplicate_charge": dup})
+        if resp.response_id:
+            entry["response_id"] = resp.response_id
+        entries.append(entry)
+    if len(images) < task.n:
+        return _failed(task, "short_response", f"asked for {task.n} images, got {len(images)}", True,
+                       attempts=outcome.attempts, dup=dup)
+    if journal is not None:
+        journal.done(task.id, fp, entries)
+    return Outcome("generated", entries, prompt, entries[0]["revised_prompt"] if entries else None, cost=cost)

@@ -1,0 +1,410 @@
+"""Safe image reading and encoding.
+
+Every image the tool reads goes through :func:`probe` (header only) or :func:`load`
+(full decode). Both refuse decompression bombs, files Pillow cannot identify, and
+truncated or corrupt files, with an :class:`ImageInputError` that says what is wrong
+with the file. Both report the image the way a viewer shows it: after its EXIF
+orientation (a JPEG tagged "rotate 90°" reports swapped width and height, and
+:func:`load` returns it upright).
+
+Decompression bombs: an image of more than :data:`MAX_PIXELS` pixels (8192 x 8192)
+is refused before anything is decoded. Pillow's own guard (``Image.MAX_IMAGE_PIXELS``,
+a warning above it and an error above twice it) is honoured too, and both of its
+signals are turned into :class:`ImageInputError` inside a ``warnings.catch_warnings``
+block, so that ``pytest -W error`` or a user's warning filters cannot turn a big
+image into a crash. Python 3.11's warning filters are process-global, so those
+blocks are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import re
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from dalle_pipe.errors import DallePipeError
+
+MAX_PIXELS: Final = 8192 * 8192
+"""Decompression-bomb limit: images with more pixels than this are refused unread."""
+
+OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+"""The Pillow plugins allowed to identify a file (no EPS/PDF/PSD/... and no Ghostscript)."""
+
+MIME_TYPES: Final = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+}
+EXTENSIONS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff"}
+ENCODE_FORMATS: Final = ("png", "jpeg", "webp")
+DEFAULT_QUALITY: Final = 90
+
+_ORIENTATION_TAG: Final = 0x0112
+_SWAPPING_ORIENTATIONS: Final = frozenset({5, 6, 7, 8})
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+_PIL_LOCK = threading.RLock()
+
+
+class ImageInputError(DallePipeError):
+    """An input file is not an image we can use: unreadable, unknown, truncated, too large.
+
+    ``message`` is ``"<path>: <reason>"``; ``reason`` and ``path`` are kept apart for
+    callers that report the path themselves.
+    """
+
+    def __init__(self, path: Path | str, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint)
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`probe` learns from a file's header.
+
+    ``width``/``height`` are after EXIF orientation; ``orientation`` is the EXIF tag
+    (1 = none) and ``bytes`` the file size.
+    """
+
+    format: str  # "png" | "jpeg" | "webp" | "gif" | "bmp" | "tiff" (lower-case; MPO is "jpeg")
+    width: int
+    height: int
+    bytes: int
+    has_alpha: bool
+    mode: str
+    orientation: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    @property
+    def mime(self) -> str:
+        return MIME_TYPES.get(self.format, "application/octet-stream")
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def _too_large(path: Path, pixels: int | None) -> ImageInputError:
+    count = f"{pixels} pixels" if pixels is not None else "too many pixels"
+    return ImageInputError(
+        path,
+        f"image is too large to decode safely ({count}; limit {MAX_PIXELS})",
+        "a possible decompression bomb; images over 8192x8192 are refused",
+    )
+
+
+def _pixels_from_message(text: str) -> int | None:
+    match = re.search(r"\((\d+) pixels\)", text)
+    return int(match.group(1)) if match else None
+
+
+@contextmanager
+def _guarded(path: Path) -> Iterator[None]:
+    """Run Pillow code on ``path``, turning every way it can fail into ImageInputError."""
+    with _PIL_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except ImageInputError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _too_large(path, _pixels_from_message(str(exc))) from exc
+        except FileNotFoundError as exc:
+            raise ImageInputError(path, "file not found") from exc
+        except IsADirectoryError as exc:
+            raise ImageInputError(path, "is a directory, not an image file") from exc
+        except PermissionError as exc:
+            raise ImageInputError(path, "permission denied") from exc
+        except Image.UnidentifiedImageError as exc:
+            raise ImageInputError(
+                path,
+                "not an image Pillow can read",
+                "supported: " + ", ".join(f.lower() for f in OPEN_FORMATS),
+            ) from exc
+        except MemoryError as exc:
+            raise ImageInputError(path, "not enough memory to decode this image") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
+            raise ImageInputError(path, f"image file is truncated or corrupt ({exc})") from exc
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageInputError(path, f"image has an empty size ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise _too_large(path, width * height)
+
+
+def _format_name(im: Image.Image) -> str:
+    fmt = (im.format or "").lower()
+    return "jpeg" if fmt == "mpo" else fmt
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """True when the image has an alpha channel or a transparent palette/colour key."""
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+# --------------------------------------------------------------------------- structure checks
+
+
+def _walk_png(path: Path) -> bytes | None:
+    """Check every PNG chunk's CRC up to IEND (no decompression); return eXIf data if any."""
+    exif: bytes | None = None
+    with path.open("rb") as fh:
+        if fh.read(8) != _PNG_SIGNATURE:
+            raise ImageInputError(path, "image file is truncated or corrupt (bad PNG signature)")
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ImageInputError(path, "image file is truncated (PNG ends before IEND)")
+            length, ctype = struct.unpack(">I4s", head)
+            if length > 0x7FFFFFFF:
+                raise ImageInputError(path, "image file is corrupt (bad PNG chunk length)")
+            data = fh.read(length)
+            crc = fh.read(4)
+            if len(data) < length or len(crc) < 4:
+                raise ImageInputError(path, f"image file is truncated (inside a PNG {_chunk_name(ctype)} chunk)")
+            if zlib.crc32(ctype + data) != struct.unpack(">I", crc)[0]:
+                raise ImageInputError(path, f"image file is corrupt (CRC error in a {_chunk_name(ctype)} chunk)")
+            if ctype == b"eXIf" and exif is None:
+                exif = data
+            if ctype == b"IEND":
+                return exif
+
+
+def _chunk_name(ctype: bytes) -> str:
+    return ctype.decode("latin-1", "replace")
+
+
+def _check_jpeg(path: Path) -> None:
+    """Walk the JPEG segments to the first scan and make sure an EOI marker follows it."""
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        size = len(data)
+        pos = 2  # after SOI
+        while pos < size:
+            if data[pos] != 0xFF:
+                raise ImageInputError(path, "image file is corrupt (bad JPEG segment)")
+            while pos < size and data[pos] == 0xFF:  # marker prefix and fill bytes
+                pos += 1
+            if pos >= size:
+                break
+            marker = data[pos]
+            pos += 1
+            if marker == 0xD9:  # EOI before any scan
+                return
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
+                continue
+            if pos + 2 > size:
+                break
+            length = (data[pos] << 8) | data[pos + 1]
+            if marker == 0xDA:  # SOS: entropy-coded data follows; EOI ends the image
+                if data.find(b"\xff\xd9", pos + length) >= 0:
+                    return
+                break
+            pos += length
+        raise ImageInputError(path, "image file is truncated (JPEG has no end-of-image marker)")
+
+
+def _check_webp(path: Path, file_size: int) -> None:
+    with path.open("rb") as fh:
+        head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        raise ImageInputError(path, "image file is corrupt (bad WebP header)")
+    riff_size = struct.unpack("<I", head[4:8])[0]
+    if riff_size + 8 > file_size:
+        raise ImageInputError(path, f"image file is truncated ({file_size} of {riff_size + 8} bytes)")
+
+
+def _orientation(im: Image.Image) -> int:
+    value = im.getexif().get(_ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def probe(path: Path) -> ImageInfo:
+    """Read an image's header (no pixel decode) and check the file is complete.
+
+    PNG: every chunk's CRC is checked up to IEND; JPEG: an end-of-image marker must
+    follow the first scan; WebP: the RIFF size must fit the file. Other formats are
+    checked by :func:`load` only.
+    """
+    path = Path(path)
+    with _guarded(path):
+        file_size = path.stat().st_size
+        with Image.open(path, formats=OPEN_FORMATS) as im:
+            _check_pixels(path, im.size)
+            fmt = _format_name(im)
+            if fmt == "png":
+                exif = _walk_png(path)
+                if exif is not None and "exif" not in im.info:
+                    im.info["exif"] = exif  # an eXIf chunk after IDAT: read it without decoding
+            elif fmt == "jpeg":
+                _check_jpeg(path)
+            elif fmt == "webp":
+                _check_webp(path, file_size)
+            orientation = _orientation(im)
+            width, height = im.size
+            info = ImageInfo(
+                format=fmt,
+                width=height if orientation in _SWAPPING_ORIENTATIONS else width,
+                height=width if orientation in _SWAPPING_ORIENTATIONS else height,
+                bytes=file_size,
+                has_alpha=has_alpha(im),
+                mode=im.mode,
+                orientation=orientation,
+            )
+    return info
+
+
+def load(path: Path) -> Image.Image:
+    """Fully decode an image (first frame), EXIF orientation applied; same checks as probe."""
+    path = Path(path)
+    with _guarded(path):
+        im = Image.open(path, formats=OPEN_FORMATS)
+        try:
+            _check_pixels(path, im.size)
+            im.load()
+            out = ImageOps.exif_transpose(im)  # a new image, independent of the file
+            out.format = _format_name(im).upper() or None
+        finally:
+            im.close()
+    return out
+
+
+def normalize_mode(img: Image.Image) -> Image.Image:
+    """The image as RGB, or RGBA when it has any transparency (16-bit/float scaled to 8-bit)."""
+    if img.mode in ("RGB", "RGBA"):
+        return img
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        scaled = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    return img.convert("RGBA" if has_alpha(img) else "RGB")
+
+
+def _check_quality(quality: int | None) -> None:
+    if quality is not None and (isinstance(quality, bool) or not 1 <= quality <= 100):
+        raise ValueError(f"quality must be an integer from 1 to 100, not {quality!r}")
+
+
+def normalize_format(fmt: str) -> str:
+    """'png' | 'jpeg' | 'webp' from any spelling ('JPG', 'jpeg', 'PNG', ...); ValueError otherwise."""
+    name = fmt.strip().lower()
+    name = "jpeg" if name == "jpg" else name
+    if name not in ENCODE_FORMATS:
+        raise ValueError(f"cannot encode {fmt!r}: use png, jpeg or webp")
+    return name
+
+
+def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Composite an image with transparency onto an opaque colour (white by default); RGB out."""
+    img = normalize_mode(img)
+    if img.mode == "RGB":
+        return img
+    base = Image.new("RGBA", img.size, (*background, 255))
+    return Image.alpha_composite(base, img).convert("RGB")
+
+
+def encode(img: Image.Image, fmt: str, *, quality: int | None = None, compress_level: int = 6) -> bytes:
+    """Encode as png, jpeg or webp.
+
+    png keeps RGBA (or RGB when there is no transparency), ignores ``quality``;
+    jpeg drops alpha onto white; webp keeps alpha. ``quality`` defaults to 90.
+    EXIF is not written (orientation has been applied); an ICC profile is kept.
+    """
+    name = normalize_format(fmt)
+    _check_quality(quality)
+    options: dict[str, object] = {}
+    icc = img.info.get("icc_profile")
+    if isinstance(icc, bytes) and icc:
+        options["icc_profile"] = icc
+    buf = io.BytesIO()
+    if name == "png":
+        if not 0 <= compress_level <= 9:
+            raise ValueError(f"compress_level must be 0..9, not {compress_level}")
+        normalize_mode(img).save(buf, "PNG", compress_level=compress_level, **options)
+    elif name == "jpeg":
+        flatten(img).save(buf, "JPEG", quality=quality or DEFAULT_QUALITY, **options)
+    else:
+        normalize_mode(img).save(buf, "WEBP", quality=quality or DEFAULT_QUALITY, **options)
+    return buf.getvalue()
+
+
+def _upload_name(path: Path, fmt: str) -> str:
+    return f"{path.stem or 'image'}.{EXTENSIONS.get(fmt, fmt)}"
+
+
+def prepare_upload(path: Path, *, allowed_formats: set[str], as_png: bool = False) -> tuple[bytes, str, str]:
+    """Bytes to upload, their MIME type and a file name (extension matching the real format).
+
+    The file is sent as-is when its format is in ``allowed_formats`` (png, jpeg, webp...)
+    and it needs no EXIF rotation. Otherwise it is decoded (EXIF applied) and
+    re-encoded: as PNG when ``as_png``; else in its own format when allowed, then
+    png, webp, jpeg (quality 95), the first one allowed. With ``as_png`` only a PNG
+    file is passed through as-is.
+    """
+    path = Path(path)
+    allowed = {"jpeg" if f.lower() == "jpg" else f.lower() for f in allowed_formats}
+    if not allowed and not as_png:
+        raise ValueError("allowed_formats is empty")
+    info = probe(path)
+    passthrough = info.format in allowed and (not as_png or info.format == "png")
+    if passthrough and info.orientation == 1:
+        with _guarded(path):
+            data = path.read_bytes()
+        return data, MIME_TYPES[info.format], _upload_name(path, info.format)
+    img = load(path)
+    if as_png:
+        target = "png"
+    elif info.format in allowed and info.format in ENCODE_FORMATS:
+        target = info.format
+    else:
+        target = next((f for f in ENCODE_FORMATS if f in allowed), "")
+        if not target:
+            raise ImageInputError(
+                path, f"{info.format} is not accepted here", "accepted: " + ", ".join(sorted(allowed))
+            )
+    data = encode(img, target, quality=95 if target == "jpeg" else None)
+    return data, MIME_TYPES[target], _upload_name(path, target)
+
+
+def mask_to_rgba(img: Image.Image) -> Image.Image:
+    """Any mask image as RGBA: alpha 0 = the area to edit.
+
+    An image with transparency keeps its alpha (and colours). An image without
+    transparency is read by its luminance: black = edit (alpha 0), white = keep
+    (alpha 255), grey = in between; its colour becomes white, as in the masks
+    ``build_mask`` writes.
+    """
+    if has_alpha(img):
+        return img if img.mode == "RGBA" else img.convert("RGBA")
+    lum = normalize_mode(img).convert("L")
+    white = Image.new("L", img.size, 255)
+    return Image.merge("RGBA", (white, white, white, lum))
+
+
+def to_rgba_png(path: Path) -> bytes:
+    """Mask conversion: any mask image file → RGBA PNG bytes (see :func:`mask_to_rgba`)."""
+    path = Path(path)
+    return encode(mask_to_rgba(load(path)), "png")

@@ -1,0 +1,100 @@
+"""What a run prints: a live line on a terminal, one summary line elsewhere, JSON on request."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+from .runner import RecipeResult, TaskReport
+
+
+class Progress:
+    """Per-step counts, rate, ETA and rate-limit waits on one terminal line (stderr)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
+        self.total = total
+        self.stream = stream
+        self.live = stream.isatty() if live is None else live
+        self.done = 0
+        self.made = 0
+        self.by_step: Counter[str] = Counter()
+        self.started = time.monotonic()
+        self.wait_note = ""
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def task(self, report: TaskReport) -> None:
+        with self.lock:
+            self.done += 1
+            self.by_step[report.task.step.id] += 1
+            if report.outcome.status == "generated":
+                self.made += 1
+            self._draw()
+
+    def wait(self, reason: str, seconds: float) -> None:
+        with self.lock:
+            self.wait_note = f" | {reason.replace('_', ' ')} wait {seconds:.1f}s"
+            self._draw(force=True)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < 0.1 and self.done < self.total:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.made / elapsed * 60
+        left = self.total - self.done
+        eta = f"{left / (self.done / elapsed):.0f}s" if self.done else "?"
+        steps = " ".join(f"{k}:{v}" for k, v in self.by_step.items())
+        self.stream.write(f"\r\x1b[K{self.done}/{self.total} tasks  {steps}  {rate:.1f} img/min  "
+                          f"ETA {eta}{self.wait_note}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self.done:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def summary_line(result: RecipeResult) -> str:
+    c = result.counts
+    text = (f"{result.recipe.name}: {c['generated']} generated, {c['up_to_date']} up to date, "
+            f"{c['failed']} failed, {c['skipped']} skipped, {c['modified']} modified")
+    pending = result.count("pending")
+    if pending:
+        text += f", {pending} to make"
+    if result.spent_usd:
+        text += f", ${result.spent_usd:.2f} spent"
+    if result.stop_reason:
+        text += f" ({result.stop_reason})"
+    return text
+
+
+def failures(result: RecipeResult) -> list[str]:
+    lines = []
+    for r in result.reports:
+        if r.outcome.status == "failed":
+            lines.append(f"  {r.task.id}: {r.outcome.reason}")
+    return lines
+
+
+def as_json(results: list[RecipeResult], exit_code: int) -> dict[str, Any]:
+    return {
+        "exit_code": exit_code,
+        "recipes": [
+            {
+                "name": r.recipe.name, "output_dir": str(r.output_dir), "counts": r.counts,
+                "to_make": r.count("pending"), "spent_usd": r.spent_usd, "estimate_usd": r.estimate_usd,
+                "stop_reason": r.stop_reason,
+                "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.reports
+                           if t.outcome.status == "failed"],
+                "to_make_tasks": [t.task.id for t in r.reports if t.outcome.status == "pending"],
+            }
+            for r in results
+        ],
+    }

@@ -1,0 +1,486 @@
+"""The openai provider: one attempt per call through the official SDK, errors mapped to our classes.
+
+This is the only module that imports ``openai``, and only inside OpenAIProvider (so
+commands that send nothing never pay its import time).
+
+- Key: the ``api_key`` argument, else ``OPENAI_API_KEY``; base URL: the argument, else
+  ``OPENAI_BASE_URL``, else the SDK's default (api.openai.com).
+- The client is built with ``max_retries=0`` (retries are the runner's); every call
+  gets ``timeout=request.timeout_s``.
+- Images API: ``images.with_raw_response.generate | edit | create_variation``, sending
+  exactly ``request.params`` (parameters the SDK does not know go in ``extra_body``)
+  plus prompt, model and files (``(filename, bytes, mime)``; several images as a list;
+  the mask). ``url`` answers are downloaded at once (they expire after an hour) with
+  httpx2 and the same timeout, without the API key.
+- Responses API (``request.api == "responses"``): ``responses.with_raw_response.create``
+  with the ``image_generation`` tool (``model`` = the image model, the params as tool
+  settings, the mask as ``input_image_mask``), forced with ``tool_choice``; input images
+  are sent inline as data URLs. A call with ``status: failed`` (HTTP 200) is a refusal.
+
+Error classification (status errors keep status, code, message, request id and headers):
+- 4xx with code moderation_blocked / content_policy_violation, or a 400 whose message
+  mentions the "safety system": Refused.
+- 429 insufficient_quota: Fatal. Other 429: RateLimited, retry_after_s from
+  ``retry-after-ms`` first, then ``retry-after`` (seconds or an HTTP date).
+- 401, 403, 404: Fatal. 408, 409 (the SDK's own retryable 4xx): Transient, not charged.
+  Other 4xx: BadRequest.
+- 5xx: Transient. maybe_charged is True for 502, 504, 520 and 524 — a gateway lost or
+  timed out waiting for the upstream's answer, so the image may have been made and
+  billed; False for 500 (the API itself reports the request failed), 503 (overloaded,
+  turned away before any work) and the rest.
+- Timeouts: Transient; maybe_charged False for ConnectTimeout / PoolTimeout (nothing was
+  sent), True otherwise (read/write timeouts: the server may be working on it).
+- Connection errors: maybe_charged False when the request never reached the server
+  (ConnectError, WriteError, UnsupportedProtocol, ProxyError, LocalProtocolError), True
+  otherwise (ReadError, RemoteProtocolError: a reset or a cut-off answer).
+- A 200 whose body is not JSON, not the expected shape, has no image or bad base64, and
+  a failed ``url`` download: Transient(maybe_charged=True).
+
+The API key never appears in a message: messages are scrubbed of the key and of
+anything shaped like an OpenAI key (``sk-…``, masked or not).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import inspect
+import os
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from .base import (
+    BadRequest,
+    Fatal,
+    GeneratedImage,
+    ImageRequest,
+    ImageResponse,
+    InputFile,
+    ProviderError,
+    RateLimited,
+    Refused,
+    Transient,
+)
+
+if TYPE_CHECKING:
+    import httpx2
+    import openai
+
+REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+FATAL_STATUSES = frozenset({401, 403, 404})
+RETRYABLE_4XX = frozenset({408, 409})
+CHARGED_5XX = frozenset({502, 504, 520, 524})
+SDK_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+_KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_*\-]{3,}")
+_MAGIC: tuple[tuple[bytes, str], ...] = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """png | jpeg | webp | gif from the first bytes, or None."""
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    return None
+
+
+def _normalise_format(fmt: Any) -> str | None:
+    if not fmt:
+        return None
+    s = str(fmt).lower()
+    return "jpeg" if s == "jpg" else s
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait: ``retry-after-ms`` (ms) first, then ``retry-after`` (seconds or HTTP date)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+    ra = lower.get("retry-after")
+    if ra is not None:
+        try:
+            value = float(ra)
+            if value >= 0:
+                return value
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(ra)
+            except (TypeError, ValueError, IndexError):
+                return None
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return None
+
+
+class OpenAIProvider:
+    """The openai provider (Images API, or the Responses API's image_generation tool)."""
+
+    name = "openai"
+
+    def __init__(self, *, base_url: str | None, api_key: str | None = None) -> None:
+        key = api_key or os.environ.get("OPENAI_API_KEY") or ""
+        if not key.strip():
+            raise UsageError(
+                "no API key: OPENAI_API_KEY is not set",
+                hint="export OPENAI_API_KEY=..., or use --offline to render locally",
+            )
+        self._key = key.strip()
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        import openai  # lazy: the SDK costs a noticeable import time
+
+        self._openai = openai
+        try:
+            self._client: openai.OpenAI = openai.OpenAI(api_key=self._key, base_url=url, max_retries=0)
+        except openai.OpenAIError as exc:
+            raise UsageError(f"cannot set up the OpenAI client: {self._scrub(str(exc))}") from None
+        self._download_client: httpx2.Client | None = None
+        self._lock = threading.Lock()
+        self._known: dict[str, frozenset[str]] = {}
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    # -- the Provider interface ----------------------------------------------------------------
+
+    def send(self, request: ImageRequest) -> ImageResponse:
+        if request.api == "responses":
+            return self._send_responses(request)
+        raw = self._call(lambda: self._images_call(request))
+        parsed = self._parse(raw)
+        if not isinstance(parsed, self._openai.types.ImagesResponse):
+            raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
+        items = parsed.data or []
+        if not items:
+            raise self._transient_charged("the response holds no image", raw)
+        fallback = _normalise_format(parsed.output_format) or _normalise_format(
+            request.params.get("output_format")
+        )
+        images: list[GeneratedImage] = []
+        for item in items:
+            if item.b64_json:
+                data = self._b64(item.b64_json, raw)
+            elif item.url:
+                data = self._download(item.url, request.timeout_s, raw)
+            else:
+                raise self._transient_charged("an image in the response has neither b64_json nor url", raw)
+            fmt = sniff_format(data) or fallback or "png"
+            images.append(GeneratedImage(data=data, format=fmt, revised_prompt=item.revised_prompt))
+        usage = parsed.usage.model_dump(exclude_none=True) if parsed.usage is not None else None
+        return ImageResponse(
+            images=tuple(images),
+            request_id=raw.request_id,
+            usage=usage,
+            rate_headers=self._rate_headers(raw.headers),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._download_client is not None:
+                self._download_client.close()
+                self._download_client = None
+        self._client.close()
+
+    def __enter__(self) -> OpenAIProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _split_params(self, method: str, fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        """kwargs for fn: the parameters the SDK knows as keywords, the rest in extra_body."""
+        known = self._known.get(method)
+        if known is None:
+            known = frozenset(inspect.signature(fn).parameters) - SDK_OPTIONS
+            self._known[method] = known
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, v in params.items():
+            (kwargs if k in known else extra)[k] = v
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    @staticmethod
+    def _file(f: InputFile) -> tuple[str, bytes, str]:
+        return (f.filename, f.data, f.mime)
+
+    def _images_call(self, request: ImageRequest) -> Any:
+        raw_api = self._client.images.with_raw_response
+        params = {k: v for k, v in request.params.items() if k not in ("model", "prompt", "image", "mask")}
+        if request.kind == "generate":
+            fn: Callable[..., Any] = raw_api.generate
+            kwargs = self._split_params("generate", self._client.images.generate, params)
+            kwargs["prompt"] = request.prompt or ""
+        elif request.kind == "edit":
+            fn = raw_api.edit
+            kwargs = self._split_params("edit", self._client.images.edit, params)
+            kwargs["prompt"] = request.prompt or ""
+            files = [self._file(f) for f in request.images]
+            kwargs["image"] = files[0] if len(files) == 1 else files
+            if request.mask is not None:
+                kwargs["mask"] = self._file(request.mask)
+        else:
+            # create_variation is marked deprecated in the SDK (the endpoint is retired on
+            # api.openai.com); OpenAI-compatible servers may still serve it. Keep the
+            # DeprecationWarning it emits at every call out of the user's output.
+            warnings.filterwarnings(
+                "ignore",
+                message="deprecated",
+                category=DeprecationWarning,
+                module=r"openai\._legacy_response",
+            )
+            fn = raw_api.create_variation
+            kwargs = self._split_params("variation", self._client.images.create_variation, params)
+            kwargs["image"] = self._file(request.images[0])
+        kwargs["model"] = request.model
+        kwargs["timeout"] = request.timeout_s
+        return fn(**kwargs)
+
+    def _send_responses(self, request: ImageRequest) -> ImageResponse:
+        if request.kind == "variation":
+            raise BadRequest("the Responses API has no variations; use an edit", code="unsupported")
+        if not request.mainline_model:
+            raise BadRequest(
+                "the Responses API needs a mainline model (provider.model)", code="missing_model"
+            )
+        if request.n != 1:
+            raise BadRequest("the Responses API makes one image per call (n must be 1)", code="invalid_n")
+        tool: dict[str, Any] = {"type": "image_generation", "model": request.model}
+        tool.update({k: v for k, v in request.params.items() if k not in ("n", "type", "model")})
+        if request.mask is not None:
+            tool["input_image_mask"] = {"image_url": self._data_url(request.mask)}
+        content: list[dict[str, Any]] = [{"type": "input_text", "text": request.prompt or ""}]
+        content += [{"type": "input_image", "image_url": self._data_url(f)} for f in request.images]
+
+        create: Callable[..., Any] = self._client.responses.with_raw_response.create
+
+        def call() -> Any:
+            return create(
+                model=request.mainline_model,
+                input=[{"role": "user", "content": content}],
+                tools=[tool],
+                tool_choice={"type": "image_generation"},
+                timeout=request.timeout_s,
+            )
+
+        raw = self._call(call)
+        parsed = self._parse(raw)
+        if not isinstance(parsed, self._openai.types.responses.Response):
+            raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
+        from openai.types.responses.response_output_item import ImageGenerationCall
+
+        calls = [o for o in parsed.output if isinstance(o, ImageGenerationCall)]
+        request_id = raw.request_id
+        headers = self._error_headers(raw.headers)
+        if not calls:
+            text = self._scrub((parsed.output_text or "").strip())[:500]
+            raise Refused(
+                f"the model made no image{': ' + text if text else ''}",
+                status=200,
+                code="no_image",
+                request_id=request_id,
+                headers=headers,
+            )
+        images: list[GeneratedImage] = []
+        for c in calls:
+            if c.status == "failed" or not c.result:
+                err = c.error
+                message = err.message if err is not None else f"image generation call {c.status}"
+                raise Refused(
+                    self._scrub(message),
+                    status=200,
+                    code=(err.code if err is not None else None) or "image_generation_failed",
+                    request_id=request_id,
+                    headers=headers,
+                )
+            data = self._b64(c.result, raw)
+            fmt = (
+                sniff_format(data)
+                or _normalise_format(c.output_format)
+                or _normalise_format(request.params.get("output_format"))
+                or "png"
+            )
+            images.append(GeneratedImage(data=data, format=fmt, revised_prompt=c.revised_prompt))
+        usage: dict[str, Any] | None = None
+        tool_usage = getattr(parsed, "tool_usage", None)
+        image_gen = getattr(tool_usage, "image_gen", None) if tool_usage is not None else None
+        if image_gen is not None:
+            usage = image_gen.model_dump(exclude_none=True)
+        if parsed.usage is not None:
+            usage = {**(usage or {}), "mainline": parsed.usage.model_dump(exclude_none=True)}
+        return ImageResponse(
+            images=tuple(images),
+            request_id=request_id,
+            usage=usage,
+            rate_headers=self._rate_headers(raw.headers),
+            response_id=parsed.id,
+        )
+
+    @staticmethod
+    def _data_url(f: InputFile) -> str:
+        return f"data:{f.mime};base64,{base64.b64encode(f.data).decode('ascii')}"
+
+    # -- responses and errors ---------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run one SDK call; turn every SDK / transport failure into a ProviderError."""
+        oa = self._openai
+        try:
+            return fn()
+        except oa.APIStatusError as exc:
+            raise self._from_status(exc) from None
+        except oa.APITimeoutError as exc:
+            charged = not self._is_cause(exc, ("ConnectTimeout", "PoolTimeout"))
+            raise Transient(
+                f"request timed out ({self._cause_name(exc)})", maybe_charged=charged, code="timeout"
+            ) from None
+        except oa.APIConnectionError as exc:
+            before = self._is_cause(
+                exc, ("ConnectError", "WriteError", "UnsupportedProtocol", "ProxyError", "LocalProtocolError")
+            )
+            detail = self._scrub(str(exc.__cause__ or exc))
+            raise Transient(
+                f"connection error ({self._cause_name(exc)}: {detail})",
+                maybe_charged=not before,
+                code="connection_error",
+            ) from None
+        except oa.APIResponseValidationError as exc:
+            raise Transient(
+                f"the response does not have the expected shape: {self._scrub(exc.message)}",
+                maybe_charged=True,
+                status=exc.status_code,
+                code="invalid_response",
+                request_id=exc.response.headers.get("x-request-id"),
+            ) from None
+
+    def _parse(self, raw: Any) -> Any:
+        try:
+            return raw.parse()
+        except self._openai.APIResponseValidationError as exc:
+            message = f"the response does not have the expected shape: {exc.message}"
+            raise self._transient_charged(message, raw) from None
+        except ValueError as exc:  # json.JSONDecodeError, pydantic errors
+            message = f"the response is not valid JSON ({type(exc).__name__})"
+            raise self._transient_charged(message, raw) from None
+
+    def _b64(self, text: str, raw: Any) -> bytes:
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise self._transient_charged("an image in the response is not valid base64", raw) from None
+
+    def _download(self, url: str, timeout_s: float, raw: Any) -> bytes:
+        """Fetch a `url` answer now (it expires after an hour). The API key is not sent."""
+        import httpx2
+
+        shown = self._scrub(url.split("?", 1)[0])  # a signed URL's query is a credential: never shown
+        with self._lock:
+            if self._download_client is None:
+                self._download_client = httpx2.Client(follow_redirects=True)
+            client = self._download_client
+        try:
+            resp = client.get(url, timeout=timeout_s)
+        except httpx2.HTTPError as exc:
+            raise self._transient_charged(f"downloading {shown} failed ({type(exc).__name__})", raw) from None
+        if resp.status_code != 200:
+            raise self._transient_charged(f"downloading {shown} failed: HTTP {resp.status_code}", raw)
+        return resp.content
+
+    def _transient_charged(self, message: str, raw: Any) -> Transient:
+        return Transient(
+            self._scrub(message),
+            maybe_charged=True,
+            status=getattr(raw, "status_code", None),
+            code="invalid_response",
+            request_id=getattr(raw, "request_id", None),
+            headers=self._error_headers(getattr(raw, "headers", {})),
+        )
+
+    def _from_status(self, exc: openai.APIStatusError) -> ProviderError:
+        status = exc.status_code
+        body = exc.body
+        message = ""
+        err_type: str | None = None
+        if isinstance(body, dict):
+            message = str(body.get("message") or "")
+            err_type = str(body.get("type")) if body.get("type") is not None else None
+        elif isinstance(body, str):
+            message = body.strip()[:500]
+        message = self._scrub(message or f"HTTP {status}")
+        code = exc.code
+        headers = self._error_headers(exc.response.headers)
+        kw: dict[str, Any] = {
+            "status": status,
+            "code": code,
+            "request_id": exc.request_id,
+            "headers": headers,
+        }
+        text = f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+        if 400 <= status < 500 and (
+            code in REFUSAL_CODES or (status == 400 and "safety system" in message.lower())
+        ):
+            return Refused(text, **kw)
+        if status == 429:
+            if code == "insufficient_quota" or err_type == "insufficient_quota":
+                return Fatal(text, **kw)
+            return RateLimited(text, retry_after_s=parse_retry_after(headers), **kw)
+        if status in FATAL_STATUSES:
+            return Fatal(text, **kw)
+        if status in RETRYABLE_4XX:
+            return Transient(text, maybe_charged=False, **kw)
+        if 400 <= status < 500:
+            return BadRequest(text, **kw)
+        return Transient(text, maybe_charged=status in CHARGED_5XX, **kw)
+
+    @staticmethod
+    def _cause_chain(exc: BaseException) -> list[BaseException]:
+        chain: list[BaseException] = []
+        cur: BaseException | None = exc.__cause__ or exc.__context__
+        while cur is not None and cur not in chain and len(chain) < 8:
+            chain.append(cur)
+            cur = cur.__cause__ or cur.__context__
+        return chain
+
+    def _is_cause(self, exc: BaseException, names: tuple[str, ...]) -> bool:
+        """Is the first transport exception under exc (by class name, any of its bases) one of names?"""
+        chain = self._cause_chain(exc)
+        if not chain:
+            return False
+        return any(cls.__name__ in names for cls in type(chain[0]).__mro__)
+
+    def _cause_name(self, exc: BaseException) -> str:
+        chain = self._cause_chain(exc)
+        return type(chain[0]).__name__ if chain else type(exc).__name__
+
+    @staticmethod
+    def _rate_headers(headers: Mapping[str, str]) -> dict[str, str]:
+        return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
+
+    def _error_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {
+            k.lower(): self._scrub(v)
+            for k, v in headers.items()
+            if k.lower() not in ("set-cookie", "authorization")
+        }
+
+    def _scrub(self, text: str) -> str:
+        if self._key:
+            text = text.replace(self._key, "[redacted]")
+        return _KEY_SHAPE.sub("sk-[redacted]", text)

@@ -1,0 +1,362 @@
+"""Pipeline and recipe files -> schema check -> merged, frozen Recipe values.
+
+Settings merge as command line > recipe > pipeline, except throttle: the
+pipeline's limits are the account's and a recipe may only lower them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import schema
+from .errors import Problem, RecipeError
+from .yamlload import Document, PathKey, format_path, load_file
+
+PIPELINE_FILE = "pipeline.yaml"
+STEP_KINDS = ("generate", "edit", "variation", "mask", "resize", "pad", "crop", "convert", "composite")
+API_KINDS = ("generate", "edit", "variation")
+DEFAULT_MODEL = "gpt-image-2"
+RATE_KEYS = ("images_per_minute", "requests_per_minute", "concurrency")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line sets: it wins over every file."""
+
+    provider: str | None = None  # "offline", "openai", "azure"
+    base_url: str | None = None
+    vars: Mapping[str, str] = field(default_factory=dict)
+    output_dir: Path | None = None
+    several: bool = False  # --output-dir DIR with several recipes writes DIR/<name>
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str = "openai"  # openai | offline | azure
+    api: str = "images"  # images | responses
+    model: str | None = None  # the Responses API's mainline model
+    deployment: str | None = None
+    api_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A loaded file: its path, how messages name it, and where each of its nodes is."""
+
+    path: Path
+    file: str
+    doc: Document
+
+    def at(self, path: PathKey, *, at_key: bool = False) -> tuple[str, int, int]:
+        line, col = self.doc.positions.of(path, at_key=at_key)
+        return self.file, line, col
+
+    def problem(self, path: PathKey, message: str, hint: str | None = None, *,
+                at_key: bool = False, severity: str = "error") -> Problem:
+        return Problem(*self.at(path, at_key=at_key), format_path(path), message, hint,
+                       "warning" if severity == "warning" else "error")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    source: Source
+    root: Path
+    recipes: tuple[Path, ...]
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    id: str
+    kind: str
+    body: Mapping[str, Any]
+    output: str | None
+    when: str | None
+
+    @property
+    def at(self) -> PathKey:
+        return ("steps", self.index)
+
+    @property
+    def body_path(self) -> PathKey:
+        return ("steps", self.index, self.kind)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    source: Source
+    root: Path
+    name: str
+    sha256: str
+    provider: ProviderConfig
+    model: str
+    params: Mapping[str, Any]  # pipeline < recipe
+    throttle: Mapping[str, Any]  # merged, rates lowered only
+    vars: Mapping[str, Any]  # pipeline < recipe < command line
+    catalog: Mapping[str, Any] | None
+    items: tuple[Any, ...] | None
+    matrix: Mapping[str, tuple[Any, ...]]
+    output_dir: Path
+    steps: tuple[Step, ...]
+    pipeline: Pipeline | None
+    base_url: str | None
+    throttle_stated: bool
+
+    @property
+    def dir(self) -> Path:
+        return self.source.path.parent
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def where_param(self, step: Step, key: str) -> tuple[Source, PathKey]:
+        """Where a merged setting came from: the step body, the recipe, or the pipeline."""
+        if key in step.body:
+            return self.source, (*step.body_path, key)
+        top = "model" if key == "model" else "params"
+        rdata = self.source.doc.data
+        if top == "model" and "model" in rdata:
+            return self.source, ("model",)
+        if top == "params" and key in (rdata.get("params") or {}):
+            return self.source, ("params", key)
+        if self.pipeline is not None:
+            pdata = self.pipeline.data
+            if top == "model" and "model" in pdata:
+                return self.pipeline.source, ("model",)
+            if top == "params" and key in (pdata.get("params") or {}):
+                return self.pipeline.source, ("params", key)
+        return self.source, step.body_path
+
+
+def display_path(path: Path) -> str:
+    """How messages name a file: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def project_root(recipe_path: Path) -> Path:
+    """The nearest folder upward from the recipe holding pipeline.yaml; else the recipe's folder."""
+    start = recipe_path.resolve().parent
+    for folder in (start, *start.parents):
+        if (folder / PIPELINE_FILE).is_file():
+            return folder
+    return start
+
+
+def confine(root: Path, base: Path, rel: str) -> Path | None:
+    """`rel` resolved from `base`, symlinks followed; None when it lands outside `root`."""
+    target = (base / rel).resolve()
+    try:
+        target.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return target
+
+
+def _load_source(path: Path, problems: list[Problem]) -> Source | None:
+    file = display_path(path)
+    doc, found = load_file(path, file)
+    problems.extend(found)
+    if doc is None:
+        return None
+    return Source(path, file, doc)
+
+
+def _schema_problems(kind: str, src: Source) -> list[Problem]:
+    out = []
+    for issue in schema.check(kind, src.doc.data):  # type: ignore[arg-type]
+        out.append(src.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key))
+    return out
+
+
+def is_pipeline_data(data: Any) -> bool:
+    return isinstance(data, dict) and "recipes" in data and "steps" not in data
+
+
+def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
+    src = _load_source(path, problems)
+    if src is None:
+        return None
+    found = _schema_problems("pipeline", src)
+    problems.extend(found)
+    if any(p.severity == "error" for p in found) or not isinstance(src.doc.data, dict):
+        return None
+    root = path.resolve().parent
+    recipes: list[Path] = []
+    for i, rel in enumerate(src.doc.data.get("recipes", [])):
+        target = confine(root, root, rel)
+        if target is None:
+            problems.append(src.problem(("recipes", i), f"recipe path {rel!r} is outside the project",
+                                        "paths must stay inside the folder of pipeline.yaml"))
+        elif not target.is_file():
+            problems.append(src.problem(("recipes", i), f"recipe {rel!r} does not exist"))
+        else:
+            recipes.append(target)
+    return Pipeline(src, root, tuple(recipes), src.doc.data)
+
+
+def _provider(value: Any) -> ProviderConfig:
+    if value is None:
+        return ProviderConfig()
+    if isinstance(value, str):
+        return ProviderConfig(name=value)
+    return ProviderConfig(
+        name=value.get("name", "openai"), api=value.get("api", "images"), model=value.get("model"),
+        deployment=value.get("deployment"), api_version=value.get("api_version"),
+    )
+
+
+def merge_throttle(pipeline: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """Rates and concurrency: the lower of the two; retries and timeout: the recipe wins."""
+    out = dict(pipeline)
+    for key, value in recipe.items():
+        if key in RATE_KEYS and key in out:
+            out[key] = min(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe(
+    path: Path, overrides: Overrides, problems: list[Problem], pipeline: Pipeline | None = None,
+) -> Recipe | None:
+    """Load one recipe; inherits from the pipeline at its project root when that file lists it."""
+    src = _load_source(path, problems)
+    if src is None:
+        return None
+    found = _schema_problems("recipe", src)
+    problems.extend(found)
+    data = src.doc.data
+    if any(p.severity == "error" for p in found) or not isinstance(data, dict):
+        return None
+    root = pipeline.root if pipeline else project_root(path)
+    if pipeline is None and (root / PIPELINE_FILE).is_file():
+        candidate = load_pipeline(root / PIPELINE_FILE, problems)
+        if candidate is not None and path.resolve() in candidate.recipes:
+            pipeline = candidate
+    pdata: Mapping[str, Any] = pipeline.data if pipeline else {}
+
+    provider = _provider(data.get("provider", pdata.get("provider")))
+    if overrides.provider:
+        provider = ProviderConfig(name=overrides.provider, api=provider.api if overrides.provider ==
+                                  provider.name else "images", model=provider.model,
+                                  deployment=provider.deployment, api_version=provider.api_version)
+    variables = {**(pdata.get("vars") or {}), **(data.get("vars") or {}), **overrides.vars}
+    throttle = merge_throttle(pdata.get("throttle") or {}, data.get("throttle") or {})
+    stated = any(k in throttle for k in ("images_per_minute", "requests_per_minute"))
+
+    steps = []
+    for i, raw in enumerate(data["steps"]):
+        kind = next(k for k in STEP_KINDS if k in raw)
+        steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when")))
+    _check_step_ids(src, steps, problems)
+
+    output_dir = _output_dir(src, data, pdata, root, overrides, problems)
+    text = path.read_bytes()
+    base_url = overrides.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    return Recipe(
+        source=src, root=root, name=data["name"], sha256=hashlib.sha256(text).hexdigest(),
+        provider=provider, model=data.get("model") or pdata.get("model") or DEFAULT_MODEL,
+        params={**(pdata.get("params") or {}), **(data.get("params") or {})},
+        throttle=throttle, vars=variables, catalog=data.get("catalog"),
+        items=tuple(data["items"]) if "items" in data else None,
+        matrix={k: tuple(v) for k, v in (data.get("matrix") or {}).items()},
+        output_dir=output_dir or root / "out" / data["name"], steps=tuple(steps), pipeline=pipeline,
+        base_url=base_url, throttle_stated=stated,
+    )
+
+
+def _check_step_ids(src: Source, steps: list[Step], problems: list[Problem]) -> None:
+    seen: dict[str, Step] = {}
+    for step in steps:
+        if step.id in seen:
+            problems.append(src.problem((*step.at, "id"), f"duplicate step id {step.id!r}",
+                                        f"step {seen[step.id].index} has it too"))
+        seen.setdefault(step.id, step)
+
+
+def _output_dir(src: Source, data: Mapping[str, Any], pdata: Mapping[str, Any], root: Path,
+                overrides: Overrides, problems: list[Problem]) -> Path | None:
+    if overrides.output_dir is not None:
+        base = overrides.output_dir.resolve()
+        return base / data["name"] if overrides.several else base
+    if "output_dir" in data:
+        target = confine(root, src.path.parent, data["output_dir"])
+        if target is None:
+            problems.append(src.problem(("output_dir",), f"output_dir {data['output_dir']!r} is outside "
+                                        "the project", "use a path inside the project, or --output-dir"))
+        return target
+    if "output_root" in pdata:
+        target = confine(root, root, pdata["output_root"])
+        return target / "out" / data["name"] if target else None
+    return root / "out" / data["name"]
+
+
+def suggest(word: str, choices: list[str]) -> str | None:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else None
+
+
+@dataclass(frozen=True)
+class Project:
+    """Every recipe a command works on, in order."""
+
+    recipes: tuple[Recipe, ...]
+    pipeline: Pipeline | None
+
+
+def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, list[Problem]]:
+    """Load the command's targets (recipes or pipeline files; none means ./pipeline.yaml)."""
+    problems: list[Problem] = []
+    if not targets:
+        targets = [Path(PIPELINE_FILE)]
+    recipes: list[Recipe] = []
+    pipeline: Pipeline | None = None
+    paths: list[tuple[Path, Pipeline | None]] = []
+    for target in targets:
+        if not target.is_file():
+            problems.append(Problem(display_path(target), 1, 1, "", "no such file",
+                                    "name a recipe or a pipeline.yaml" if target.name == PIPELINE_FILE
+                                    and not targets else None))
+            continue
+        if target.name == PIPELINE_FILE or _looks_like_pipeline(target):
+            pipeline = load_pipeline(target, problems)
+            if pipeline is not None:
+                paths.extend((p, pipeline) for p in pipeline.recipes)
+        else:
+            paths.append((target, None))
+    several = len(paths) > 1
+    ov = Overrides(overrides.provider, overrides.base_url, overrides.vars, overrides.output_dir, several)
+    names: dict[str, Recipe] = {}
+    for path, pipe in paths:
+        recipe = load_recipe(path, ov, problems, pipe)
+        if recipe is None:
+            continue
+        if recipe.name in names:
+            problems.append(recipe.source.problem(("name",), f"recipe name {recipe.name!r} is used twice",
+                                                  f"also in {names[recipe.name].source.file}"))
+            continue
+        names[recipe.name] = recipe
+        recipes.append(recipe)
+    return Project(tuple(recipes), pipeline), problems
+
+
+def _looks_like_pipeline(path: Path) -> bool:
+    problems: list[Problem] = []
+    doc, _ = load_file(path, str(path))
+    del problems
+    return doc is not None and is_pipeline_data(doc.data)
+
+
+def raise_on_errors(problems: list[Problem]) -> None:
+    if any(p.severity == "error" for p in problems):
+        raise RecipeError(problems)

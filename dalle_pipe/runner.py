@@ -1,0 +1,400 @@
+"""Execute plans: select -> lock -> load state -> resolve/make units concurrently -> manifest.
+
+Units run concurrently on worker threads; each unit's steps run in order. One
+limiter paces every paid request. Ctrl-C and SIGTERM stop new work, let
+in-flight requests land, write the manifest and exit 130.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import __version__, store
+from .catalog import Unit
+from .errors import CostLimitError, UsageError
+from .execute import Outcome, RunState, process
+from .plan import Plan, Task
+from .prices import PriceTable, estimate_request
+from .providers.base import Provider
+from .recipe import Recipe, display_path, suggest
+from .throttle import Limiter, Limits, SystemClock
+
+STATUSES = ("generated", "up_to_date", "failed", "skipped", "modified")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    mode: str = "run"  # run | check | dry
+    force: bool = False
+    only: tuple[str, ...] = ()
+    items: tuple[str, ...] = ()
+    limit: int | None = None
+    shard: tuple[int, int] | None = None  # (i, n), 1-based i
+    concurrency: int | None = None
+    fail_fast: bool = False
+    max_cost: float | None = None
+
+
+@dataclass
+class TaskReport:
+    task: Task
+    outcome: Outcome
+
+
+@dataclass
+class RecipeResult:
+    recipe: Recipe
+    output_dir: Path
+    reports: list[TaskReport] = field(default_factory=list)
+    stop_reason: str | None = None
+    interrupted: bool = False
+    estimate_usd: float | None = 0.0
+    spent_usd: float = 0.0
+    waits: dict[str, float] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.reports if r.outcome.in_scope and r.outcome.status == status)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: self.count(s) for s in STATUSES}
+
+
+def select_units(plan: Plan, opts: RunOptions) -> list[int]:
+    """Indices of the units this run covers (--items, --shard, --limit)."""
+    chosen = list(range(len(plan.units)))
+    if opts.items:
+        wanted = set(opts.items)
+        chosen = [i for i in chosen if _matches(plan.units[i], wanted)]
+    if opts.shard:
+        k, n = opts.shard
+        chosen = [i for i in chosen if _shard_of(plan.units[i].key, n) == k - 1]
+    if opts.limit is not None:
+        chosen = chosen[: opts.limit]
+    return chosen
+
+
+def _matches(unit: Unit, wanted: set[str]) -> bool:
+    return unit.key in wanted or any(unit.key.startswith(w + "/") for w in wanted)
+
+
+def _shard_of(key: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+def check_selection(plans: list[Plan], opts: RunOptions) -> None:
+    """--only names steps that exist; --items names keys that exist: else a usage error."""
+    steps = sorted({s.id for p in plans for s in p.recipe.steps})
+    for sid in opts.only:
+        if sid not in steps:
+            raise UsageError(f"--only {sid}: no step {sid!r}", suggest(sid, steps) or f"steps: {', '.join(steps)}")
+    if opts.items:
+        keys = {u.key for p in plans for u in p.units}
+        heads = {k.split("/")[0] for k in keys}
+        for item in opts.items:
+            if item not in keys and item not in heads and not any(k.startswith(item + "/") for k in keys):
+                raise UsageError(f"--items {item}: no unit with that key",
+                                 suggest(item, sorted(heads | keys)) or None)
+
+
+def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
+    t = dict(recipe.throttle)
+    lim = Limits(requests_per_minute=t.get("requests_per_minute"), images_per_minute=t.get("images_per_minute"),
+                 concurrency=int(t.get("concurrency", 4)), max_retries=int(t.get("max_retries", 6)),
+                 timeout_s=float(t.get("timeout_s", 300)))
+    if opts.concurrency:
+        lim = Limits(lim.requests_per_minute, lim.images_per_minute, min(lim.concurrency, opts.concurrency)
+                     if "concurrency" in t else opts.concurrency, lim.max_retries, lim.timeout_s)
+    return lim
+
+
+def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, batch: bool = False,
+             provider: str | None = None) -> float | None:
+    """The list-price cost of every paid request in the plan (None when some price is unknown)."""
+    if (provider or plan.recipe.provider.name) == "offline":
+        return 0.0
+    total = 0.0
+    for i in units if units is not None else range(len(plan.units)):
+        for task in plan.tasks_of(i):
+            if not task.is_api or not task.enabled:
+                continue
+            cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch)  # type: ignore[arg-type]
+            if cost is None:
+                return None
+            total += cost
+    return round(total, 6)
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag the run checks (the second signal aborts at once)."""
+
+    def __init__(self, on_signal: Callable[[], None]) -> None:
+        self.fired = False
+        self.on_signal = on_signal
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.fired:
+            raise KeyboardInterrupt
+        self.fired = True
+        self.on_signal()
+
+
+@contextmanager
+def _signals(handler: _Interrupt) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
+             provider_factory: Callable[[], Provider] | None,
+             progress: Callable[[TaskReport], None] | None = None,
+             on_wait: Callable[[str, float], None] | None = None) -> RecipeResult:
+    """Run (or check / dry-run) one recipe's plan."""
+    recipe = plan.recipe
+    out_dir = recipe.output_dir
+    result = RecipeResult(recipe, out_dir)
+    units = select_units(plan, opts)
+    limits = _limits(recipe, opts)
+    if provider_name == "offline":  # a local renderer has no account to protect
+        limits = Limits(None, None, max(limits.concurrency, os.cpu_count() or 1), 0, limits.timeout_s)
+    writing = opts.mode == "run"
+    lock = store.RunLock(out_dir) if writing else None
+    if lock is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        state = _load_state(plan, opts, prices, provider_name, provider_factory, limits, on_wait)
+        result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
+        if writing and opts.max_cost is not None and result.estimate_usd is not None:
+            todo = _todo_estimate(plan, units, state)
+            if todo > opts.max_cost:
+                raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${opts.max_cost:.2f}",
+                                     "raise --max-cost, or run fewer units with --limit or --items")
+        started_at = store.utc_now_iso()
+        reports: dict[int, list[TaskReport]] = {}
+        interrupt = _Interrupt(lambda: state.stop("interrupted"))
+        with _signals(interrupt):
+            pending = _fast_pass(plan, units, state, reports, progress)
+            if pending:
+                _parallel(plan, pending, state, reports, progress, limits.concurrency, opts.fail_fast)
+        result.reports = [r for i in units for r in reports.get(i, [])]
+        result.interrupted = interrupt.fired
+        result.stop_reason = state.stop_reason
+        result.spent_usd = round(state.spent, 6)
+        if state.limiter is not None:
+            st = state.limiter.stats
+            result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
+        if writing:
+            _write_manifest(plan, result, state, units, started_at, provider_name)
+    finally:
+        if lock is not None:
+            lock.release()
+        if state_provider := getattr(locals().get("state"), "_provider", None):
+            state_provider.close()
+    return result
+
+
+def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
+                provider_factory: Callable[[], Provider] | None, limits: Limits,
+                on_wait: Callable[[str, float], None] | None) -> RunState:
+    out_dir = plan.recipe.output_dir
+    manifest = store.load_manifest(out_dir) if (out_dir / store.MANIFEST_NAME).exists() else None
+    prev = list((manifest or {}).get("entries", []))
+    orphans = _load_orphans(out_dir)
+    journal_state = None
+    journal = None
+    if opts.mode == "run":
+        journal = store.Journal(out_dir)
+        journal_state = journal.read()
+    elif (out_dir / store.STATE_DIRNAME / store.JOURNAL_NAME).exists():
+        journal_state = store.Journal(out_dir).read()
+    landed = journal_state.done_entries if journal_state else []
+    files = store.FileIndex(out_dir)
+    reuse = store.ReuseIndex([*orphans, *prev, *landed], files, out_dir)
+    by_path = {str(e["path"]).lower(): e for e in [*prev, *landed] if isinstance(e.get("path"), str)}
+    pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
+    clock = SystemClock()
+    stated = plan.recipe.throttle_stated or provider_name == "offline"
+    limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
+    return RunState(
+        output_dir=out_dir, provider_name=provider_name, files=files, reuse=reuse, prev_by_path=by_path,
+        pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
+        selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
+        limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
+        timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait,
+    )
+
+
+def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
+    """What the tasks that would actually be sent cost (reused ones are free)."""
+    dry = RunState(**{**state.__dict__, "mode": "dry", "lock": threading.Lock()})
+    total = 0.0
+    for i in units:
+        done: dict[str, Outcome] = {}
+        for task in plan.tasks_of(i):
+            out = process(dry, task, done)
+            done[task.step.id] = out
+            if out.status == "pending" and task.is_api:
+                cost = estimate_request(state.prices, task.model or "", task.kind, task.params)  # type: ignore[arg-type]
+                total += cost or 0.0
+    return total
+
+
+def _fast_pass(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],
+               progress: Callable[[TaskReport], None] | None) -> list[int]:
+    """Resolve every unit that needs no work on this thread (the no-op rerun path); return the rest."""
+    if state.mode != "run":
+        for i in units:
+            reports[i] = _run_unit(plan, i, state, progress)
+        return []
+    dry = RunState(**{**state.__dict__, "mode": "dry", "lock": threading.Lock()})
+    rest = []
+    for i in units:
+        trial = _run_unit(plan, i, dry, None)
+        if any(r.outcome.status == "pending" for r in trial):
+            rest.append(i)
+        else:
+            reports[i] = trial
+            if progress:
+                for r in trial:
+                    progress(r)
+    return rest
+
+
+def _run_unit(plan: Plan, index: int, state: RunState,
+              progress: Callable[[TaskReport], None] | None) -> list[TaskReport]:
+    done: dict[str, Outcome] = {}
+    out: list[TaskReport] = []
+    for task in plan.tasks_of(index):
+        outcome = process(state, task, done)
+        done[task.step.id] = outcome
+        report = TaskReport(task, outcome)
+        out.append(report)
+        if progress:
+            progress(report)
+    return out
+
+
+def _parallel(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],
+              progress: Callable[[TaskReport], None] | None, concurrency: int, fail_fast: bool) -> None:
+    lock = threading.Lock()
+
+    def report(r: TaskReport) -> None:
+        with lock:
+            if progress:
+                progress(r)
+            if fail_fast and r.outcome.status == "failed":
+                state.stop("stopped at the first failure (--fail-fast)")
+
+    workers = max(1, min(concurrency * 2, len(units), 64))
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
+        futures = {pool.submit(_run_unit, plan, i, state, report): i for i in units}
+        remaining = set(futures)
+        while remaining:
+            finished, remaining = cf.wait(remaining, timeout=0.2)
+            for fut in finished:
+                reports[futures[fut]] = fut.result()
+
+
+def _load_orphans(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / store.STATE_DIRNAME / "orphans.json"
+    if not path.exists():
+        return []
+    try:
+        import json
+
+        data = json.loads(path.read_text("utf-8"))
+        return [e for e in data if isinstance(e, dict)]
+    except (OSError, ValueError):
+        return []
+
+
+def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: list[int], started_at: str,
+                    provider_name: str) -> None:
+    recipe = plan.recipe
+    out_dir = recipe.output_dir
+    manifest = store.load_manifest(out_dir) if (out_dir / store.MANIFEST_NAME).exists() else None
+    prev = list((manifest or {}).get("entries", []))
+    covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
+    all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
+    kept, orphans = [], []
+    for e in prev:
+        k = (e.get("step"), e.get("key"))
+        if k in covered:
+            continue
+        (kept if k in all_tasks else orphans).append(e)
+    entries = kept
+    for r in result.reports:
+        if r.outcome.in_scope:
+            entries.extend(_entries(r))
+    order = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
+    entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
+    counts = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
+    doc = {
+        "tool": "dalle-pipe", "version": __version__,
+        "recipe": {"path": display_path(recipe.source.path), "name": recipe.name, "sha256": recipe.sha256},
+        "provider": provider_name, "started_at": started_at, "finished_at": store.utc_now_iso(),
+        "counts": counts, "entries": entries,
+    }
+    store.write_manifest(out_dir, doc)
+    if orphans:
+        old = _load_orphans(out_dir)
+        store.atomic_write_json(out_dir / store.STATE_DIRNAME / "orphans.json", [*old, *orphans][-50_000:])
+    state.files.save()
+    if state.journal is not None:
+        state.journal.reset()
+        state.journal.close()
+    if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
+        try:
+            from .report import write_report
+        except ImportError:
+            return
+        write_report(out_dir)
+
+
+def _entries(r: TaskReport) -> list[dict[str, Any]]:
+    t, o = r.task, r.outcome
+    out = []
+    for i, rel in enumerate(t.outputs):
+        base = o.entries[i] if i < len(o.entries) else {}
+        entry: dict[str, Any] = {
+            "step": t.step.id, "key": t.unit.key, "index": i, "path": rel, "sha256": None, "width": None,
+            "height": None, "format": None, "bytes": None, "provider": None, "model": t.model,
+            "endpoint": None, "params": t.params, "prompt": o.prompt, "revised_prompt": None, "inputs": [],
+            "fingerprint": None, "request_id": None, "usage": None, "cost_usd": None, "attempts": 0,
+            "possible_duplicate_charge": False, "approved": False, "created_at": None, "duration_s": None,
+        }
+        entry.update(base)
+        entry["status"] = o.status
+        entry["step"], entry["key"], entry["index"] = t.step.id, t.unit.key, i
+        if o.status in ("failed", "skipped") and not base.get("sha256"):
+            entry["path"] = rel
+            entry["error"] = base.get("error") or {"type": o.status, "status": None, "code": None,
+                                                   "message": o.reason}
+        elif o.status != "failed":
+            entry.setdefault("error", None)
+            if o.status == "skipped":
+                entry["error"] = {"type": "skipped", "status": None, "code": None, "message": o.reason}
+        if o.stale:
+            entry["stale"] = True
+        out.append(entry)
+    return out

@@ -1,0 +1,818 @@
+"""FakeOpenAI: a small local server speaking the OpenAI Images API wire format, for tests and benchmarks.
+
+    with FakeOpenAI() as api:                      # listens on 127.0.0.1:<free port>
+        client_base_url = api.base_url             # "http://127.0.0.1:PORT/v1"
+        api.script([("429", 250), ("500",), ("ok",)])   # behaviours for the next requests
+        ...
+        api.requests[-1].json / .fields / .images / .mask / .headers
+
+Routes: POST /v1/images/generations (JSON), POST /v1/images/edits and
+/v1/images/variations (multipart/form-data, parsed here), GET /files/<token> (the
+download route `url` responses point at). Every request is recorded (RecordedRequest).
+
+Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image request:
+    ("ok",)                      a normal answer
+    ("429", ms)                  429 rate_limit_exceeded, retry-after-ms: ms and retry-after: ceil(ms/1000)
+    ("429", None, "2")           429 with only `retry-after: 2` (seconds or an HTTP date)
+    ("quota",)                   429 insufficient_quota
+    ("moderation",)              400 code moderation_blocked, "…rejected by the safety system…"
+    ("content_policy",)          400 code content_policy_violation
+    ("safety",)                  400 "…safety system…" message with no code
+    ("401",) ("403",) ("404",) ("400",) ("500",) ("502",) ("503",) …   that status, an error JSON
+    ("reset",)                   read the request, then close the socket with a TCP RST, no response
+    ("cutoff",)                  status line, headers (full Content-Length) and half the body, then close
+    ("notjson",)                 200 application/json whose body is not JSON
+    ("url",)                     a normal answer with data[i].url on the /files route instead of b64_json
+    ("url_gone",)                data[i].url pointing at a file that answers 404
+    ("sleep", s)                 wait s seconds, then a normal answer (for client timeouts)
+Without a script the server answers normally (dall-e-* with response_format=url → url answers).
+
+Rate-limit mode: FakeOpenAI(rate_per_min=R) and/or images_per_min=I keep token buckets
+that refill continuously at R/60 (I/60) per second and hold one second of rate (at least
+one request). A request that finds too few tokens is answered 429 rate_limit_exceeded
+with retry-after-ms (exact time until enough tokens, rounded up), retry-after (whole
+seconds, rounded up) and x-ratelimit-{limit,remaining,reset}-{requests,images}; a rejected
+request costs nothing. An image request costs 1 request token and n image tokens; when n
+exceeds the bucket, a full bucket admits it and goes into debt, so the long-run rate
+never exceeds the limit. `served` lists (monotonic time, n) of every 200 answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import math
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from PIL import Image
+
+Behaviour = tuple[Any, ...]
+
+GPT_PREFIXES = ("gpt-image", "chatgpt-image")
+KNOWN = {
+    "ok",
+    "429",
+    "quota",
+    "moderation",
+    "content_policy",
+    "safety",
+    "reset",
+    "cutoff",
+    "notjson",
+    "url",
+    "url_gone",
+    "sleep",
+    "noimage",
+}
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One file of a multipart body."""
+
+    name: str  # form field name: "image", "image[]", "mask"
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
+class RecordedRequest:
+    """What the server received, and how it answered."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    json: dict[str, Any] | None = None
+    fields: dict[str, list[str]] = field(default_factory=dict)  # multipart non-file fields
+    files: list[FilePart] = field(default_factory=list)
+    behaviour: Behaviour = ("ok",)
+    status: int | None = None
+    time: float = 0.0  # time.monotonic() at arrival
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The request's parameters: the JSON body, or the multipart fields (one value each, as strings)."""
+        if self.json is not None:
+            return dict(self.json)
+        return {k: v[0] if len(v) == 1 else list(v) for k, v in self.fields.items()}
+
+    @property
+    def images(self) -> list[FilePart]:
+        return [f for f in self.files if f.name in ("image", "image[]")]
+
+    @property
+    def mask(self) -> FilePart | None:
+        masks = [f for f in self.files if f.name == "mask"]
+        return masks[0] if masks else None
+
+
+class TokenBucket:
+    """Continuous refill at per_min/60 per second; holds one second of rate, at least `minimum`."""
+
+    def __init__(self, per_min: float, minimum: float = 1.0) -> None:
+        if per_min <= 0:
+            raise ValueError("per_min must be positive")
+        self.per_min = per_min
+        self.rate = per_min / 60.0
+        self.capacity = max(self.rate, minimum)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait_for(self, cost: float) -> float:
+        """Seconds until `cost` can be taken (0 when it can now). Call refill first."""
+        need = min(cost, self.capacity)
+        return 0.0 if self.tokens >= need else (need - self.tokens) / self.rate
+
+    def take(self, cost: float) -> None:
+        self.tokens -= cost
+
+    def reset_s(self) -> float:
+        return max(0.0, (self.capacity - self.tokens) / self.rate)
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's x-ratelimit-reset-* style: '120ms', '1s', '6m0s', '1h2m3s'."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    s = math.ceil(seconds)
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"
+
+
+def parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, list[str]], list[FilePart]]:
+    """A small, exact multipart/form-data parser (file bytes are kept byte for byte)."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise ValueError("multipart body without a boundary")
+    delimiter = b"--" + m.group(1).encode("latin-1")
+    fields: dict[str, list[str]] = {}
+    files: list[FilePart] = []
+    chunks = body.split(delimiter)
+    for chunk in chunks[1:]:
+        if chunk.startswith(b"--"):
+            break  # the closing delimiter
+        if chunk.startswith(b"\r\n"):
+            chunk = chunk[2:]
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError("multipart part without a header block")
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        headers: dict[str, str] = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition", "")
+        name_m = re.search(r'(?:^|;)\s*name="([^"]*)"', disposition)
+        file_m = re.search(r'(?:^|;)\s*filename="([^"]*)"', disposition)
+        name = name_m.group(1) if name_m else ""
+        if file_m is not None:
+            files.append(FilePart(name, file_m.group(1), headers.get("content-type"), content))
+        else:
+            fields.setdefault(name, []).append(content.decode("utf-8"))
+    return fields, files
+
+
+def _error(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _masked_key(auth: str) -> str:
+    key = auth.removeprefix("Bearer ").strip()
+    return key[:3] + "*" * max(0, len(key) - 7) + key[-4:] if len(key) > 7 else "***"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    fake: FakeOpenAI
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
+        return None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str], *, ctype: str = "application/json"
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        self._send(status, json.dumps(payload).encode(), headers)
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, BrokenPipeError, OSError, ValueError):
+            # The client went away (timeout) or we cut the connection on purpose.
+            self.close_connection = True
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        fake = self.server.fake
+        rec = RecordedRequest("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b"")
+        rec.time = time.monotonic()
+        fake._record(rec)
+        token = self.path.removeprefix("/files/")
+        data = fake._downloads.get(token) if self.path.startswith("/files/") else None
+        if data is None:
+            rec.status = 404
+            self._send_json(404, _error("Not found", "invalid_request_error", "not_found"), {})
+            return
+        rec.status = 200
+        fmt = data[1]
+        self._send(200, data[0], {}, ctype=f"image/{fmt}")
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        body = self._read_body()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        rec = RecordedRequest("POST", self.path, headers, body, time=time.monotonic())
+        kind = {
+            "/v1/images/generations": "generate",
+            "/v1/images/edits": "edit",
+            "/v1/images/variations": "variation",
+            "/v1/responses": "responses",
+        }.get(self.path.split("?")[0])
+        try:
+            if kind in ("generate", "responses"):
+                rec.json = json.loads(body or b"{}")
+            elif kind is not None:
+                rec.fields, rec.files = parse_multipart(body, headers.get("content-type", ""))
+        except ValueError as exc:
+            fake._record(rec)
+            rec.status = 400
+            self._send_json(
+                400, _error(f"Could not parse the body: {exc}", "invalid_request_error", None), {}
+            )
+            return
+        if kind is None:
+            fake._record(rec)
+            rec.status = 404
+            self._send_json(404, _error(f"Unknown route {self.path}", "invalid_request_error", None), {})
+            return
+        rec.behaviour = fake._next_behaviour()
+        fake._record(rec)
+        self._answer(kind, rec)
+
+    def _answer(self, kind: str, rec: RecordedRequest) -> None:
+        fake = self.server.fake
+        b = rec.behaviour
+        what = str(b[0])
+        rid = fake._request_id()
+        base_headers = {"x-request-id": rid, **fake._plain_rate_headers()}
+
+        if not rec.headers.get("authorization", "").startswith("Bearer ") or (
+            fake.api_key is not None and rec.headers.get("authorization") != f"Bearer {fake.api_key}"
+        ):
+            what = "401"
+
+        if what not in KNOWN and not what.isdigit():
+            raise ValueError(f"FakeOpenAI: unknown behaviour {b!r}")
+        if what == "sleep":
+            time.sleep(float(b[1]))
+            what = "ok"
+        if what == "reset":
+            rec.status = 0
+            self.close_connection = True
+            # SO_LINGER 0: closing sends a TCP RST instead of a FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()
+            self.wfile.close()
+            self.connection.close()
+            return
+        if what == "429":
+            ms = b[1] if len(b) > 1 else 1000
+            retry_after = b[2] if len(b) > 2 else None
+            h = dict(base_headers)
+            if ms is not None:
+                h["retry-after-ms"] = str(int(ms))
+                h["retry-after"] = str(
+                    retry_after if retry_after is not None else max(1, math.ceil(ms / 1000))
+                )
+            elif retry_after is not None:
+                h["retry-after"] = str(retry_after)
+            rec.status = 429
+            msg = "Rate limit reached for images per min (IPM). Please try again later."
+            self._send_json(429, _error(msg, "requests", "rate_limit_exceeded"), h)
+            return
+        errors: dict[str, tuple[int, dict[str, Any]]] = {
+            "quota": (
+                429,
+                _error(
+                    "You exceeded your current quota, please check your plan and billing details.",
+                    "insufficient_quota",
+                    "insufficient_quota",
+                ),
+            ),
+            "moderation": (
+                400,
+                _error(
+                    "Your request was rejected by the safety system. If you believe this is an error, "
+                    f"contact us and include the request ID {rid}.",
+                    "image_generation_user_error",
+                    "moderation_blocked",
+                ),
+            ),
+            "content_policy": (
+                400,
+                _error(
+                    "Your request was rejected as a result of our safety system.",
+                    "invalid_request_error",
+                    "content_policy_violation",
+                ),
+            ),
+            "safety": (
+                400,
+                _error("This request has been blocked by our safety system.", "invalid_request_error", None),
+            ),
+            "401": (
+                401,
+                _error(
+                    f"Incorrect API key provided: {_masked_key(rec.headers.get('authorization', ''))}. "
+                    "You can find your API key at https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+            ),
+        }
+        if kind == "responses" and what in ("moderation", "noimage"):
+            rec.status = 200
+            self._send_json(200, fake._responses_payload(rec, refusal=what), base_headers)
+            return
+        if what in errors:
+            status, payload = errors[what]
+            rec.status = status
+            self._send_json(status, payload, base_headers)
+            return
+        if what.isdigit():
+            status = int(what)
+            rec.status = status
+            if status >= 500:
+                payload = _error(
+                    "The server had an error while processing your request. Sorry about that!",
+                    "server_error",
+                    None,
+                )
+            else:
+                payload = _error(f"Fake error {status}.", "invalid_request_error", f"fake_{status}")
+            self._send_json(status, payload, base_headers)
+            return
+        if what == "notjson":
+            rec.status = 200
+            self._send(200, b"<html>upstream proxy error</html>", base_headers)
+            return
+
+        # A real answer: validate lightly, then apply the rate limit, then build the images.
+        problem = fake._validate(kind, rec)
+        if problem is not None:
+            rec.status = 400
+            self._send_json(400, _error(problem, "invalid_request_error", "invalid_value"), base_headers)
+            return
+        n = 1 if kind == "responses" else int(rec.params.get("n") or 1)
+        limited = fake._admit(n)
+        if limited is not None:
+            wait, headers = limited
+            rec.status = 429
+            h = {"x-request-id": rid, **headers}
+            h["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            h["retry-after"] = str(max(1, math.ceil(wait)))
+            msg = f"Rate limit reached. Please try again in {math.ceil(wait * 1000)}ms."
+            self._send_json(429, _error(msg, "requests", "rate_limit_exceeded"), h)
+            return
+        if fake.latency_s:
+            time.sleep(fake.latency_s)
+        if kind == "responses":
+            payload = fake._responses_payload(rec, refusal=None)
+        else:
+            payload = fake._payload(kind, rec, url_mode=what, host=self.headers.get("host", ""))
+        body = json.dumps(payload).encode()
+        headers = {"x-request-id": rid, **fake._rate_headers()}
+        if what == "cutoff":
+            rec.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        rec.status = 200
+        fake._served(n)
+        self._send(200, body, headers)
+
+
+class FakeOpenAI:
+    """A threaded local server speaking the Images API; a context manager. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        rate_per_min: float | None = None,
+        images_per_min: float | None = None,
+        latency_s: float = 0.0,
+        api_key: str | None = None,
+    ) -> None:
+        self.api_key = api_key  # when set, any other bearer key gets a 401
+        self.latency_s = latency_s
+        self.requests_bucket = TokenBucket(rate_per_min) if rate_per_min else None
+        self.images_bucket = TokenBucket(images_per_min) if images_per_min else None
+        self.served: list[tuple[float, int]] = []  # (monotonic time, n) of every 200 image answer
+        self.rate_limited = 0  # 429s the rate-limit mode answered
+        self._lock = threading.Lock()
+        self._script: deque[Behaviour] = deque()
+        self._records: list[RecordedRequest] = []
+        self._downloads: dict[str, tuple[bytes, str]] = {}
+        self._png_cache: dict[tuple[int, int, tuple[int, int, int], str], bytes] = {}
+        self._counter = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "FakeOpenAI is not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What to give the SDK / --base-url / OPENAI_BASE_URL."""
+        return f"{self.origin}/v1"
+
+    # -- scripting and records -------------------------------------------------------------------
+
+    def script(self, behaviours: Iterable[Behaviour | str]) -> None:
+        """Queue behaviours for the next image requests, one each, in order."""
+        queued = [(b,) if isinstance(b, str) else tuple(b) for b in behaviours]
+        for b in queued:
+            if not b or (str(b[0]) not in KNOWN and not str(b[0]).isdigit()):
+                raise ValueError(f"FakeOpenAI: unknown behaviour {b!r}")
+        with self._lock:
+            self._script.extend(queued)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._script)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far (image requests and downloads), oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    @property
+    def image_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    @property
+    def last(self) -> RecordedRequest:
+        return self.image_requests[-1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._script.clear()
+            self.served.clear()
+            self.rate_limited = 0
+
+    @property
+    def images_served(self) -> int:
+        with self._lock:
+            return sum(n for _, n in self.served)
+
+    # -- internals (called from handler threads) ----------------------------------------------------
+
+    def _record(self, rec: RecordedRequest) -> None:
+        with self._lock:
+            self._records.append(rec)
+
+    def _next_behaviour(self) -> Behaviour:
+        with self._lock:
+            return self._script.popleft() if self._script else ("ok",)
+
+    def _request_id(self) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"req_{self._counter:06d}{hashlib.sha256(str(self._counter).encode()).hexdigest()[:18]}"
+
+    def _served(self, n: int) -> None:
+        with self._lock:
+            self.served.append((time.monotonic(), n))
+
+    def _admit(self, n: int) -> tuple[float, dict[str, str]] | None:
+        """Rate-limit mode: take the tokens, or say how long to wait (and the headers)."""
+        with self._lock:
+            now = time.monotonic()
+            buckets = [
+                (b, c) for b, c in ((self.requests_bucket, 1), (self.images_bucket, n)) if b is not None
+            ]
+            for b, _ in buckets:
+                b.refill(now)
+            wait = max((b.wait_for(c) for b, c in buckets), default=0.0)
+            if wait > 0:
+                self.rate_limited += 1
+                return wait, self._rate_headers_locked()
+            for b, c in buckets:
+                b.take(c)
+            return None
+
+    def _rate_headers_locked(self) -> dict[str, str]:
+        h: dict[str, str] = {}
+        for unit, b in (("requests", self.requests_bucket), ("images", self.images_bucket)):
+            if b is None:
+                continue
+            h[f"x-ratelimit-limit-{unit}"] = f"{b.per_min:g}"
+            h[f"x-ratelimit-remaining-{unit}"] = str(max(0, math.floor(b.tokens)))
+            h[f"x-ratelimit-reset-{unit}"] = format_reset(b.reset_s())
+        return h
+
+    def _rate_headers(self) -> dict[str, str]:
+        with self._lock:
+            if self.requests_bucket is None and self.images_bucket is None:
+                return self._plain_rate_headers()
+            return self._rate_headers_locked()
+
+    @staticmethod
+    def _plain_rate_headers() -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-requests": "500",
+            "x-ratelimit-remaining-requests": "499",
+            "x-ratelimit-reset-requests": "120ms",
+        }
+
+    @staticmethod
+    def _validate(kind: str, rec: RecordedRequest) -> str | None:
+        p = rec.params
+        if kind == "responses":
+            tools = p.get("tools") or []
+            if not p.get("model") or not tools or tools[0].get("type") != "image_generation":
+                return "A Responses request needs a model and an image_generation tool."
+            return None
+        model = str(p.get("model") or "dall-e-2")
+        if kind != "variation" and not p.get("prompt"):
+            return "Missing required parameter: 'prompt'."
+        if kind != "generate" and not rec.images:
+            return "Missing required parameter: 'image'."
+        try:
+            n = int(p.get("n") or 1)
+        except (TypeError, ValueError):
+            return "Invalid value for 'n'."
+        if not 1 <= n <= 10 or (model.startswith("dall-e-3") and n != 1):
+            return f"Invalid value for 'n': {n}."
+        if model.startswith(GPT_PREFIXES):
+            for unknown in ("response_format", "style"):
+                if unknown in p:
+                    return f"Unknown parameter: '{unknown}'."
+        size = p.get("size")
+        if size not in (None, "auto") and not re.fullmatch(r"\d{1,5}x\d{1,5}", str(size)):
+            return f"Invalid value for 'size': {size!r}."
+        return None
+
+    def _image(self, width: int, height: int, seed: str, fmt: str) -> bytes:
+        digest = hashlib.sha256(seed.encode()).digest()
+        colour = (digest[0], digest[1], digest[2])
+        key = (width, height, colour, fmt)
+        with self._lock:
+            cached = self._png_cache.get(key)
+        if cached is not None:
+            return cached
+        img = Image.new("RGB", (width, height), colour)
+        buf = io.BytesIO()
+        if fmt == "png":
+            img.save(buf, "PNG", compress_level=1)
+        elif fmt == "jpeg":
+            img.save(buf, "JPEG", quality=80)
+        else:
+            img.save(buf, "WEBP", quality=80)
+        data = buf.getvalue()
+        with self._lock:
+            if len(self._png_cache) > 256:
+                self._png_cache.clear()
+            self._png_cache[key] = data
+        return data
+
+    def _payload(self, kind: str, rec: RecordedRequest, *, url_mode: str, host: str) -> dict[str, Any]:
+        p = rec.params
+        model = str(p.get("model") or "dall-e-2")
+        gpt = model.startswith(GPT_PREFIXES)
+        n = int(p.get("n") or 1)
+        fmt = str(p.get("output_format") or "png") if gpt else "png"
+        fmt = {"jpg": "jpeg"}.get(fmt, fmt)
+        size = str(p.get("size") or "auto")
+        if size == "auto":
+            width, height = 1024, 1024
+            if rec.images:
+                with contextlib.suppress(Exception):
+                    width, height = Image.open(io.BytesIO(rec.images[0].data)).size
+        else:
+            w, _, h = size.partition("x")
+            width, height = int(w), int(h)
+        prompt = str(p.get("prompt") or "")
+        as_url = url_mode in ("url", "url_gone") or (not gpt and p.get("response_format") == "url")
+        data: list[dict[str, Any]] = []
+        for i in range(n):
+            image = self._image(width, height, f"{kind}\0{model}\0{prompt}\0{i}", fmt)
+            item: dict[str, Any] = {}
+            if as_url:
+                with self._lock:
+                    self._counter += 1
+                    token = f"img-{self._counter}.{fmt}"
+                    if url_mode != "url_gone":
+                        self._downloads[token] = (image, fmt)
+                item["url"] = f"http://{host}/files/{token}"
+            else:
+                item["b64_json"] = base64.b64encode(image).decode("ascii")
+            if model.startswith("dall-e-3"):
+                item["revised_prompt"] = f"A detailed rendering of: {prompt}"
+            data.append(item)
+        out: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if gpt:
+            text_tokens = max(1, len(prompt) // 4)
+            image_in = 0 if kind == "generate" else 194 * len(rec.images)
+            image_out = 272 * n
+            out.update(
+                {
+                    "background": "transparent" if p.get("background") == "transparent" else "opaque",
+                    "output_format": fmt,
+                    "quality": p.get("quality") if p.get("quality") not in (None, "auto") else "medium",
+                    "size": f"{width}x{height}",
+                    "usage": {
+                        "input_tokens": text_tokens + image_in,
+                        "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_in},
+                        "output_tokens": image_out,
+                        "output_tokens_details": {"image_tokens": image_out, "text_tokens": 0},
+                        "total_tokens": text_tokens + image_in + image_out,
+                    },
+                }
+            )
+        return out
+
+    def _responses_payload(self, rec: RecordedRequest, *, refusal: str | None) -> dict[str, Any]:
+        """A Responses API answer with one image_generation_call (or a failed call / a text-only answer)."""
+        body = rec.json or {}
+        tool = dict((body.get("tools") or [{}])[0])
+        prompt = ""
+        for message in body.get("input") or []:
+            for part in message.get("content") or []:
+                if part.get("type") == "input_text":
+                    prompt = str(part.get("text") or "")
+        fmt = str(tool.get("output_format") or "png")
+        size = str(tool.get("size") or "1024x1024")
+        w, _, h = (size if size != "auto" else "1024x1024").partition("x")
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        out: dict[str, Any] = {
+            "id": f"resp_{n:06d}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body.get("model"),
+            "status": "completed",
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "usage": {
+                "input_tokens": 40,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 20,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 60,
+            },
+        }
+        if refusal == "noimage":
+            out["output"].append(
+                {
+                    "type": "message",
+                    "id": f"msg_{n:06d}",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [
+                        {"type": "output_text", "text": "I can't make that image.", "annotations": []}
+                    ],
+                }
+            )
+            return out
+        call: dict[str, Any] = {
+            "type": "image_generation_call",
+            "id": f"ig_{n:06d}",
+            "status": "completed",
+            "action": "edit" if "input_image_mask" in tool else "generate",
+            "output_format": fmt,
+            "size": f"{w}x{h}",
+            "revised_prompt": f"A detailed rendering of: {prompt}",
+        }
+        if refusal == "moderation":
+            call["status"] = "failed"
+            call["error"] = {
+                "code": "moderation_blocked",
+                "message": "Your request was rejected by the safety system.",
+                "type": "image_generation_user_error",
+            }
+        else:
+            image = self._image(int(w), int(h), f"responses\0{tool.get('model')}\0{prompt}", fmt)
+            call["result"] = base64.b64encode(image).decode("ascii")
+            out["tool_usage"] = {
+                "image_gen": {
+                    "input_tokens": 50,
+                    "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+                    "output_tokens": 272,
+                    "output_tokens_details": {"image_tokens": 272, "text_tokens": 0},
+                    "total_tokens": 322,
+                },
+                "web_search": {"num_requests": 0},
+            }
+        out["output"].append(call)
+        return out
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An HTTP date (for `retry-after`) that many seconds from now."""
+    return formatdate(time.time() + seconds_from_now, usegmt=True)

@@ -67,6 +67,7 @@ class RunState:
     pending_fps: set[str]
     prices: PriceTable
     mode: str = "run"  # run | check | dry
+    reuse_only: bool = False  # run mode's fast pass: place reused files, make nothing
     force: bool = False
     selected_steps: frozenset[str] | None = None
     provider_factory: Callable[[], Provider] | None = None
@@ -115,7 +116,10 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 inputs.append((ref, state.output_dir / task.outputs[0], ""))
                 continue
             entry = up.entries[idx]
-            inputs.append((ref, state.output_dir / entry["path"], str(entry["sha256"])))
+            sha = str(entry.get("current_sha256") or entry["sha256"])
+            if ref.role == "size_of" and entry.get("width"):  # only the size matters, not the pixels
+                sha = f"size:{entry['width']}x{entry['height']}"
+            inputs.append((ref, state.output_dir / entry["path"], sha))
         else:
             assert ref.path is not None
             sha = state.files.sha(ref.path)
@@ -138,7 +142,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
     fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint, params=task.params,
                            prompt=prompt, input_shas=[s for _, _, s in inputs])
     if not state.force:
-        found = [state.reuse.lookup(fp, i) for i in range(task.n)]
+        found = [_own(state, task, fp, i) or state.reuse.lookup(fp, i) for i in range(task.n)]
         if all(f is not None for f in found):
             entries = []
             for i, f in enumerate(found):
@@ -150,7 +154,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         return kept
     if not scoped:
         return Outcome("skipped", reason="not selected (--only) and not up to date", in_scope=False)
-    if state.mode != "run":
+    if state.mode != "run" or state.reuse_only:
         return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
                        reason="would be made", cost=_estimate(state, task))
     if state.stop_reason is not None:
@@ -181,14 +185,25 @@ def _endpoint(task: Task, state: RunState) -> str:
             "variation": "/v1/images/variations"}[task.kind]
 
 
+def _own(state: RunState, task: Task, fp: str, index: int) -> dict[str, Any] | None:
+    """The entry already at this task's own path, when it has this fingerprint and is unchanged."""
+    rel = task.outputs[index]
+    prev = state.prev_by_path.get(rel.lower())
+    if prev is None or prev.get("fingerprint") != fp or prev.get("index", 0) != index:
+        return None
+    return prev if state.files.sha(state.output_dir / rel) == prev.get("sha256") else None
+
+
 def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> dict[str, Any]:
     """Reuse a found image at this task's path (copying it there when it lives elsewhere)."""
     rel = task.outputs[index]
-    if found["path"] != rel:
+    dst = store.safe_join(state.output_dir, rel)
+    if found["path"] != rel and state.mode == "run" and state.files.sha(dst) != found["sha256"]:
         src = store.safe_join(state.output_dir, found["path"])
-        dst = store.safe_join(state.output_dir, rel)
-        if dst.exists():
-            _retire(state, rel)
+        if dst.exists():  # another task may still want it: history keeps it findable
+            store.move_to_history(state.output_dir, dst)
+            state.files.forget(dst)
+            state.reuse.invalidate()
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.copy")
         shutil.copyfile(src, tmp)
@@ -197,14 +212,18 @@ def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> di
     entry = {**found, "step": task.step.id, "key": task.unit.key, "index": index, "path": rel,
              "status": "up_to_date"}
     entry.pop("stale", None)
+    entry.pop("current_sha256", None)
     return entry
 
 
 def _retire(state: RunState, rel: str) -> None:
-    """Before a file is replaced: a paid image goes to history; a free one is just replaced."""
+    """Before a file is replaced: a paid or hand-edited image goes to history; a free one is replaced."""
     prev = state.prev_by_path.get(rel.lower())
     path = state.output_dir / rel
-    if path.exists() and (prev is None or prev.get("provider") not in PAID_FREE):
+    if not path.exists():
+        return
+    free = prev is not None and prev.get("provider") in PAID_FREE
+    if not free or state.files.sha(path) != prev.get("sha256"):
         store.move_to_history(state.output_dir, path)
         state.files.forget(path)
 
@@ -226,7 +245,7 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
         if prev is None or (prev.get("sha256") and sha != prev.get("sha256")):
             if state.force and prev is not None:
                 return None
-            entries.append({**(prev or _bare_entry(task, i, rel)), "sha256": sha, "status": "modified"})
+            entries.append({**(prev or _bare_entry(task, i, rel)), "current_sha256": sha, "status": "modified"})
             status = "modified"
             continue
         if provider == "offline" and prev.get("provider") not in PAID_FREE:
@@ -244,7 +263,7 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
 
 def _bare_entry(task: Task, index: int, rel: str) -> dict[str, Any]:
     return {"step": task.step.id, "key": task.unit.key, "index": index, "path": rel, "provider": None,
-            "model": task.model, "fingerprint": None, "approved": False}
+            "model": task.model, "fingerprint": None, "approved": False, "sha256": None}
 
 
 def _failed(task: Task, etype: str, message: str, scoped: bool, **extra: Any) -> Outcome:

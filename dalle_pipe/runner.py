@@ -266,10 +266,10 @@ def _fast_pass(plan: Plan, units: list[int], state: RunState, reports: dict[int,
         for i in units:
             reports[i] = _run_unit(plan, i, state, progress)
         return []
-    dry = RunState(**{**state.__dict__, "mode": "dry", "lock": threading.Lock()})
+    fast = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
     rest = []
     for i in units:
-        trial = _run_unit(plan, i, dry, None)
+        trial = _run_unit(plan, i, fast, None)
         if any(r.outcome.status == "pending" for r in trial):
             rest.append(i)
         else:

@@ -40,6 +40,10 @@ class ReuseIndex:
         self._fps = {fp for fp, _ in self._by_fp}
         self._by_size: dict[int, list[str]] | None = None
 
+    def invalidate(self) -> None:
+        """Forget the folder scan: files were moved (e.g. into history) since it was made."""
+        self._by_size = None
+
     def __contains__(self, fingerprint: object) -> bool:
         return fingerprint in self._fps
 

@@ -197,8 +197,8 @@ def _own(state: RunState, task: Task, fp: str, index: int) -> dict[str, Any] | N
 def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> dict[str, Any]:
     """Reuse a found image at this task's path (copying it there when it lives elsewhere)."""
     rel = task.outputs[index]
-    dst = store.safe_join(state.output_dir, rel)
-    if found["path"] != rel and state.mode == "run" and state.files.sha(dst) != found["sha256"]:
+    if found["path"] != rel and state.mode == "run" and state.files.sha(state.output_dir / rel) != found["sha256"]:
+        dst = store.safe_join(state.output_dir, rel)
         src = store.safe_join(state.output_dir, found["path"])
         if dst.exists():  # another task may still want it: history keeps it findable
             store.move_to_history(state.output_dir, dst)

@@ -78,7 +78,27 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
         except ManifestCorruptError:
             backup = "manifest.corrupt.json"
         atomic_write_bytes(state_dir(output_dir) / backup, old)
-    atomic_write_json(path, manifest)
+    atomic_write_bytes(path, dumps_manifest(manifest).encode("utf-8"))
+
+
+def dumps_manifest(manifest: dict[str, Any]) -> str:
+    """Top-level keys indented; each entry on one compact line.
+
+    Readable in a diff (one line per image) and fast: json's C encoder only runs without indent,
+    and 30,000 indented entries take seconds to format.
+    """
+    lines = ["{"]
+    items = list(manifest.items())
+    for i, (key, value) in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        head = f"  {json.dumps(key)}: "
+        if key == "entries" and isinstance(value, list) and value:
+            body = ",\n".join("    " + json.dumps(e, ensure_ascii=False) for e in value)
+            lines.append(f"{head}[\n{body}\n  ]{comma}")
+        else:
+            lines.append(f"{head}{json.dumps(value, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def manifest_path(output_dir: Path) -> Path:

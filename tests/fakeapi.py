@@ -7,8 +7,15 @@
         api.requests[-1].json / .fields / .images / .mask / .headers
 
 Routes: POST /v1/images/generations (JSON), POST /v1/images/edits and
-/v1/images/variations (multipart/form-data, parsed here), GET /files/<token> (the
-download route `url` responses point at). Every request is recorded (RecordedRequest).
+/v1/images/variations (multipart/form-data, parsed here), POST /v1/responses (the
+image_generation tool: one image_generation_call), GET /files/<token> (the download
+route `url` answers point at). Every request is recorded (RecordedRequest), and
+answered with x-request-id and x-ratelimit-{limit,remaining,reset}-requests headers.
+Images are solid-colour pictures of the requested size and format (PNG by default),
+the colour derived from sha256(kind, model, prompt, index): deterministic. GPT image
+models get usage / output_format / size / quality / background in the body and a 400
+for response_format or style; dall-e-3 gets revised_prompt; dall-e-* with
+response_format=url get url answers.
 
 Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image request:
     ("ok",)                      a normal answer
@@ -25,6 +32,9 @@ Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image 
     ("url",)                     a normal answer with data[i].url on the /files route instead of b64_json
     ("url_gone",)                data[i].url pointing at a file that answers 404
     ("sleep", s)                 wait s seconds, then a normal answer (for client timeouts)
+    ("noimage",)                 /v1/responses only: a 200 with a text message and no image call
+                                 (and ("moderation",) there is a 200 whose call has status "failed")
+A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
 Without a script the server answers normally (dall-e-* with response_format=url → url answers).
 
 Rate-limit mode: FakeOpenAI(rate_per_min=R) and/or images_per_min=I keep token buckets

@@ -28,7 +28,8 @@ def post(api: FakeOpenAI, body: dict[str, Any]) -> tuple[int, dict[str, str], di
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read())
+        with exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read())
 
 
 def test_multipart_parser_keeps_bytes_exactly() -> None:
@@ -55,7 +56,8 @@ def test_missing_bearer_is_401() -> None:
         )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=10)
-        assert info.value.code == 401
+        with info.value as err:
+            assert err.code == 401
 
 
 def test_gpt_models_reject_response_format() -> None:

@@ -137,7 +137,7 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
                 row["to_make"] += r.task.n
                 if r.task.is_api and plan.recipe.provider.name != "offline":
                     for batch, col in ((False, "cost_usd"), (True, "batch_cost_usd")):
-                        c = estimate_request(prices, r.task.model or "", r.task.kind,  # type: ignore[arg-type]
+                        c = estimate_request(prices, r.task.model or "", r.task.kind,
                                              r.task.params, batch=batch)
                         row[col] = None if c is None or row[col] is None else round(row[col] + c, 6)
         total_keys = ("units", "requests", "images", "up_to_date", "to_make")

@@ -21,6 +21,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _fail(exc: DallePipeError) -> int:
     text = exc.format()
     click.echo(text if isinstance(exc, RecipeError) else f"error: {text}", err=True)
+    from .ci_output import emit_error
+
+    emit_error(exc)
     return exc.exit_code
 
 
@@ -126,7 +129,8 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     """Make every image that is missing or out of date."""
     from .app import exit_code, get_prices, load
     from .app import run as run_all
-    from .progress import Progress, as_json as summary_json, failures, summary_line
+    from .progress import Progress, failures, summary_line
+    from .progress import as_json as summary_json
     from .runner import RunOptions
 
     if check and dry_run:
@@ -148,6 +152,9 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     finally:
         bar.close()
     code = exit_code(results, opts)
+    from .ci_output import emit_run
+
+    emit_run(results, opts.mode, loaded.warnings, stream=sys.stderr if as_json else sys.stdout)
     if as_json:
         click.echo(json.dumps(summary_json(results, code), indent=2))
     elif not quiet:
@@ -215,7 +222,7 @@ def schema(kind: str) -> int:
     """Print the JSON Schema of a recipe or a pipeline file."""
     from .schema import schema_text
 
-    click.echo(schema_text(kind), nl=False)  # type: ignore[arg-type]
+    click.echo(schema_text(kind), nl=False)
     return 0
 
 
@@ -279,6 +286,63 @@ def clean(targets: tuple[Path, ...], offline: bool, provider: str | None, base_u
     for plan_ in loaded.plans:
         removed = clean_outputs(plan_)
         click.echo(f"{plan_.recipe.name}: removed {len(removed)} file(s)")
+    return 0
+
+
+@main.command()
+@targets_arg
+@provider_options
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="The --output-dir the run used.")
+@handled
+def report(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+           var: tuple[str, ...], output_dir: Path | None) -> int:
+    """Rebuild the review page (report.html) of each recipe's output folder.
+
+    A TARGET may also be an output folder that holds a manifest.json.
+    """
+    from .recipe import display_path
+    from .report import rebuild_reports
+
+    overrides = _overrides(offline, provider, base_url, var, output_dir)
+    for name, path in rebuild_reports(list(targets), overrides):
+        click.echo(f"{name}: wrote {display_path(path)}")
+    return 0
+
+
+@main.command()
+@click.argument("selectors", nargs=-1, metavar="KEY[/STEP]...")
+@click.option("--recipe", "recipes", multiple=True, type=click.Path(path_type=Path),
+              metavar="TARGET", help="Recipe or pipeline file (default ./pipeline.yaml).")
+@click.option("--revoke", is_flag=True, help="Withdraw the approval: the next run may make them again.")
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="The --output-dir the run used.")
+@provider_options
+@handled
+def approve(selectors: tuple[str, ...], recipes: tuple[Path, ...], revoke: bool, output_dir: Path | None,
+            offline: bool, provider: str | None, base_url: str | None, var: tuple[str, ...]) -> int:
+    """Approve images: no later run regenerates them (a changed recipe only marks them stale)."""
+    from .approve import approve as approve_all
+
+    done = approve_all(list(recipes), _overrides(offline, provider, base_url, var, output_dir), selectors,
+                       revoke=revoke)
+    verb = "unapproved" if revoke else "approved"
+    for a in done:
+        click.echo(f"{a.recipe}: {verb if a.changed else 'already ' + verb} {a.task} ({a.path})")
+    return 0
+
+
+@main.command()
+@click.argument("folder", default=".", type=click.Path(path_type=Path, file_okay=False))
+@handled
+def init(folder: Path) -> int:
+    """Start a project in FOLDER (default .): a pipeline, an example recipe, a catalog, schemas."""
+    from .scaffold import init_project
+
+    for rel in init_project(folder):
+        click.echo(f"wrote {folder / rel}")
+    go = "" if folder == Path(".") else f"cd {folder} && "
+    click.echo(f"next: {go}dalle-pipe validate && dalle-pipe run --offline   (a preview: no key, no network)")
     return 0
 
 

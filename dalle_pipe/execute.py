@@ -122,10 +122,10 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
             inputs.append((ref, state.output_dir / entry["path"], sha))
         else:
             assert ref.path is not None
-            sha = state.files.sha(ref.path)
-            if sha is None:
+            file_sha = state.files.sha(ref.path)
+            if file_sha is None:
                 return Outcome("failed", reason=f"input {display_path(ref.path)} is missing", in_scope=scoped)
-            inputs.append((ref, ref.path, sha))
+            inputs.append((ref, ref.path, file_sha))
     prompt = task.prompt
     if task.prompt_template is not None:
         ctx = _steps_context(task, done)
@@ -133,10 +133,9 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
             prompt = render(task.prompt_template, ctx)
         except RenderError as exc:
             return _failed(task, "template", exc.message, scoped)
-    if any(up.status == "pending" for up in done.values() if up) and any(r.step for r, _, _ in inputs):
-        if any(done[r.step].status == "pending" for r, _, _ in inputs if r.step):
-            return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
-                           entries=[{"path": p} for p in task.outputs])
+    if any(done[r.step].status == "pending" for r, _, _ in inputs if r.step):
+        return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
+                       entries=[{"path": p} for p in task.outputs])
     provider = state.provider_name if task.is_api else "local"
     endpoint = _endpoint(task, state)
     fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint, params=task.params,
@@ -223,7 +222,7 @@ def _retire(state: RunState, rel: str) -> None:
     if not path.exists():
         return
     free = prev is not None and prev.get("provider") in PAID_FREE
-    if not free or state.files.sha(path) != prev.get("sha256"):
+    if not free or prev is None or state.files.sha(path) != prev.get("sha256"):
         store.move_to_history(state.output_dir, path)
         state.files.forget(path)
 
@@ -278,7 +277,7 @@ def _estimate(state: RunState, task: Task) -> float | None:
         return 0.0
     from .prices import estimate_request
 
-    return estimate_request(state.prices, task.model or "", task.kind, task.params)  # type: ignore[arg-type]
+    return estimate_request(state.prices, task.model or "", task.kind, task.params)
 
 
 def _input_entries(state: RunState, inputs: list[tuple[InputRef, Path, str]]) -> list[dict[str, Any]]:

@@ -128,7 +128,7 @@ def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, 
         for task in plan.tasks_of(i):
             if not task.is_api or not task.enabled:
                 continue
-            cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch)  # type: ignore[arg-type]
+            cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch)
             if cost is None:
                 return None
             total += cost
@@ -254,7 +254,7 @@ def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
             out = process(dry, task, done)
             done[task.step.id] = out
             if out.status == "pending" and task.is_api:
-                cost = estimate_request(state.prices, task.model or "", task.kind, task.params)  # type: ignore[arg-type]
+                cost = estimate_request(state.prices, task.model or "", task.kind, task.params)
                 total += cost or 0.0
     return total
 
@@ -336,7 +336,8 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     prev = list((manifest or {}).get("entries", []))
     covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
     all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
-    kept, orphans = [], []
+    kept: list[dict[str, Any]] = []
+    orphans: list[dict[str, Any]] = []
     for e in prev:
         k = (e.get("step"), e.get("key"))
         if k in covered:
@@ -346,7 +347,7 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     for r in result.reports:
         if r.outcome.in_scope:
             entries.extend(_entries(r))
-    order = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
+    order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
     entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
     counts = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
     doc = {

@@ -177,6 +177,13 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     if provider_name == "offline":  # a local renderer has no account to protect
         limits = Limits(None, None, max(limits.concurrency, os.cpu_count() or 1), 0, limits.timeout_s)
     writing = opts.mode == "run"
+    if writing and opts.max_cost is not None:  # the gate reads only: nothing is written when it refuses
+        dry_opts = RunOptions(**{**opts.__dict__, "mode": "dry"})
+        peek = _load_state(plan, dry_opts, prices, provider_name, None, limits, None)
+        todo = _todo_estimate(plan, units, peek)
+        if todo > opts.max_cost:
+            raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${opts.max_cost:.2f}",
+                                 "raise --max-cost, or run fewer units with --limit or --items")
     lock = store.RunLock(out_dir) if writing else None
     if lock is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,11 +191,6 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     try:
         state = _load_state(plan, opts, prices, provider_name, provider_factory, limits, on_wait)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
-        if writing and opts.max_cost is not None and result.estimate_usd is not None:
-            todo = _todo_estimate(plan, units, state)
-            if todo > opts.max_cost:
-                raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${opts.max_cost:.2f}",
-                                     "raise --max-cost, or run fewer units with --limit or --items")
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
         interrupt = _Interrupt(lambda: state.stop("interrupted"))

@@ -187,3 +187,48 @@ steps:
         in_flight = [k for k in resent if m[f"shot@{k}#0"]["possible_duplicate_charge"]]
         assert len(in_flight) <= 2  # at most the requests that were in flight at the kill
     assert json.loads((out / "manifest.json").read_text())["counts"]["failed"] == 0
+
+
+def test_sigterm_lets_in_flight_requests_land_writes_the_manifest_and_exits_130(tmp_path: Path) -> None:
+    items = "\n".join(f"  - {{id: p{i}}}" for i in range(20))
+    recipe = f"""\
+version: 1
+name: many
+model: gpt-image-2
+params: {{size: 1024x1024, quality: low}}
+throttle: {{concurrency: 2}}
+items:
+{items}
+steps:
+  - id: shot
+    generate: {{prompt: "product {{{{ item.id }}}}"}}
+"""
+    root = make_project(tmp_path / "p", recipe)
+    with FakeOpenAI(latency_s=0.4) as api:
+        proc = subprocess.Popen([sys.executable, "-m", "dalle_pipe.cli", "run", "recipe.yaml", "--quiet"],
+                                cwd=root, env={**os.environ, **env(api)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        out = root / "out" / "many"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list(out.rglob("shot.png"))) < 2:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        sent = len(api.image_requests)
+    m = json.loads((out / "manifest.json").read_text())
+    generated = [e for e in m["entries"] if e["status"] == "generated"]
+    assert len(generated) == sent  # every request that was sent landed and is recorded
+    assert 2 <= sent < 20
+    assert all((out / e["path"]).is_file() for e in generated)
+
+
+def test_max_cost_refuses_a_run_whose_estimate_exceeds_it(tmp_path: Path, api: FakeOpenAI) -> None:
+    root = make_project(tmp_path / "p")
+    r = run(root, api, "--max-cost", "0.001")
+    assert r.exit_code == 2  # type: ignore[attr-defined]
+    assert "error: estimated cost $" in r.output and "exceeds --max-cost $0.00" in r.output  # type: ignore[attr-defined]
+    assert api.image_requests == []
+    assert not (root / "out").exists()
+    r = run(root, api, "--max-cost", "100")
+    assert r.exit_code == 0  # type: ignore[attr-defined]

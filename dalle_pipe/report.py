@@ -50,6 +50,13 @@ def thumb_ext() -> str:
     return "webp" if features.check("webp") else "jpg"
 
 
+def content_sha(entry: Mapping[str, Any]) -> str | None:
+    """The sha256 of what the file holds now: a hand-edited (modified) entry keeps its original
+    ``sha256`` and records the file's in ``current_sha256``."""
+    sha = entry.get("current_sha256") or entry.get("sha256")
+    return sha if isinstance(sha, str) else None
+
+
 def _key(entry: Mapping[str, Any]) -> tuple[str, str, int]:
     index = entry.get("index")
     return str(entry.get("step")), str(entry.get("key")), index if isinstance(index, int) else 0
@@ -66,7 +73,7 @@ def classify(entries: Sequence[Mapping[str, Any]],
             out.append("failed")
         elif old is None:
             out.append("new")
-        elif old.get("sha256") != e.get("sha256"):
+        elif content_sha(old) != content_sha(e):
             out.append("changed")
         else:
             out.append("unchanged")
@@ -122,8 +129,8 @@ def make_thumbnails(output_dir: Path, entries: Iterable[Mapping[str, Any]]) -> d
     ext = thumb_ext()
     wanted: dict[str, Path] = {}
     for e in entries:
-        sha = e.get("sha256")
-        if isinstance(sha, str) and _SHA.match(sha) and sha not in wanted:
+        sha = content_sha(e)
+        if sha is not None and _SHA.match(sha) and sha not in wanted:
             src = _source(output_dir, e)
             if src is not None:
                 wanted[sha] = src
@@ -159,9 +166,10 @@ def build_shots(output_dir: Path, manifest: Mapping[str, Any],
     thumbs = make_thumbnails(output_dir, entries)
     shots = []
     for e, change in zip(entries, classify(entries, prev), strict=True):
-        src = _source(output_dir, e) if e.get("sha256") else None
+        sha = content_sha(e)
+        src = _source(output_dir, e) if sha else None
         present = src is not None and src.is_file()
-        shots.append(Shot(e, change, thumbs.get(str(e.get("sha256"))) if present else None, present))
+        shots.append(Shot(e, change, thumbs.get(sha) if sha and present else None, present))
     return shots, removed(entries, prev)
 
 
@@ -261,7 +269,7 @@ def _card(s: Shot) -> str:
             img = '<span class="noimg">no preview</span>'
         parts.append(f'<a class="thumb" href="{_href(rel)}">{img}</a>')
     else:
-        why = "failed" if status == "failed" else "no image" if not e.get("sha256") else "file missing"
+        why = "failed" if status == "failed" else "no image" if not content_sha(e) else "file missing"
         parts.append(f'<div class="thumb empty"><span class="noimg">{_t(why)}</span></div>')
     badges = [f'<span class="b c-{_t(s.change)}">{_t(s.change)}</span>',
               f'<span class="b s-{_t(status)}">{_t(status.replace("_", " "))}</span>']
@@ -319,7 +327,7 @@ def render_page(manifest: Mapping[str, Any], shots: Sequence[Shot],
         groups.setdefault(step, {}).setdefault(key, []).append(s)
     changes = {c: sum(1 for s in shots if s.change == c) for c in CHANGES}
     statuses = {st: sum(1 for s in shots if s.entry.get("status") == st) for st in STATUSES}
-    costs = [s.entry.get("cost_usd") for s in shots if s.entry.get("sha256")]
+    costs = [s.entry.get("cost_usd") for s in shots if content_sha(s.entry)]
     known = [c for c in costs if isinstance(c, int | float) and not isinstance(c, bool)]
     cost = _usd(sum(known), 2) + (f" ({len(costs) - len(known)} unknown)" if len(known) < len(costs) else "")
     body = []

@@ -148,6 +148,10 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 assert f is not None
                 entries.append(_place(state, task, i, f))
             return Outcome("up_to_date", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
+    if fp in state.pending_fps and state.mode == "run":
+        adopted = _adopt(state, task, fp, prompt, inputs, provider, endpoint)
+        if adopted is not None:
+            return adopted
     kept = _keep_existing(state, task, provider, scoped)
     if kept is not None:
         return kept
@@ -258,6 +262,33 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
     out.prompt = entries[0].get("prompt")
     out.revised_prompt = entries[0].get("revised_prompt")
     return out
+
+
+def _adopt(state: RunState, task: Task, fp: str, prompt: str | None, inputs: list[tuple[InputRef, Path, str]],
+           provider: str, endpoint: str) -> Outcome | None:
+    """Images written just before a crash, whose journal `done` line never came: the intent proves
+    we asked for them with this fingerprint, and atomic writes prove they are whole. Keep them."""
+    entries = []
+    for i, rel in enumerate(task.outputs):
+        path = state.output_dir / rel
+        if state.prev_by_path.get(rel.lower()) is not None or not path.is_file():
+            return None
+        sha = state.files.sha(path)
+        try:
+            info = imgio.probe(path)
+        except imgio.ImageInputError:
+            return None
+        entry = {"step": task.step.id, "key": task.unit.key, "index": i, "path": rel, "sha256": sha,
+                 "width": info.width, "height": info.height, "format": info.format,
+                 "bytes": path.stat().st_size}
+        entry.update(_common(state, task, provider, fp, prompt, inputs, time.monotonic()))
+        entry.update({"endpoint": endpoint, "revised_prompt": None, "request_id": None, "usage": None,
+                      "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False,
+                      "recovered": True, "duration_s": None})
+        entries.append(entry)
+    if state.journal is not None:
+        state.journal.done(task.id, fp, entries)
+    return Outcome("up_to_date", entries, prompt)
 
 
 def _bare_entry(task: Task, index: int, rel: str) -> dict[str, Any]:

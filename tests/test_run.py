@@ -262,3 +262,25 @@ def test_json_summary(project: Path) -> None:
     assert doc["exit_code"] == 0
     assert doc["recipes"][0]["counts"]["generated"] == 6
     assert doc["recipes"][0]["name"] == "shots"
+
+
+def test_an_image_written_just_before_a_crash_is_adopted_not_paid_again(project: Path) -> None:
+    assert invoke(project, "run", "--offline", "recipe.yaml", "--only", "hero").exit_code == 0
+    out = project / "out" / "shots"
+    hero = by_task(manifest(project))["hero@mug#0"]
+    # as if killed after the image was written but before its journal `done` line and the manifest
+    (out / "manifest.json").unlink()
+    (out / ".dalle-pipe" / "manifest.prev.json").unlink(missing_ok=True)
+    (out / ".dalle-pipe" / "journal.jsonl").write_text(
+        json.dumps({"t": "intent", "task": "hero@mug", "fp": hero["fingerprint"], "attempt": 1,
+                    "at": "2026-11-23T00:00:00Z"}) + "\n")
+    (out / "board" / "hero.png").unlink()
+    before = (out / "mug" / "hero.png").read_bytes()
+    r = invoke(project, "run", "--offline", "recipe.yaml", "--only", "hero")
+    assert r.exit_code == 0, r.output
+    m = by_task(manifest(project))
+    assert m["hero@mug#0"]["status"] == "up_to_date"
+    assert m["hero@mug#0"]["recovered"] is True
+    assert m["hero@mug#0"]["sha256"] == hero["sha256"]
+    assert (out / "mug" / "hero.png").read_bytes() == before
+    assert m["hero@board#0"]["status"] == "generated"

@@ -80,20 +80,20 @@ def part_rate() -> None:
 
 
 def noop_recipe(n: int) -> str:
-    return f"""version: 1
+    return """version: 1
 name: noop
 model: gpt-image-2
-params: {{size: 256x256, quality: low}}
-catalog: {{path: rows.csv}}
+params: {size: 256x256, quality: low}
+catalog: {path: rows.csv}
 steps:
   - id: shot
-    generate: {{prompt: "product {{{{ item.name }}}} on a table"}}
+    generate: {prompt: "product {{ item.name }} on a table"}
   - id: cut
     mask:
-      size_of: {{step: shot}}
-      shapes: [{{circle: {{center: [0.5, 0.5], radius: 0.4}}}}]
+      size_of: {step: shot}
+      shapes: [{circle: {center: [0.5, 0.5], radius: 0.4}}]
   - id: edit
-    edit: {{image: {{step: shot}}, mask: {{step: cut}}, prompt: "a beach behind it"}}
+    edit: {image: {step: shot}, mask: {step: cut}, prompt: "a beach behind it"}
 """
 
 

@@ -67,6 +67,7 @@ class RunState:
     pending_fps: set[str]
     prices: PriceTable
     mode: str = "run"  # run | check | dry
+    project_root: Path | None = None
     reuse_only: bool = False  # run mode's fast pass: place reused files, make nothing
     force: bool = False
     selected_steps: frozenset[str] | None = None
@@ -311,13 +312,21 @@ def _estimate(state: RunState, task: Task) -> float | None:
     return estimate_request(state.prices, task.model or "", task.kind, task.params)
 
 
+def _shown(state: RunState, path: Path) -> str:
+    """An input's path in the manifest: relative to output_dir, else to the project root."""
+    for base in (state.output_dir, state.project_root):
+        if base is not None:
+            try:
+                return path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    return display_path(path)
+
+
 def _input_entries(state: RunState, inputs: list[tuple[InputRef, Path, str]]) -> list[dict[str, Any]]:
     out = []
     for ref, path, sha in inputs:
-        try:
-            shown = str(path.relative_to(state.output_dir))
-        except ValueError:
-            shown = display_path(path)
+        shown = _shown(state, path)
         out.append({"role": ref.role, "path": shown, "sha256": sha})
     return out
 

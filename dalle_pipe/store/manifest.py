@@ -8,7 +8,7 @@ from typing import Any
 
 from dalle_pipe.errors import DallePipeError
 
-from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, atomic_write_json, state_dir
+from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, state_dir
 
 
 class ManifestCorruptError(DallePipeError):

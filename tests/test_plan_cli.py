@@ -1,0 +1,56 @@
+"""`dalle-pipe plan` and `dalle-pipe clean` as users see them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_run import invoke, make_project
+
+
+def test_plan_counts_and_costs_before_and_after_a_run(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p")
+    r = invoke(root, "plan", "--json", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    (rec,) = doc["recipes"]
+    assert rec["units"] == 2
+    rows = {s["step"]: s for s in rec["steps"]}
+    assert [rows[k]["requests"] for k in ("hero", "bg_mask", "beach")] == [2, 0, 2]
+    assert [rows[k]["to_make"] for k in ("hero", "bg_mask", "beach")] == [2, 2, 2]
+    assert rec["total"]["images"] == 6 and rec["total"]["up_to_date"] == 0
+    assert rec["total"]["cost_usd"] > 0
+    assert abs(rec["total"]["batch_cost_usd"] - rec["total"]["cost_usd"] / 2) < 1e-6
+    assert doc["prices_checked"] == "2026-11-23"
+    assert not (root / "out").exists()  # planning writes nothing
+
+    assert invoke(root, "run", "--offline", "recipe.yaml").exit_code == 0
+    # an offline run's images do not satisfy the openai provider: still all to make
+    doc = json.loads(invoke(root, "plan", "--json", "recipe.yaml").output)
+    assert doc["recipes"][0]["total"]["to_make"] == 6
+    doc = json.loads(invoke(root, "plan", "--json", "--offline", "recipe.yaml").output)
+    total = doc["recipes"][0]["total"]
+    assert (total["up_to_date"], total["to_make"], total["cost_usd"]) == (6, 0, 0.0)
+
+    text = invoke(root, "plan", "recipe.yaml").output
+    assert "shots (openai, 2 units)" in text
+    assert "prices as checked on 2026-11-23" in text
+    assert text.splitlines()[1].split() == ["step", "kind", "requests", "images", "up", "to", "date", "to", "make",
+                                            "cost", "batch"]
+
+
+def test_clean_removes_history_and_outputs_no_recipe_produces(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p")
+    assert invoke(root, "run", "--offline", "recipe.yaml").exit_code == 0
+    out = root / "out" / "shots"
+    assert invoke(root, "run", "--offline", "--force", "--only", "hero", "recipe.yaml").exit_code == 0
+    (root / "products.csv").write_text("sku,name,active\nmug,ceramic mug,yes\n")
+    stray = out / "notes.txt"
+    stray.write_text("keep me")
+    r = invoke(root, "clean", "--offline", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("shots: removed ")
+    assert not (out / "board").exists()
+    assert not (out / ".dalle-pipe" / "history").exists() or not any((out / ".dalle-pipe" / "history").rglob("*.png"))
+    assert (out / "mug" / "hero.png").is_file() and (out / "mug" / "beach.png").is_file()
+    assert stray.read_text() == "keep me"

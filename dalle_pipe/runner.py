@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,7 +25,7 @@ from .errors import CostLimitError, UsageError
 from .execute import Outcome, RunState, process
 from .plan import Plan, Task
 from .prices import PriceTable, estimate_request
-from .providers.base import Provider
+from .providers.base import ImageRequest, ImageResponse, Provider
 from .recipe import Recipe, display_path, suggest
 from .throttle import Limiter, Limits, SystemClock
 
@@ -109,7 +109,9 @@ def check_selection(plans: list[Plan], opts: RunOptions) -> None:
 
 def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
     t = dict(recipe.throttle)
-    lim = Limits(requests_per_minute=t.get("requests_per_minute"), images_per_minute=t.get("images_per_minute"),
+    share = opts.shard[1] if opts.shard else 1  # each of n shards takes 1/n of the account's rates
+    rpm, ipm = t.get("requests_per_minute"), t.get("images_per_minute")
+    lim = Limits(requests_per_minute=rpm / share if rpm else rpm, images_per_minute=ipm / share if ipm else ipm,
                  concurrency=int(t.get("concurrency", 4)), max_retries=int(t.get("max_retries", 6)),
                  timeout_s=float(t.get("timeout_s", 300)))
     if opts.concurrency:
@@ -133,6 +135,149 @@ def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, 
                 return None
             total += cost
     return round(total, 6)
+
+
+# --------------------------------------------------------------------------- shards
+#
+# Shards of one output_dir run side by side (parallel CI jobs): each holds the folder's lock
+# shared and its own lock exclusively, keeps its own journal and writes its own manifest
+# (manifest.shard-I-of-N.json); a whole run holds the folder's lock exclusively. Reuse, --check
+# and the report read every manifest*.json in the folder.
+
+SHARD_MANIFEST_GLOB = "manifest.shard-*-of-*.json"
+
+
+def shard_suffix(shard: tuple[int, int]) -> str:
+    return f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    """``manifest.json``, or a shard's ``manifest.shard-I-of-N.json``."""
+    return store.MANIFEST_NAME if shard is None else f"manifest.{shard_suffix(shard)}.json"
+
+
+def manifest_files(out_dir: Path) -> list[Path]:
+    """Every manifest in ``out_dir``: ``manifest.json`` first, then the shards' in name order."""
+    main = out_dir / store.MANIFEST_NAME
+    shards = sorted(p for p in out_dir.glob(SHARD_MANIFEST_GLOB) if p.is_file())
+    return [*([main] if main.is_file() else []), *shards]
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    """A manifest by path (its own name), or None when absent; a corrupt one raises."""
+    if not path.is_file():
+        return None
+    from .store.manifest import _parse_manifest
+
+    return _parse_manifest(path)
+
+
+def _other_manifests(out_dir: Path, own: str) -> list[dict[str, Any]]:
+    """The other manifests of the folder (other shards, or the whole run's), oldest first; corrupt ones
+    are skipped: they only feed reuse."""
+    docs = []
+    for path in manifest_files(out_dir):
+        if path.name == own:
+            continue
+        try:
+            doc = _read_manifest(path)
+        except store.ManifestCorruptError:
+            continue
+        if doc is not None:
+            docs.append(doc)
+    return sorted(docs, key=lambda d: str(d.get("finished_at") or ""))
+
+
+def merged_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """One manifest of every manifest in ``out_dir`` (the whole run's and the shards'): entries by
+    (step, key, index), the most recently finished manifest winning; None when there is none."""
+    paths = manifest_files(out_dir)
+    if not paths:
+        return None
+    docs = [d for d in (_read_manifest(p) for p in paths) if d is not None]
+    if len(docs) == 1:
+        return docs[0]
+    docs.sort(key=lambda d: str(d.get("finished_at") or ""))
+    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for doc in docs:
+        for e in doc.get("entries", []):
+            if isinstance(e, dict):
+                merged[(e.get("step"), e.get("key"), e.get("index"))] = e
+    entries = list(merged.values())
+    head = dict(docs[-1])
+    head["started_at"] = min((str(d.get("started_at") or "") for d in docs), default=None)
+    head["counts"] = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
+    head["entries"] = entries
+    return head
+
+
+def run_locks(out_dir: Path, shard: tuple[int, int] | None) -> list[store.RunLock]:
+    """The locks a writing run takes: the folder's (shared by shards), then the shard's own."""
+    if shard is None:
+        return [store.RunLock(out_dir)]
+    return [store.RunLock(out_dir, shared=True), store.RunLock(out_dir, f"lock.{shard_suffix(shard)}")]
+
+
+def journal_for(out_dir: Path, shard: tuple[int, int] | None) -> store.Journal:
+    journal = store.Journal(out_dir)
+    if shard is not None:
+        journal.path = journal.path.with_name(f"journal.{shard_suffix(shard)}.jsonl")
+    return journal
+
+
+def _other_journal_entries(out_dir: Path, own: Path) -> list[dict[str, Any]]:
+    """Done entries of the other journals (a shard that crashed before writing its manifest)."""
+    found: list[dict[str, Any]] = []
+    state = out_dir / store.STATE_DIRNAME
+    if not state.is_dir():
+        return found
+    for path in sorted(state.glob("journal*.jsonl")):
+        if path.name != own.name:
+            other = store.Journal(out_dir)
+            other.path = path
+            found.extend(other.read().done_entries)
+    return found
+
+
+class _ShardShare:
+    """A provider whose learned rate limits are a shard's share: x-ratelimit-limit-* divided by n,
+    so n shards that learn the account's limit from the headers pace at 1/n of it each."""
+
+    def __init__(self, inner: Provider, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self.name = inner.name
+
+    def _scale(self, headers: dict[str, str]) -> dict[str, str]:
+        out = dict(headers)
+        for k, v in headers.items():
+            if k.lower().startswith("x-ratelimit-limit-"):
+                try:
+                    out[k] = f"{float(v) / self.n:g}"
+                except ValueError:
+                    continue
+        return out
+
+    def send(self, request: ImageRequest) -> ImageResponse:
+        from .providers.base import ProviderError
+
+        try:
+            resp = self.inner.send(request)
+        except ProviderError as exc:
+            exc.headers = self._scale(exc.headers)
+            raise
+        return replace(resp, rate_headers=self._scale(resp.rate_headers))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def shard_provider(factory: Callable[[], Provider] | None,
+                   shard: tuple[int, int] | None) -> Callable[[], Provider] | None:
+    if factory is None or shard is None or shard[1] == 1:
+        return factory
+    n = shard[1]
+    return lambda: _ShardShare(factory(), n)
 
 
 class _Interrupt:
@@ -184,12 +329,14 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
         if todo > opts.max_cost:
             raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${opts.max_cost:.2f}",
                                  "raise --max-cost, or run fewer units with --limit or --items")
-    lock = store.RunLock(out_dir) if writing else None
-    if lock is not None:
+    locks = run_locks(out_dir, opts.shard) if writing else []
+    if locks:
         out_dir.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
     try:
-        state = _load_state(plan, opts, prices, provider_name, provider_factory, limits, on_wait)
+        for lock in locks:
+            lock.acquire()
+        state = _load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
+                            limits, on_wait)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
@@ -206,9 +353,9 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
             st = state.limiter.stats
             result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
         if writing:
-            _write_manifest(plan, result, state, units, started_at, provider_name)
+            _write_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
     finally:
-        if lock is not None:
+        for lock in reversed(locks):
             lock.release()
         if state_provider := getattr(locals().get("state"), "_provider", None):
             state_provider.close()
@@ -219,20 +366,24 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
                 provider_factory: Callable[[], Provider] | None, limits: Limits,
                 on_wait: Callable[[str, float], None] | None) -> RunState:
     out_dir = plan.recipe.output_dir
-    manifest = store.load_manifest(out_dir) if (out_dir / store.MANIFEST_NAME).exists() else None
+    own = manifest_name(opts.shard)
+    manifest = _read_manifest(out_dir / own)
     prev = list((manifest or {}).get("entries", []))
+    others = [e for d in _other_manifests(out_dir, own) for e in d.get("entries", []) if isinstance(e, dict)]
     orphans = _load_orphans(out_dir)
     journal_state = None
     journal = None
+    own_journal = journal_for(out_dir, opts.shard)
     if opts.mode == "run":
-        journal = store.Journal(out_dir)
+        journal = own_journal
         journal_state = journal.read()
-    elif (out_dir / store.STATE_DIRNAME / store.JOURNAL_NAME).exists():
-        journal_state = store.Journal(out_dir).read()
+    elif own_journal.path.exists():
+        journal_state = own_journal.read()
     landed = journal_state.done_entries if journal_state else []
+    others += _other_journal_entries(out_dir, own_journal.path)
     files = store.FileIndex(out_dir)
-    reuse = store.ReuseIndex([*orphans, *prev, *landed], files, out_dir)
-    by_path = {str(e["path"]).lower(): e for e in [*prev, *landed] if isinstance(e.get("path"), str)}
+    reuse = store.ReuseIndex([*orphans, *others, *prev, *landed], files, out_dir)
+    by_path = {str(e["path"]).lower(): e for e in [*others, *prev, *landed] if isinstance(e.get("path"), str)}
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
     clock = SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"
@@ -331,10 +482,11 @@ def _load_orphans(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: list[int], started_at: str,
-                    provider_name: str) -> None:
+                    provider_name: str, *, shard: tuple[int, int] | None = None) -> None:
     recipe = plan.recipe
     out_dir = recipe.output_dir
-    manifest = store.load_manifest(out_dir) if (out_dir / store.MANIFEST_NAME).exists() else None
+    own = manifest_name(shard)
+    manifest = _read_manifest(out_dir / own)
     prev = list((manifest or {}).get("entries", []))
     covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
     all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
@@ -358,7 +510,14 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
         "provider": provider_name, "started_at": started_at, "finished_at": store.utc_now_iso(),
         "counts": counts, "entries": entries,
     }
-    store.write_manifest(out_dir, doc)
+    if shard is None:
+        store.write_manifest(out_dir, doc)
+    else:
+        from .store.manifest import dumps_manifest
+
+        if manifest is not None:  # a shard's previous manifest, like manifest.prev.json
+            store.atomic_write_json(out_dir / store.STATE_DIRNAME / own.replace(".json", ".prev.json"), manifest)
+        store.atomic_write_bytes(out_dir / own, dumps_manifest(doc).encode("utf-8"))
     if orphans:
         old = _load_orphans(out_dir)
         store.atomic_write_json(out_dir / store.STATE_DIRNAME / "orphans.json", [*old, *orphans][-50_000:])

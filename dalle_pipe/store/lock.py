@@ -20,11 +20,17 @@ class RunLock:
     or another ``RunLock`` in this process, holds it. The holder's pid is written into the
     file for people to read; it is never trusted. The file itself is never deleted (deleting a
     flock file races with the next opener). ``acquire``/``release`` work without ``with`` too.
+
+    ``name`` picks another lock file in ``.dalle-pipe/`` (a shard's own lock,
+    ``lock.shard-1-of-4``); ``shared`` takes ``LOCK_SH`` instead, so that several holders
+    coexist while an exclusive holder excludes them all (shards share the folder's lock; a
+    whole run takes it alone).
     """
 
-    def __init__(self, output_dir: Path) -> None:
+    def __init__(self, output_dir: Path, name: str | None = None, *, shared: bool = False) -> None:
         self.output_dir = Path(output_dir)
-        self.path = state_dir(self.output_dir) / LOCK_NAME
+        self.path = state_dir(self.output_dir) / (name or LOCK_NAME)
+        self.shared = shared
         self._fd: int | None = None
 
     @property
@@ -37,7 +43,7 @@ class RunLock:
         _makedirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockedError(
@@ -46,17 +52,19 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if not self.shared:  # a shared holder leaves the file to the others
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+        if not self.shared:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

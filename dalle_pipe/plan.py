@@ -1,28 +1,44 @@
 """Recipe -> plan: every unit's tasks, rendered and checked. Pure; reads only input files' headers.
 
 Every problem is collected with its place: a template failing for a row names
-the file, the step, the field and the row.
+the file, the step, the field and the row. What does not depend on the unit
+(compiling templates, references between steps, the capability table, request
+parameters, output format) is done once per step; only rendering is per unit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import models
-from .catalog import KeySpec, Row, Unit, expand_units, inline_rows, read_rows
+from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
 from .errors import Problem
 from .imaging.io import ImageInputError, probe
-from .recipe import API_KINDS, Recipe, Source, Step, confine, display_path, suggest
-from .templating import Compiled, RenderError, compile_expression, compile_template, evaluate, render
-from .yamlload import PathKey, format_path
+from .recipe import API_KINDS, Recipe, Source, Step, display_path, is_file, locate, suggest
+from .templating import (
+    GLOBALS,
+    Compiled,
+    RenderError,
+    compile_expression,
+    compile_template,
+    did_you_mean,
+    evaluate,
+    render,
+)
+from .yamlload import PathKey, format_path, read_text
 
 NON_PARAM_KEYS = {"prompt", "prompt_file", "image", "mask", "model", "fit", "description"}
 VARIATION_PARAMS = {"n", "size", "response_format", "safety_identifier"}
-MAX_FAILING_UNITS = 3  # per template field, then a count
 RESERVED = {"manifest.json", "report.html"}
+IMAGE_KEYS = ("image", "mask", "background", "size_of", "from_alpha")
+CONTEXT_NAMES = frozenset({"item", "key", "matrix", "vars", "recipe", "step", "steps"})
+OUTPUT_NAMES = CONTEXT_NAMES | {"index", "ext"}
+MAX_PROMPT_FILE_BYTES = 1024 * 1024
+
+At = Callable[[int | None], tuple[str, int, int]]  # a template's line -> (file, line, col)
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class Task:
     unit: Unit
     enabled: bool
     model: str | None
-    params: dict[str, Any]
+    params: dict[str, Any]  # shared by the tasks of a step: never changed
     prompt: str | None
     prompt_template: Compiled | None
     images: list[InputRef]
@@ -96,155 +112,210 @@ def step_params(recipe: Recipe, step: Step) -> dict[str, Any]:
 
 
 def default_output(key: str, step_id: str, ext: str, n: int, index: int) -> str:
+    """`{{ key }}/{{ step }}.{{ ext }}`, `-{{ index }}` before the extension when n > 1, no `key/` when empty."""
     name = f"{step_id}-{index}.{ext}" if n > 1 else f"{step_id}.{ext}"
     return f"{key}/{name}" if key else name
 
 
-class _Collector:
-    """Problems, with at most a few failing units per template field."""
+# --------------------------------------------------------------------------- per step
 
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-        self.failures: dict[tuple[str, int, int, str], int] = {}
 
-    def add(self, p: Problem) -> None:
-        self.problems.append(p)
+@dataclass
+class _Template:
+    path: PathKey
+    compiled: Compiled | None  # None: it failed to compile or uses a name that never exists
+    at: At
 
-    def unit_failure(self, src: Source, path: PathKey, unit: Unit, message: str, line: int | None = None,
-                     hint: str | None = None) -> None:
-        file, ln, col = src.at(path)
-        key = (file, ln, col, message if not unit.key else message.split(":", 1)[0])
-        count = self.failures.get(key, 0)
-        self.failures[key] = count + 1
-        if count < MAX_FAILING_UNITS:
-            self.problems.append(Problem(file, ln, col, format_path(path), f"{unit.describe()}: {message}", hint))
 
-    def finish(self) -> list[Problem]:
-        return self.problems
+@dataclass
+class _StepInfo:
+    """Everything about a step that does not depend on the unit."""
+
+    step: Step
+    prompt: _Template | None = None
+    output: _Template | None = None
+    when: _Template | None = None
+    images: dict[PathKey, _Template] = field(default_factory=dict)  # literal (templated) paths
+    refs: dict[PathKey, dict[str, Any]] = field(default_factory=dict)  # {step: ID} that are valid
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # as sent (API) or the body (local steps)
+    merged: dict[str, Any] = field(default_factory=dict)  # as the recipe sets them (API)
+    fmt: str = "png"
+    n: int = 1
+    max_prompt: int | None = None
+    fixed: tuple[str, tuple[int, int] | None] | None = None  # format and size when no input decides them
 
 
 def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     """Expand a recipe into its tasks, checking everything that needs no network."""
-    out = _Collector()
+    out: list[Problem] = []
     src = recipe.source
-    base_ctx = {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}}
+    base_ctx: dict[str, Any] = {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}}
     rows = _rows(recipe, out)
     cat = recipe.catalog or {}
     spec = KeySpec(cat.get("key"), src.at(("catalog", "key")), cat.get("where"), src.at(("catalog", "where")))
-    units, found = expand_units(rows, spec, recipe.matrix, src.at(("matrix",)), base_ctx)
-    for p in found:
-        out.add(p)
-    compiled = _compile_steps(recipe, out)
-    _check_step_static(recipe, out)
-    if any(p.severity == "error" for p in out.problems) or compiled is None:
-        return None, out.finish()
-    probes: dict[Path, models.InputInfo | None] = {}
+    units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
+    out += found
+    infos = [_prepare(recipe, step, rows is not None, out) for step in recipe.steps]
+    _check_references(recipe, infos, out)
+    _check_capabilities(recipe, infos, out)
+    planner = _Planner(recipe, infos, base_ctx)
     tasks: list[Task] = []
-    seen_outputs: dict[str, str] = {}
     for unit in units:
-        tasks.extend(_plan_unit(recipe, unit, compiled, base_ctx, probes, seen_outputs, out))
-    plan = Plan(recipe, units, tasks, [p for p in out.problems if p.severity == "warning"])
-    return plan, out.finish()
+        tasks.extend(planner.unit(unit))
+    out += planner.failures.problems(len(units))
+    if any(p.severity == "error" for p in out):
+        return None, out
+    return Plan(recipe, units, tasks, [p for p in out if p.severity == "warning"]), out
 
 
-def _rows(recipe: Recipe, out: _Collector) -> list[Row] | None:
+def _rows(recipe: Recipe, out: list[Problem]) -> list[Row] | None:
     src = recipe.source
     if recipe.items is not None:
         rows, found = inline_rows(recipe.items, src.file, lambda i: src.doc.positions.of(("items", i)))
-        for p in found:
-            out.add(p)
+        out += found
         return rows
     if recipe.catalog is None:
         return None
     rel = recipe.catalog["path"]
-    target = confine(recipe.root, recipe.dir, rel)
+    target, why = locate(recipe.root, recipe.dir, rel)
     if target is None:
-        out.add(src.problem(("catalog", "path"), f"catalog path {rel!r} is outside the project",
-                            "paths are relative to the recipe and must stay inside the project"))
+        out.append(src.problem(("catalog", "path"), f"catalog path {rel!r} {why}",
+                               "paths are relative to the recipe and must stay inside the project"))
         return []
-    if not target.is_file():
-        out.add(src.problem(("catalog", "path"), f"catalog {rel!r} does not exist"))
+    if not is_file(target):
+        out.append(src.problem(("catalog", "path"), f"catalog {rel!r} does not exist"
+                               if not target.exists() else f"catalog {rel!r} is not a file"))
         return []
-    rows, found = read_rows(target, display_path(target), recipe.catalog.get("format"))
-    for p in found:
-        out.add(p)
+    fmt = catalog_format(target, recipe.catalog.get("format"))
+    if fmt is None:
+        out.append(src.problem(("catalog", "path"), f"catalog {rel!r}: unknown format {target.suffix!r}",
+                               "use .csv, .json, .jsonl or .yaml, or set catalog.format"))
+        return []
+    rows, found = read_rows(target, display_path(target), fmt)
+    out += found
     return rows
 
 
-@dataclass
-class _StepTemplates:
-    prompt: Compiled | None = None
-    prompt_path: PathKey = ()
-    output: Compiled | None = None
-    when: Compiled | None = None
-    images: dict[PathKey, Compiled] = field(default_factory=dict)
+def _template(src: Source, path: PathKey, text: Any, out: list[Problem], *, expr: bool = False) -> _Template:
+    def at(line: int | None) -> tuple[str, int, int]:
+        return src.at_line(path, line)
 
-
-def _compile(src: Source, path: PathKey, text: str, out: _Collector, expr: bool = False) -> Compiled | None:
     try:
-        return compile_expression(text) if expr else compile_template(text)
+        compiled: Compiled | None = compile_expression(str(text)) if expr else compile_template(str(text))
     except RenderError as exc:
-        file, line, col = src.at(path)
-        if exc.line and exc.line > 1:
-            line, col = line + exc.line - 1, 1
-        out.add(Problem(file, line, col, format_path(path), exc.message))
-        return None
+        out.append(Problem(*at(exc.line), format_path(path), exc.message, exc.hint))
+        compiled = None
+    return _Template(path, compiled, at)
 
 
-def _compile_steps(recipe: Recipe, out: _Collector) -> list[_StepTemplates] | None:
+def _prepare(recipe: Recipe, step: Step, has_rows: bool, out: list[Problem]) -> _StepInfo:
+    """Compile a step's templates and check the names they use; work out its request."""
     src = recipe.source
-    result: list[_StepTemplates] = []
-    ok = True
-    for step in recipe.steps:
-        t = _StepTemplates()
-        body = step.body
-        if "prompt" in body:
-            t.prompt_path = (*step.body_path, "prompt")
-            t.prompt = _compile(src, t.prompt_path, str(body["prompt"]), out)
-            ok &= t.prompt is not None
-        elif "prompt_file" in body:
-            t.prompt_path = (*step.body_path, "prompt_file")
-            target = confine(recipe.dir, recipe.dir, str(body["prompt_file"]))
-            if target is None:
-                out.add(src.problem(t.prompt_path, f"prompt_file {body['prompt_file']!r} is outside the "
-                                    "recipe's folder", "keep prompt files beside the recipe"))
-                ok = False
-            elif not target.is_file():
-                out.add(src.problem(t.prompt_path, f"prompt_file {body['prompt_file']!r} does not exist"))
-                ok = False
-            else:
-                try:
-                    text = target.read_text("utf-8-sig")
-                except (OSError, UnicodeDecodeError) as exc:
-                    out.add(src.problem(t.prompt_path, f"cannot read prompt_file: {exc}"))
-                    ok = False
-                else:
-                    try:
-                        t.prompt = compile_template(text)
-                    except RenderError as exc:
-                        out.add(Problem(display_path(target), exc.line or 1, 1, format_path(t.prompt_path),
-                                        exc.message))
-                        ok = False
-        if step.output is not None:
-            t.output = _compile(src, (*step.at, "output"), step.output, out)
-            ok &= t.output is not None
-        if step.when is not None:
-            t.when = _compile(src, (*step.at, "when"), step.when, out, expr=True)
-            ok &= t.when is not None
-        for path, value in _image_fields(step):
-            if isinstance(value, str):
-                c = _compile(src, path, value, out)
-                ok &= c is not None
-                if c is not None:
-                    t.images[path] = c
-        result.append(t)
-    return result if ok else None
+    info = _StepInfo(step)
+    body = step.body
+    if "prompt" in body:
+        info.prompt = _template(src, (*step.body_path, "prompt"), body["prompt"], out)
+    elif "prompt_file" in body:
+        info.prompt = _prompt_file(recipe, step, out)
+    if step.output is not None:
+        info.output = _template(src, (*step.at, "output"), step.output, out)
+    if step.when is not None:
+        info.when = _template(src, (*step.at, "when"), step.when, out, expr=True)
+    for path, value in _image_fields(step):
+        if isinstance(value, str):
+            info.images[path] = _template(src, path, value, out)
+    for tpl in (info.prompt, info.output, info.when, *info.images.values()):
+        if tpl is not None and tpl.compiled is not None and not _names_ok(recipe, step, tpl, has_rows, out):
+            tpl.compiled = None
+    if step.kind in API_KINDS:
+        info.model = str(body.get("model", recipe.model))
+        info.merged = merged = step_params(recipe, step)
+        info.params = models.request_params(info.model, step.kind, merged)  # type: ignore[arg-type]
+        n = info.params.get("n", 1)
+        info.n = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10 else 1
+        info.fmt = models.output_format(info.model, merged)
+        spec = models.get_model(info.model)
+        info.max_prompt = spec.max_prompt if spec is not None else None
+        if models.parse_size(merged.get("size")) is not None or step.kind == "generate":
+            info.fixed = (info.fmt, models.output_size(info.model, merged, None))
+    else:
+        info.params = dict(body)
+    return info
+
+
+def _prompt_file(recipe: Recipe, step: Step, out: list[Problem]) -> _Template:
+    src = recipe.source
+    path = (*step.body_path, "prompt_file")
+    rel = step.body["prompt_file"]
+    failed = _Template(path, None, lambda line: src.at(path))
+    target, why = locate(recipe.dir, recipe.dir, str(rel))
+    if target is None:
+        why = "is outside the recipe's folder" if why == "is outside the project" else why
+        out.append(src.problem(path, f"prompt_file {rel!r} {why}", "keep prompt files beside the recipe"))
+        return failed
+    if not is_file(target):
+        out.append(src.problem(path, f"prompt_file {rel!r} does not exist"))
+        return failed
+    shown = display_path(target)
+    text, found = read_text(target, shown, MAX_PROMPT_FILE_BYTES)
+    if text is None:
+        out += [Problem(*src.at(path), format_path(path), f"prompt_file {rel!r}: {p.message}", p.hint)
+                for p in found]
+        return failed
+
+    def at(line: int | None) -> tuple[str, int, int]:
+        return shown, line or 1, 1
+
+    try:
+        return _Template(path, compile_template(text), at)
+    except RenderError as exc:
+        out.append(Problem(*at(exc.line), format_path(path), exc.message, exc.hint))
+        return failed
+
+
+def _names_ok(recipe: Recipe, step: Step, tpl: _Template, has_rows: bool, out: list[Problem]) -> bool:
+    """Names a template uses that can never be defined here: one problem each, not one per unit."""
+    assert tpl.compiled is not None
+    c = tpl.compiled
+    allowed = OUTPUT_NAMES if tpl.path[-1] == "output" else CONTEXT_NAMES
+    found: list[Problem] = []
+
+    def add(line: int | None, message: str, hint: str | None) -> None:
+        found.append(Problem(*tpl.at(line), format_path(tpl.path), message, hint))
+
+    for name in sorted(c.names - allowed - GLOBALS):
+        hint = ("'index' and 'ext' exist only in output" if name in OUTPUT_NAMES
+                else did_you_mean(name, sorted(allowed)))
+        add(None, f"undefined variable {name!r}", hint)
+    if "item" in c.names and not has_rows:
+        add(None, "undefined variable 'item'", "this recipe has no catalog or items")
+    ids = [s.id for s in recipe.steps]
+    earlier = ids[:step.index]
+    for attr, line in c.attributes("steps"):
+        if attr in earlier:
+            continue
+        if attr == step.id:
+            hint = "a template sees the earlier steps, not its own"
+        elif attr in ids:
+            hint = f"step {attr!r} comes later; a template sees only earlier steps"
+        else:
+            close = did_you_mean(attr, earlier)
+            hint = close.replace("'", "'steps.", 1) if close else "no step has this id"
+        add(line, f"undefined variable 'steps.{attr}'", hint)
+    for attr, line in c.attributes("matrix"):
+        if attr not in recipe.matrix:
+            close = did_you_mean(attr, list(recipe.matrix))
+            add(line, f"undefined variable 'matrix.{attr}'",
+                close.replace("'", "'matrix.", 1) if close else "the matrix has no such name")
+    out += found
+    return not found
 
 
 def _image_fields(step: Step) -> list[tuple[PathKey, Any]]:
     """(path, value) of every IMAGE in a step body, lists expanded."""
     fields: list[tuple[PathKey, Any]] = []
-    for key in ("image", "mask", "background", "size_of", "from_alpha"):
+    for key in IMAGE_KEYS:
         if key not in step.body:
             continue
         value = step.body[key]
@@ -255,20 +326,12 @@ def _image_fields(step: Step) -> list[tuple[PathKey, Any]]:
     return fields
 
 
-def _step_n(recipe: Recipe, step: Step) -> int:
-    if step.kind not in API_KINDS:
-        return 1
-    n = step_params(recipe, step).get("n", 1)
-    return n if isinstance(n, int) and n >= 1 else 1
-
-
-def _check_step_static(recipe: Recipe, out: _Collector) -> None:
-    """References between steps and the capability table: checked once per step."""
+def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]) -> None:
+    """`{step: ID}` inputs: an earlier step, with an index in range when it makes several images."""
     src = recipe.source
     ids = [s.id for s in recipe.steps]
-    official = models.is_official_endpoint(recipe.base_url)
-    api = recipe.provider.api if recipe.provider.name in ("openai", "azure") else "images"
-    for step in recipe.steps:
+    for info in infos:
+        step = info.step
         for path, value in _image_fields(step):
             if not isinstance(value, dict):
                 continue
@@ -276,42 +339,48 @@ def _check_step_static(recipe: Recipe, out: _Collector) -> None:
             in_list = isinstance(path[-1], int)
             target = recipe.step(ref) if isinstance(ref, str) else None
             if target is None:
-                out.add(src.problem((*path, "step"), f"no earlier step {ref!r}", suggest(str(ref), ids[:step.index])))
+                out.append(src.problem((*path, "step"), f"no earlier step {ref!r}",
+                                       suggest(str(ref), ids[:step.index])))
                 continue
             if target.index >= step.index:
-                out.add(src.problem((*path, "step"), f"step {ref!r} comes later" if target.index > step.index
-                                    else f"step {ref!r} cannot use its own output",
-                                    "a step can only use the outputs of earlier steps"))
+                out.append(src.problem((*path, "step"), f"step {ref!r} comes later" if target.index > step.index
+                                       else f"step {ref!r} cannot use its own output",
+                                       "a step can only use the outputs of earlier steps"))
                 continue
-            n = _step_n(recipe, target)
+            n = infos[target.index].n
             index = value.get("index")
             if index is None and n > 1 and not in_list:
-                out.add(src.problem(path, f"step {ref!r} makes {n} images", f"add index: 0..{n - 1}"))
-            elif index is not None and not 0 <= index < n:
-                out.add(src.problem((*path, "index"), f"index {index} is out of range; step {ref!r} makes "
-                                    f"{n} image{'s' if n > 1 else ''}", f"use 0..{n - 1}"))
-        if step.kind == "mask" and not any(k in step.body for k in ("size", "size_of", "from_alpha")):
-            out.add(src.problem(step.body_path, "a mask needs its size", "set size, size_of or from_alpha"))
-        if step.kind in ("pad",) and not any(k in step.body for k in ("aspect", "size")):
-            out.add(src.problem(step.body_path, "pad needs aspect or size"))
-        if step.kind not in API_KINDS:
+                out.append(src.problem(path, f"step {ref!r} makes {n} images", f"add index: 0..{n - 1}"))
+                continue
+            if index is not None and not (isinstance(index, int) and 0 <= index < n):
+                out.append(src.problem((*path, "index"), f"index {index} is out of range; step {ref!r} makes "
+                                       f"{n} image{'s' if n > 1 else ''}", f"use 0..{n - 1}"))
+                continue
+            info.refs[path] = value
+        body = step.body
+        if step.kind == "mask" and not any(k in body for k in ("size", "size_of", "from_alpha")):
+            out.append(src.problem(step.body_path, "a mask needs its size", "set size, size_of or from_alpha"))
+        if step.kind == "pad" and not any(k in body for k in ("aspect", "size")):
+            out.append(src.problem(step.body_path, "pad needs aspect or size"))
+
+
+def _check_capabilities(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]) -> None:
+    """The capability table, once per API step: what the endpoint would refuse."""
+    provider = recipe.provider
+    # The offline renderer previews what the real endpoint will be asked: check as for it.
+    official = provider.name != "azure" and models.is_official_endpoint(recipe.base_url)
+    api = provider.api if provider.name in ("openai", "azure") else "images"
+    for info in infos:
+        step = info.step
+        if info.model is None:
             continue
-        model = str(step.body.get("model", recipe.model))
-        params = step_params(recipe, step)
-        if recipe.provider.name == "offline":
-            if models.get_model(model) is None:
-                out.add(_issue(recipe, step, models.ParamIssue("model", f"unknown model {model!r}")))
-            issues = [i for i in models.check_request(model, step.kind, params, prompt=None,  # type: ignore[arg-type]
-                                                      official=False, api="images")
-                      if i.severity == "error"]
-        else:
-            issues = models.check_request(model, step.kind, params, prompt=None,  # type: ignore[arg-type]
-                                          official=official, api=api)  # type: ignore[arg-type]
+        issues = models.check_request(info.model, step.kind, info.merged, prompt=None,  # type: ignore[arg-type]
+                                      official=official, api=api)  # type: ignore[arg-type]
         for issue in issues:
-            out.add(_issue(recipe, step, issue))
+            out.append(_issue(recipe, step, issue))
 
 
-def _issue(recipe: Recipe, step: Step, issue: models.ParamIssue, unit: Unit | None = None) -> Problem:
+def _issue(recipe: Recipe, step: Step, issue: models.ParamIssue) -> Problem:
     key = issue.param or "model"
     if key in ("prompt", "image", "mask"):
         source, path = recipe.source, (*step.body_path, key if key in step.body else "prompt_file")
@@ -319,151 +388,256 @@ def _issue(recipe: Recipe, step: Step, issue: models.ParamIssue, unit: Unit | No
             path = step.body_path
     else:
         source, path = recipe.where_param(step, key)
-    msg = f"{unit.describe()}: {issue.message}" if unit else issue.message
-    return source.problem(path, msg, issue.hint, severity=issue.severity)
+    return source.problem(path, issue.message, issue.hint, severity=issue.severity)
 
 
-def _plan_unit(recipe: Recipe, unit: Unit, compiled: list[_StepTemplates], base_ctx: Mapping[str, Any],
-               probes: dict[Path, models.InputInfo | None], seen_outputs: dict[str, str],
-               out: _Collector) -> list[Task]:
-    src = recipe.source
-    steps_ctx: dict[str, dict[str, Any]] = {}
-    ctx: dict[str, Any] = {**base_ctx, "item": dict(unit.item), "key": unit.key, "matrix": dict(unit.matrix),
-                           "steps": steps_ctx}
-    planned: dict[str, Task] = {}
-    tasks: list[Task] = []
-    for step, tpl in zip(recipe.steps, compiled, strict=True):
-        ctx["step"] = step.id
-        enabled = True
-        if tpl.when is not None:
-            try:
-                enabled = evaluate(tpl.when, ctx)
-            except RenderError as exc:
-                out.unit_failure(src, (*step.at, "when"), unit, exc.message)
-        prompt = None
-        if tpl.prompt is not None:
-            try:
-                prompt = render(tpl.prompt, ctx)
-            except RenderError as exc:
-                out.unit_failure(src, tpl.prompt_path, unit, exc.message)
-        images, mask, infos = _inputs(recipe, step, unit, tpl, ctx, planned, probes, out)
-        model = str(step.body.get("model", recipe.model)) if step.kind in API_KINDS else None
-        params = step_params(recipe, step) if step.kind in API_KINDS else dict(step.body)
-        fmt, size = _predict(recipe, step, model, params, infos)
-        if model is not None:
-            if prompt is not None and unit is not None:
-                for issue in models.check_request(model, step.kind, params, prompt=prompt,  # type: ignore[arg-type]
-                                                  official=False):
-                    if issue.param == "prompt":
-                        out.unit_failure(src, tpl.prompt_path, unit, issue.message, hint=issue.hint)
-            img_infos = [i for r, i in infos if r == "image" and i is not None]
-            mask_info = next((i for r, i in infos if r == "mask"), None)
-            if all(i is not None for r, i in infos if r in ("image", "mask")) and step.kind != "generate":
-                for issue in models.check_inputs(model, step.kind, img_infos, mask_info):  # type: ignore[arg-type]
-                    if issue.param == "mask" and step.body.get("fit") == "resize" and "size" in issue.message:
-                        continue
-                    out.unit_failure(src, (*step.body_path, issue.param or "image"), unit, issue.message,
-                                     hint=issue.hint)
-            params = models.request_params(model, step.kind, params)  # type: ignore[arg-type]
-        n = int(params.get("n", 1) or 1) if step.kind in API_KINDS else 1
-        ext = models.extension(fmt)
-        outputs = _outputs(recipe, step, unit, tpl, ctx, n, ext, seen_outputs, out)
-        task = Task(recipe, step, unit, enabled, model, params, prompt,
-                    tpl.prompt if tpl.prompt is not None and tpl.prompt.uses("steps") else None,
-                    images, mask, outputs, fmt, size)
-        planned[step.id] = task
-        tasks.append(task)
-        steps_ctx[step.id] = {"path": outputs[0] if outputs else None, "paths": list(outputs),
-                              "prompt": prompt, "revised_prompt": None}
-    return tasks
+# --------------------------------------------------------------------------- per unit
 
 
-def _inputs(recipe: Recipe, step: Step, unit: Unit, tpl: _StepTemplates, ctx: Mapping[str, Any],
-            planned: Mapping[str, Task], probes: dict[Path, models.InputInfo | None],
-            out: _Collector) -> tuple[list[InputRef], InputRef | None, list[tuple[str, models.InputInfo | None]]]:
-    src = recipe.source
-    images: list[InputRef] = []
-    mask: InputRef | None = None
-    infos: list[tuple[str, models.InputInfo | None]] = []
-    for path, value in _image_fields(step):
-        role = path[-1] if isinstance(path[-1], str) else path[-2]
-        assert isinstance(role, str)
-        role = "image" if role == "image" else role
-        if isinstance(value, dict):
-            ref_step = planned.get(value["step"])
-            if ref_step is None:
-                continue
-            index = value.get("index")
-            if index is None and isinstance(path[-1], int) and ref_step.n > 1:
-                refs = [InputRef(role, ref_step.step.id, i) for i in range(ref_step.n)]
-            else:
-                refs = [InputRef(role, ref_step.step.id, index or 0)]
-            info = None
-            if ref_step.size is not None:
-                info = models.InputInfo(ref_step.fmt, ref_step.size[0], ref_step.size[1], 0,
-                                        ref_step.fmt in ("png", "webp"))
-            for ref in refs:
-                infos.append((role, info))
-        else:
-            try:
-                rel = render(tpl.images[path], ctx).strip()
-            except RenderError as exc:
-                out.unit_failure(src, path, unit, exc.message)
-                continue
-            target = confine(recipe.root, recipe.dir, rel)
-            if target is None:
-                out.unit_failure(src, path, unit, f"image path {rel!r} is outside the project",
-                                 hint="paths are relative to the recipe and must stay inside the project")
-                continue
-            if target not in probes:
-                probes[target] = _probe(target)
-            info = probes[target]
-            if info is None:
-                if not target.exists():
-                    out.unit_failure(src, path, unit, f"input image {rel!r} does not exist")
-                else:
+class _Planner:
+    """Plans unit after unit, with the caches that make 10,000 rows cheap."""
+
+    def __init__(self, recipe: Recipe, infos: list[_StepInfo], base_ctx: Mapping[str, Any]) -> None:
+        self.recipe = recipe
+        self.infos = infos
+        self.base_ctx = base_ctx
+        self.failures = FailureLog("units")
+        self.seen_outputs: dict[str, str] = {}
+        self.probes: dict[Path, models.InputInfo | ImageInputError | None] = {}
+        self.located: dict[str, tuple[Path | None, str | None]] = {}
+        self.checked: dict[tuple[Any, ...], list[models.ParamIssue]] = {}
+        self.predicted: dict[tuple[Any, ...], tuple[str, tuple[int, int] | None]] = {}
+
+    def fail(self, tpl_at: tuple[str, int, int], path: PathKey, unit: Unit, message: str,
+             hint: str | None = None) -> None:
+        self.failures.add(tpl_at, format_path(path), unit.describe(), message, hint)
+
+    def unit(self, unit: Unit) -> list[Task]:
+        steps_ctx: dict[str, dict[str, Any]] = {}
+        ctx: dict[str, Any] = {**self.base_ctx, "item": unit.item, "key": unit.key, "matrix": unit.matrix,
+                               "steps": steps_ctx}
+        planned: dict[str, Task] = {}
+        tasks: list[Task] = []
+        for info in self.infos:
+            step = info.step
+            ctx["step"] = step.id
+            enabled = True
+            if info.when is not None and info.when.compiled is not None:
+                try:
+                    enabled = evaluate(info.when.compiled, ctx)
+                except RenderError as exc:
+                    self.fail(info.when.at(exc.line), info.when.path, unit, exc.message, exc.hint)
+            prompt = None
+            images: list[InputRef] = []
+            mask: InputRef | None = None
+            inputs: list[tuple[str, models.InputInfo | None]] = []
+            if enabled:
+                if info.prompt is not None and info.prompt.compiled is not None:
                     try:
-                        probe(target)
-                    except ImageInputError as exc:
-                        out.unit_failure(src, path, unit, f"input image {rel!r}: {exc.message}")
+                        prompt = render(info.prompt.compiled, ctx)
+                    except RenderError as exc:
+                        self.fail(info.prompt.at(exc.line), info.prompt.path, unit, exc.message, exc.hint)
+                    else:
+                        self._check_prompt(info, unit, prompt)
+                images, mask, inputs, complete = self._inputs(info, unit, ctx, planned)
+                if complete:
+                    self._check_inputs(info, unit, inputs)
+            fmt, size = self._predict(info, inputs)
+            outputs = self._outputs(info, unit, ctx, fmt, enabled)
+            task = Task(self.recipe, step, unit, enabled, info.model, info.params, prompt,
+                        info.prompt.compiled if info.prompt is not None and info.prompt.compiled is not None
+                        and info.prompt.compiled.uses("steps") else None,
+                        images, mask, outputs, fmt, size)
+            planned[step.id] = task
+            tasks.append(task)
+            steps_ctx[step.id] = {"path": outputs[0] if outputs else None, "paths": outputs,
+                                  "prompt": prompt, "revised_prompt": None}
+        return tasks
+
+    def _check_prompt(self, info: _StepInfo, unit: Unit, prompt: str) -> None:
+        if info.model is None or info.prompt is None:
+            return
+        if info.max_prompt is not None and (len(prompt) > info.max_prompt or not prompt.strip()):
+            for issue in models.check_request(info.model, info.step.kind, {}, prompt=prompt,  # type: ignore[arg-type]
+                                              official=False):
+                if issue.param == "prompt" and issue.severity == "error":
+                    self.fail(info.prompt.at(None), info.prompt.path, unit, issue.message, issue.hint)
+
+    def _check_inputs(self, info: _StepInfo, unit: Unit, inputs: list[tuple[str, models.InputInfo | None]]) -> None:
+        step = info.step
+        if info.model is None or step.kind == "generate":
+            return
+        if any(i is None for r, i in inputs if r in ("image", "mask")):
+            return  # unknown until run (or already reported)
+        imgs = tuple(i for r, i in inputs if r == "image" and i is not None)
+        mask = next((i for r, i in inputs if r == "mask"), None)
+        key = (info.model, step.kind, imgs, mask)
+        if key not in self.checked:
+            self.checked[key] = models.check_inputs(info.model, step.kind, list(imgs), mask)  # type: ignore[arg-type]
+        for issue in self.checked[key]:
+            if issue.param == "mask" and step.body.get("fit") == "resize" and "size" in issue.message:
                 continue
-            refs = [InputRef(role, path=target)]
-            infos.append((role, info))
-        if role == "mask":
-            mask = refs[0]
-        else:
-            images.extend(refs)
-    return images, mask, infos
+            path = (*step.body_path, issue.param or "image")
+            self.fail(self.recipe.source.at(path), path, unit, issue.message, issue.hint)
+
+    def _inputs(self, info: _StepInfo, unit: Unit, ctx: Mapping[str, Any], planned: Mapping[str, Task]
+                ) -> tuple[list[InputRef], InputRef | None, list[tuple[str, models.InputInfo | None]], bool]:
+        """The inputs of a task, what is known of each, and whether every one of them could be resolved."""
+        complete = True
+        images: list[InputRef] = []
+        mask: InputRef | None = None
+        infos: list[tuple[str, models.InputInfo | None]] = []
+        for path, value in _image_fields(info.step):
+            role = str(path[-1] if isinstance(path[-1], str) else path[-2])
+            if isinstance(value, dict):
+                if path not in info.refs:
+                    complete = False
+                    continue  # reported once by _check_references
+                ref_task = planned[value["step"]]
+                index = value.get("index")
+                n = self.infos[ref_task.step.index].n
+                if index is None and isinstance(path[-1], int) and n > 1:
+                    refs = [InputRef(role, ref_task.step.id, i) for i in range(n)]
+                else:
+                    refs = [InputRef(role, ref_task.step.id, index or 0)]
+                known = None
+                if ref_task.size is not None:
+                    known = models.InputInfo(ref_task.fmt, ref_task.size[0], ref_task.size[1], 0,
+                                             ref_task.fmt in ("png", "webp"))
+                infos.extend((role, known) for _ in refs)
+            else:
+                tpl = info.images.get(path)
+                complete, was = False, complete  # until the file is found and readable
+                if tpl is None or tpl.compiled is None:
+                    continue
+                try:
+                    rel = render(tpl.compiled, ctx).strip()
+                except RenderError as exc:
+                    self.fail(tpl.at(exc.line), path, unit, exc.message, exc.hint)
+                    continue
+                found = self._file(rel)
+                if isinstance(found, str):
+                    self.fail(tpl.at(None), path, unit, found,
+                              "paths are relative to the recipe and must stay inside the project"
+                              if "outside" in found else None)
+                    continue
+                target, probed = found
+                if isinstance(probed, ImageInputError):
+                    self.fail(tpl.at(None), path, unit, f"input image {rel!r}: {probed.reason}", probed.hint)
+                    continue
+                complete = was
+                refs = [InputRef(role, path=target)]
+                infos.append((role, probed))
+            if role == "mask":
+                mask = refs[0]
+            else:
+                images.extend(refs)
+        return images, mask, infos, complete
+
+    def _file(self, rel: str) -> str | tuple[Path, models.InputInfo | ImageInputError]:
+        """A literal input file: (path, what its header says) or why it cannot be used."""
+        if rel not in self.located:
+            self.located[rel] = locate(self.recipe.root, self.recipe.dir, rel)
+        target, why = self.located[rel]
+        if target is None:
+            return f"image path {rel!r} {why}"
+        if target not in self.probes:
+            self.probes[target] = _probe(target)
+        probed = self.probes[target]
+        if probed is None:
+            return f"input image {rel!r} does not exist"
+        return target, probed
+
+    def _predict(self, info: _StepInfo, inputs: list[tuple[str, models.InputInfo | None]]
+                 ) -> tuple[str, tuple[int, int] | None]:
+        if info.fixed is not None:
+            return info.fixed
+        key = (info.step.index, tuple(inputs))
+        if key not in self.predicted:
+            self.predicted[key] = _predict(info, inputs)
+        return self.predicted[key]
+
+    def _outputs(self, info: _StepInfo, unit: Unit, ctx: dict[str, Any], fmt: str, enabled: bool) -> list[str]:
+        step = info.step
+        ext = models.extension(fmt)
+        n = info.n
+        paths: list[str] = []
+        task_id = f"{step.id}@{unit.key}" if unit.key else step.id
+        tpl = info.output
+        for index in range(n):
+            if tpl is None:
+                rel = default_output(unit.key, step.id, ext, n, index)
+            elif tpl.compiled is None:
+                return []
+            else:
+                ctx["index"], ctx["ext"] = index, ext
+                try:
+                    rel = render(tpl.compiled, ctx).strip()
+                except RenderError as exc:
+                    if enabled:
+                        self.fail(tpl.at(exc.line), tpl.path, unit, exc.message, exc.hint)
+                    continue
+                finally:
+                    del ctx["index"], ctx["ext"]
+                bad = _bad_output(rel)
+                if bad and enabled:
+                    self.fail(tpl.at(None), tpl.path, unit, f"output path {rel!r} {bad}",
+                              "outputs are relative paths inside output_dir")
+                    continue
+                rel = PurePosixPath(rel).as_posix()
+            if not enabled:
+                paths.append(rel)
+                continue
+            folded = rel.lower()
+            other = self.seen_outputs.get(folded)
+            if other is not None and other.split(" ")[0] != task_id:  # the same id twice is reported once
+                where = tpl.path if tpl is not None else step.at
+                self.fail(self.recipe.source.at(where), where, unit,
+                          f"output path {rel!r} is also written by {other}",
+                          "two tasks may not write one path (case-insensitively); use {{ key }} and "
+                          "{{ index }} in output")
+                continue
+            self.seen_outputs[folded] = task_id if n == 1 else f"{task_id} (image {index})"
+            paths.append(rel)
+        return paths
 
 
-def _probe(path: Path) -> models.InputInfo | None:
+def _probe(path: Path) -> models.InputInfo | ImageInputError | None:
+    """What a file's header says; None when there is no such file."""
+    if not path.exists():
+        return None
     try:
         info = probe(path)
-    except (ImageInputError, OSError):
-        return None
+    except ImageInputError as exc:
+        return exc
+    except (OSError, ValueError) as exc:
+        return ImageInputError(path, f"cannot read it ({exc})")
     return models.InputInfo(info.format, info.width, info.height, info.bytes, info.has_alpha)
 
 
-def _predict(recipe: Recipe, step: Step, model: str | None, params: Mapping[str, Any],
-             infos: list[tuple[str, models.InputInfo | None]]) -> tuple[str, tuple[int, int] | None]:
+def _predict(info: _StepInfo, inputs: list[tuple[str, models.InputInfo | None]]
+             ) -> tuple[str, tuple[int, int] | None]:
     """The format and pixel size a step's output will have, when it can be known before running."""
-    first = next((i for r, i in infos if r in ("image", "background")), None)
+    step, body = info.step, info.step.body
+    roles = ("background",) if step.kind == "composite" else ("image",)
+    first = next((i for r, i in inputs if r in roles), None)
     first_size = (first.width, first.height) if first else None
     first_fmt = models.FORMAT_ALIASES.get(first.format, first.format) if first else "png"
-    body = step.body
-    if model is not None:
-        return models.output_format(model, params), models.output_size(model, params, first_size)
+    if first_fmt not in ("png", "jpeg", "webp"):
+        first_fmt = "png"
+    if info.model is not None:
+        return info.fmt, models.output_size(info.model, info.merged, first_size)
     if step.kind == "mask":
         if "size" in body:
             return "png", models.parse_size(body["size"])
-        src = next((i for r, i in infos if r in ("size_of", "from_alpha")), None)
+        src = next((i for r, i in inputs if r in ("size_of", "from_alpha")), None)
         return "png", (src.width, src.height) if src else None
     if step.kind == "resize":
         return first_fmt, models.parse_size(body.get("size"))
     if step.kind == "convert":
         fmt = str(body.get("format", "png"))
         return models.FORMAT_ALIASES.get(fmt, fmt), first_size
-    if step.kind == "crop" and first_size is not None:
+    if step.kind == "crop" and first_size is not None and isinstance(body.get("box"), list):
         x0, y0, x1, y1 = body["box"]
         w, h = first_size
         return first_fmt, (max(1, round(x1 * w) - round(x0 * w)), max(1, round(y1 * h) - round(y0 * h)))
@@ -471,44 +645,23 @@ def _predict(recipe: Recipe, step: Step, model: str | None, params: Mapping[str,
         if "size" in body:
             return first_fmt, models.parse_size(body["size"])
         if first_size is not None and "aspect" in body:
-            from .imaging.transforms import pad_size
-
-            return first_fmt, pad_size(first_size, str(body["aspect"]))
+            return first_fmt, _pad_size(first_size, str(body["aspect"]))
         return first_fmt, None
-    if step.kind == "composite":
-        return first_fmt, first_size
     return first_fmt, first_size
 
 
-def _outputs(recipe: Recipe, step: Step, unit: Unit, tpl: _StepTemplates, ctx: dict[str, Any], n: int,
-             ext: str, seen: dict[str, str], out: _Collector) -> list[str]:
-    src = recipe.source
-    paths: list[str] = []
-    for index in range(n):
-        if tpl.output is None:
-            rel = default_output(unit.key, step.id, ext, n, index)
-        else:
-            try:
-                rel = render(tpl.output, {**ctx, "index": index, "ext": ext}).strip()
-            except RenderError as exc:
-                out.unit_failure(src, (*step.at, "output"), unit, exc.message)
-                continue
-            bad = _bad_output(rel)
-            if bad:
-                out.unit_failure(src, (*step.at, "output"), unit, f"output path {rel!r} {bad}",
-                                 hint="outputs are relative paths inside output_dir")
-                continue
-        folded = rel.lower()
-        task_id = f"{step.id}@{unit.key}" if unit.key else step.id
-        if folded in seen:
-            where = (*step.at, "output") if step.output is not None else step.at
-            out.unit_failure(src, where, unit, f"output path {rel!r} is also written by {seen[folded]}",
-                             hint="two tasks may not write one path (case-insensitively); "
-                             "use {{ key }} and {{ index }} in output")
-            continue
-        seen[folded] = task_id
-        paths.append(rel)
-    return paths
+def _pad_size(size: tuple[int, int], aspect: str) -> tuple[int, int] | None:
+    """The smallest canvas of aspect `W:H` that holds an image of `size`."""
+    try:
+        aw, ah = (float(x) for x in aspect.split(":"))
+    except ValueError:
+        return None
+    if aw <= 0 or ah <= 0:
+        return None
+    w, h = size
+    if w / h < aw / ah:
+        return max(w, round(h * aw / ah)), h
+    return w, max(h, round(w * ah / aw))
 
 
 def _bad_output(rel: str) -> str | None:
@@ -517,10 +670,12 @@ def _bad_output(rel: str) -> str | None:
     if "\\" in rel or "\x00" in rel:
         return "has a backslash or NUL"
     p = PurePosixPath(rel)
-    if p.is_absolute():
+    if p.is_absolute() or rel.startswith("~"):
         return "is absolute"
-    if any(part in ("..", ".") for part in p.parts) or rel.endswith("/"):
-        return "escapes output_dir or is not a file name"
-    if p.parts[0] == ".dalle-pipe" or rel in RESERVED or p.parts[0] == ".thumbs":
+    if ".." in p.parts:
+        return "escapes output_dir"
+    if rel.endswith("/") or not p.parts or p.name in (".", ""):
+        return "is not a file name"
+    if p.parts[0] in (".dalle-pipe", ".thumbs") or p.as_posix() in RESERVED:
         return "is reserved by dalle-pipe"
     return None

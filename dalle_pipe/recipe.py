@@ -16,7 +16,16 @@ from typing import Any
 
 from . import schema
 from .errors import Problem, RecipeError
-from .yamlload import Document, PathKey, format_path, load_file
+from .yamlload import (
+    MAX_FILE_BYTES,
+    Document,
+    PathKey,
+    decode_text,
+    format_path,
+    load_file,
+    load_text,
+    read_bounded,
+)
 
 PIPELINE_FILE = "pipeline.yaml"
 STEP_KINDS = ("generate", "edit", "variation", "mask", "resize", "pad", "crop", "convert", "composite")
@@ -52,10 +61,15 @@ class Source:
     path: Path
     file: str
     doc: Document
+    sha256: str = ""
 
     def at(self, path: PathKey, *, at_key: bool = False) -> tuple[str, int, int]:
         line, col = self.doc.positions.of(path, at_key=at_key)
         return self.file, line, col
+
+    def at_line(self, path: PathKey, line: int | None) -> tuple[str, int, int]:
+        """Where line `line` of the template at `path` is (its start when that cannot be known)."""
+        return (self.file, *self.doc.positions.of_line(path, line))
 
     def problem(self, path: PathKey, message: str, hint: str | None = None, *,
                 at_key: bool = False, severity: str = "error") -> Problem:
@@ -139,7 +153,7 @@ def display_path(path: Path) -> str:
     """How messages name a file: relative to the working folder when inside it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError):
         return str(path)
 
 
@@ -147,33 +161,67 @@ def project_root(recipe_path: Path) -> Path:
     """The nearest folder upward from the recipe holding pipeline.yaml; else the recipe's folder."""
     start = recipe_path.resolve().parent
     for folder in (start, *start.parents):
-        if (folder / PIPELINE_FILE).is_file():
+        if is_file(folder / PIPELINE_FILE):
             return folder
     return start
 
 
 def confine(root: Path, base: Path, rel: str) -> Path | None:
     """`rel` resolved from `base`, symlinks followed; None when it lands outside `root`."""
-    target = (base / rel).resolve()
+    return locate(root, base, rel)[0]
+
+
+def locate(root: Path, base: Path, rel: str) -> tuple[Path | None, str | None]:
+    """`rel` resolved from `base`, symlinks followed, and kept inside `root`: (path, None) or (None, why)."""
+    if not isinstance(rel, str) or not rel.strip():
+        return None, "is empty"
+    if "\x00" in rel:
+        return None, "contains a NUL character"
     try:
-        target.relative_to(root.resolve())
-    except ValueError:
-        return None
-    return target
+        top = root.resolve()
+        lexical = Path(os.path.normpath(base.resolve() / rel))
+        target = lexical.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None, "is not a valid path"
+    if not _inside(target, top):
+        if _inside(lexical, top):
+            return None, "leads outside the project through a symlink"
+        return None, "is outside the project"
+    return target, None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file that never raises (names too long, odd characters)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _load_source(path: Path, problems: list[Problem]) -> Source | None:
     file = display_path(path)
-    doc, found = load_file(path, file)
+    raw, found = read_bounded(path, file, MAX_FILE_BYTES)
+    text, more = decode_text(raw, file) if raw is not None else (None, [])
+    problems.extend([*found, *more])
+    if raw is None or text is None:
+        return None
+    doc, found = load_text(text, file)
     problems.extend(found)
     if doc is None:
         return None
-    return Source(path, file, doc)
+    return Source(path, file, doc, hashlib.sha256(raw).hexdigest())
 
 
 def _schema_problems(kind: str, src: Source) -> list[Problem]:
     out = []
+    broken = src.doc.broken
     for issue in schema.check(kind, src.doc.data):  # type: ignore[arg-type]
+        if any(issue.path[:len(b)] == b for b in broken):
+            continue  # a value the YAML loader refused (a tag, a recursive alias): said once already
         out.append(src.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key))
     return out
 
@@ -193,12 +241,14 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
     root = path.resolve().parent
     recipes: list[Path] = []
     for i, rel in enumerate(src.doc.data.get("recipes", [])):
-        target = confine(root, root, rel)
+        target, why = locate(root, root, rel)
         if target is None:
-            problems.append(src.problem(("recipes", i), f"recipe path {rel!r} is outside the project",
+            problems.append(src.problem(("recipes", i), f"recipe path {rel!r} {why}",
                                         "paths must stay inside the folder of pipeline.yaml"))
-        elif not target.is_file():
+        elif not is_file(target):
             problems.append(src.problem(("recipes", i), f"recipe {rel!r} does not exist"))
+        elif target in recipes:
+            problems.append(src.problem(("recipes", i), f"recipe {rel!r} is listed twice"))
         else:
             recipes.append(target)
     return Pipeline(src, root, tuple(recipes), src.doc.data)
@@ -239,8 +289,13 @@ def load_recipe(
     if any(p.severity == "error" for p in found) or not isinstance(data, dict):
         return None
     root = pipeline.root if pipeline else project_root(path)
-    if pipeline is None and (root / PIPELINE_FILE).is_file():
-        candidate = load_pipeline(root / PIPELINE_FILE, problems)
+    if pipeline is None and is_file(root / PIPELINE_FILE):
+        # Inherit from the project's pipeline.yaml when it lists this recipe. Its own problems
+        # matter only then, or when it is too broken to tell.
+        found_here: list[Problem] = []
+        candidate = load_pipeline(root / PIPELINE_FILE, found_here)
+        if candidate is None or path.resolve() in candidate.recipes:
+            problems.extend(found_here)
         if candidate is not None and path.resolve() in candidate.recipes:
             pipeline = candidate
     pdata: Mapping[str, Any] = pipeline.data if pipeline else {}
@@ -252,6 +307,12 @@ def load_recipe(
                                   deployment=provider.deployment, api_version=provider.api_version)
     variables = {**(pdata.get("vars") or {}), **(data.get("vars") or {}), **overrides.vars}
     throttle = merge_throttle(pdata.get("throttle") or {}, data.get("throttle") or {})
+    for key in RATE_KEYS:
+        mine, account = (data.get("throttle") or {}).get(key), (pdata.get("throttle") or {}).get(key)
+        if mine is not None and account is not None and mine > account and pipeline is not None:
+            problems.append(src.problem(("throttle", key), f"{key} {mine} is above the pipeline's {account}; "
+                                        f"{account} applies", "the pipeline's limits are the account's: a "
+                                        "recipe may only lower them", severity="warning"))
     stated = any(k in throttle for k in ("images_per_minute", "requests_per_minute"))
 
     steps = []
@@ -260,11 +321,10 @@ def load_recipe(
         steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when")))
     _check_step_ids(src, steps, problems)
 
-    output_dir = _output_dir(src, data, pdata, root, overrides, problems)
-    text = path.read_bytes()
+    output_dir = _output_dir(src, data, pipeline, root, overrides, problems)
     base_url = overrides.base_url or os.environ.get("OPENAI_BASE_URL") or None
     return Recipe(
-        source=src, root=root, name=data["name"], sha256=hashlib.sha256(text).hexdigest(),
+        source=src, root=root, name=data["name"], sha256=src.sha256,
         provider=provider, model=data.get("model") or pdata.get("model") or DEFAULT_MODEL,
         params={**(pdata.get("params") or {}), **(data.get("params") or {})},
         throttle=throttle, vars=variables, catalog=data.get("catalog"),
@@ -280,25 +340,33 @@ def _check_step_ids(src: Source, steps: list[Step], problems: list[Problem]) -> 
     for step in steps:
         if step.id in seen:
             problems.append(src.problem((*step.at, "id"), f"duplicate step id {step.id!r}",
-                                        f"step {seen[step.id].index} has it too"))
+                                        f"steps[{seen[step.id].index}] has it too"))
         seen.setdefault(step.id, step)
 
 
-def _output_dir(src: Source, data: Mapping[str, Any], pdata: Mapping[str, Any], root: Path,
+def _output_dir(src: Source, data: Mapping[str, Any], pipeline: Pipeline | None, root: Path,
                 overrides: Overrides, problems: list[Problem]) -> Path | None:
     if overrides.output_dir is not None:
         base = overrides.output_dir.resolve()
         return base / data["name"] if overrides.several else base
     if "output_dir" in data:
-        target = confine(root, src.path.parent, data["output_dir"])
+        target, why = locate(root, src.path.parent, data["output_dir"])
         if target is None:
-            problems.append(src.problem(("output_dir",), f"output_dir {data['output_dir']!r} is outside "
-                                        "the project", "use a path inside the project, or --output-dir"))
+            problems.append(src.problem(("output_dir",), f"output_dir {data['output_dir']!r} {why}",
+                                        "use a path inside the project, or --output-dir"))
+        elif target == root.resolve():
+            problems.append(src.problem(("output_dir",), "output_dir is the project folder itself",
+                                        "use a folder of its own, e.g. out/" + data["name"]))
         return target
-    if "output_root" in pdata:
-        target = confine(root, root, pdata["output_root"])
-        return target / "out" / data["name"] if target else None
-    return root / "out" / data["name"]
+    if pipeline is not None and "output_root" in pipeline.data:
+        target, why = locate(root, root, pipeline.data["output_root"])
+        if target is None:
+            problems.append(pipeline.source.problem(("output_root",), f"output_root "
+                                                    f"{pipeline.data['output_root']!r} {why}",
+                                                    "use a path inside the project, or --output-dir"))
+            return None
+        return target / "out" / str(data["name"])
+    return root / "out" / str(data["name"])
 
 
 def suggest(word: str, choices: list[str]) -> str | None:
@@ -317,16 +385,18 @@ class Project:
 def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, list[Problem]]:
     """Load the command's targets (recipes or pipeline files; none means ./pipeline.yaml)."""
     problems: list[Problem] = []
+    defaulted = not targets
     if not targets:
         targets = [Path(PIPELINE_FILE)]
     recipes: list[Recipe] = []
     pipeline: Pipeline | None = None
     paths: list[tuple[Path, Pipeline | None]] = []
     for target in targets:
-        if not target.is_file():
+        if _is_dir(target):
+            target = target / PIPELINE_FILE
+        if not is_file(target):
             problems.append(Problem(display_path(target), 1, 1, "", "no such file",
-                                    "name a recipe or a pipeline.yaml" if target.name == PIPELINE_FILE
-                                    and not targets else None))
+                                    "name a recipe or a pipeline.yaml" if defaulted else None))
             continue
         if target.name == PIPELINE_FILE or _looks_like_pipeline(target):
             pipeline = load_pipeline(target, problems)
@@ -334,6 +404,10 @@ def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, li
                 paths.extend((p, pipeline) for p in pipeline.recipes)
         else:
             paths.append((target, None))
+    unique: dict[Path, tuple[Path, Pipeline | None]] = {}
+    for path, pipe in paths:
+        unique.setdefault(path.resolve(), (path, pipe))
+    paths = list(unique.values())
     several = len(paths) > 1
     ov = Overrides(overrides.provider, overrides.base_url, overrides.vars, overrides.output_dir, several)
     names: dict[str, Recipe] = {}
@@ -347,13 +421,18 @@ def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, li
             continue
         names[recipe.name] = recipe
         recipes.append(recipe)
-    return Project(tuple(recipes), pipeline), problems
+    return Project(tuple(recipes), pipeline), list(dict.fromkeys(problems))
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _looks_like_pipeline(path: Path) -> bool:
-    problems: list[Problem] = []
     doc, _ = load_file(path, str(path))
-    del problems
     return doc is not None and is_pipeline_data(doc.data)
 
 

@@ -1,48 +1,304 @@
-"""The one sandboxed Jinja environment: strict, bounded, with no attribute tricks."""
+"""The one sandboxed Jinja environment: strict, bounded, with no attribute tricks.
+
+A template may read its context and build small values, nothing more:
+
+- attributes and items whose name starts with `_` are refused when the template is
+  compiled (`''.__class__`, `cycler.__init__.__globals__`), as are `include`,
+  `import`, `extends` and recursive loops;
+- every value a template builds (strings, lists, mappings, big integers) is
+  bounded, checked before it is built where it could be large (`'x' * 10**9`,
+  `'x'|center(10**9)`, `'%999999999d' % 1`, `[l, l]` nested);
+- loops share a budget of iterations per render (`range(10**5)` twice nested);
+- the output of one render is bounded.
+
+Everything that goes wrong becomes a :class:`RenderError` with a user-facing message.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import difflib
+import functools
 import operator
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace, missing
 
+MAX_SOURCE = 100_000  # characters of template text
 MAX_OUTPUT = 100_000  # characters a single render may produce
-MAX_REPEAT = 100_000  # longest string `'x' * n` may build
+MAX_VALUE = 100_000  # characters + items a value built by a template may hold
+MAX_REPEAT = MAX_VALUE  # longest string `'x' * n` may build
+MAX_INT_BITS = 4_096  # bits of an integer a template may compute
+MAX_LOOP = 2_000  # loop iterations per render, all loops together
+MAX_RANGE = MAX_LOOP  # items of range()
+
+_FUEL: contextvars.ContextVar[list[int]] = contextvars.ContextVar("dalle_pipe_template_fuel")
 
 
 class RenderError(Exception):
     """A template failed to compile or render; `message` is user-facing, `line` is 1-based within it."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.hint = hint
+
+
+class _Refused(SecurityError):
+    """A template tried to build something too large or do something not allowed."""
+
+
+class _OutOfFuel(_Refused):
+    """Loops ran past their budget."""
+
+
+class _Missing(UndefinedError):
+    """An undefined value was used: keeps what was looked up in what, for the message."""
+
+    def __init__(self, message: str | None, obj: Any, name: Any) -> None:
+        super().__init__(message)
+        self.obj = obj
+        self.name = name
+
+
+class _Undefined(StrictUndefined):
+    __slots__ = ()
+
+    def __init__(self, hint: str | None = None, obj: Any = missing, name: str | None = None,
+                 exc: type[TemplateError] = UndefinedError) -> None:
+        super().__init__(hint, obj, name, exc)  # type: ignore[arg-type]
+        if exc is UndefinedError:
+            self._undefined_exception = functools.partial(_Missing, obj=obj, name=name)  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def _weight(value: Any, limit: int = MAX_VALUE) -> int:
+    """Characters and items of a value, nested ones counted each time they appear; stops past `limit`."""
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str | bytes):
+            total += len(v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            total += v.bit_length() // 64
+        elif isinstance(v, Mapping):
+            total += len(v)
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple | set | frozenset):
+            total += len(v)
+            stack.extend(v)
+        elif isinstance(v, range):
+            total += len(v)
+        elif isinstance(v, Namespace):
+            total += 1
+        if total > limit:
+            return total
+    return total
+
+
+def _bounded(value: Any, what: str = "value") -> Any:
+    if _weight(value) > MAX_VALUE:
+        raise _Refused(f"a {what} of more than {MAX_VALUE} characters or items")
+    return value
+
+
+def _check_int_args(args: Iterable[Any], name: str) -> None:
+    for a in args:
+        if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_VALUE:
+            raise _Refused(f"{name}() with a number over {MAX_VALUE}")
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*|\*)(?:\.(\d*|\*))?")
+_FORMAT_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
+_NESTED_SPEC = re.compile(r"\{[^{}]*:[^{}]*\{")
+
+
+def _mapping_values(args: tuple[Any, ...]) -> list[Any]:
+    return [v for a in args if isinstance(a, Mapping) for v in a.values()]
+
+
+def _spec_numbers(fmt: str, pattern: re.Pattern[str]) -> int:
+    """The sum of the widths and precisions a format string asks for."""
+    total = 0
+    for m in pattern.finditer(fmt):
+        for number in re.findall(r"\d+", "".join(g or "" for g in m.groups())):
+            if len(number) > 9:
+                return MAX_VALUE + 1
+            total += int(number)
+    return total
+
+
+def _check_format(fmt: str, percent: bool) -> None:
+    if _spec_numbers(fmt, _PERCENT_SPEC if percent else _FORMAT_SPEC) > MAX_VALUE:
+        raise _Refused(f"a format whose widths add up to more than {MAX_VALUE}")
+
+
+def _estimate_str_call(name: str, obj: str, args: tuple[Any, ...]) -> int:
+    """An upper bound of the length of `obj.name(*args)` for the str methods that can grow."""
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        old, new = args[0], args[1]
+        count = len(obj) + 1 if not old else obj.count(old)
+        return len(obj) + count * len(new)
+    if name == "join" and isinstance(args[0] if args else None, list | tuple):
+        return _weight(args[0]) + len(obj) * len(args[0])
+    if name == "expandtabs":
+        width = args[0] if args and isinstance(args[0], int) else 8
+        return len(obj) + obj.count("\t") * max(width, 0)
+    return 0
+
+
+def _refuel() -> list[int]:
+    fuel = _FUEL.get(None)
+    if fuel is None:
+        fuel = [MAX_LOOP]
+        _FUEL.set(fuel)
+    return fuel
+
+
+def _loop(iterable: Any) -> Iterator[Any]:
+    """Every `{% for %}` runs through this: all loops of one render share MAX_LOOP iterations."""
+    fuel = _refuel()
+    for value in iterable:
+        fuel[0] -= 1
+        if fuel[0] < 0:
+            raise _OutOfFuel(f"loops ran more than {MAX_LOOP} times")
+        yield value
+
+
+def _concat(parts: list[Any]) -> str:
+    """`a ~ b`: joined only when the result stays bounded."""
+    texts = [str(p) for p in parts]
+    if sum(len(t) for t in texts) > MAX_VALUE:
+        raise _Refused(f"a string of more than {MAX_VALUE} characters")
+    return "".join(texts)
+
+
+def _range(*args: int) -> range:
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise _Refused(f"range() of more than {MAX_RANGE} numbers")
+    return rng
+
+
+_GROWING_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice"})
+_GROWING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose size arguments and result are bounded."""
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    skip = 2 if pass_arg is not None else 1  # (context,) value, then the arguments
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if name in _GROWING_FILTERS:
+            _check_int_args((*args[skip:], *kwargs.values()), name)
+        value = args[skip - 1] if len(args) >= skip else None
+        if name == "indent" and isinstance(value, str):
+            width = args[skip] if len(args) > skip else kwargs.get("width", 4)
+            if isinstance(width, int) and (value.count("\n") + 1) * width + len(value) > MAX_VALUE:
+                raise _Refused(f"indent() would build more than {MAX_VALUE} characters")
+        if name == "replace" and isinstance(value, str):
+            rest = args[skip:]
+            if _estimate_str_call("replace", value, tuple(rest)) > MAX_VALUE:
+                raise _Refused(f"replace() would build more than {MAX_VALUE} characters")
+        if name == "format" and isinstance(value, str):
+            _check_format(value, percent=True)
+        return _bounded(func(*args, **kwargs), f"{name}() result")
+
+    return guarded
 
 
 class _Env(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "+", "%"])
 
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+    def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    if len(seq) * max(times, 0) > MAX_REPEAT:
-                        raise SecurityError("repetition would build a value that is too large")
+                    if _weight(seq) * max(times, 0) > MAX_REPEAT:
+                        raise _Refused("repetition would build a value that is too large")
+                    return operator.mul(left, right)
+            if isinstance(left, int) and isinstance(right, int) \
+                    and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise _Refused("a number that is too large")
             return operator.mul(left, right)
         if operator_ == "**":
             if isinstance(right, int | float) and abs(right) > 100:
-                raise SecurityError("exponent too large")
+                raise _Refused("exponent too large")
+            if isinstance(left, int) and isinstance(right, int) and right > 0 \
+                    and left.bit_length() * right > MAX_INT_BITS:
+                raise _Refused("a number that is too large")
             return operator.pow(left, right)
+        if operator_ == "+":
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple) \
+                    and _weight(left) + _weight(right) > MAX_VALUE:
+                raise _Refused(f"a value of more than {MAX_VALUE} characters or items")
+            return operator.add(left, right)
+        if operator_ == "%" and isinstance(left, str):
+            _check_format(left, percent=True)
+            _check_int_args(right if isinstance(right, tuple) else (right,), "%")
+            return _bounded(operator.mod(left, right), "string")
         return super().call_binop(context, operator_, left, right)
 
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(__obj, "__name__", "function")
+        target = getattr(__obj, "__self__", None)
+        if isinstance(target, str):
+            if name in _GROWING_METHODS:
+                _check_int_args((*args, *kwargs.values()), name)
+            if _estimate_str_call(name, target, args) > MAX_VALUE:
+                raise _Refused(f"{name}() would build more than {MAX_VALUE} characters")
+        return _bounded(super().call(__context, __obj, *args, **kwargs), f"{name}() result")
 
-_ENV = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+        _check_format(fmt, percent=False)
+        nested = _NESTED_SPEC.search(fmt) is not None  # `{:{width}}`: a width is an argument
+        name = value.__name__
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            if nested:
+                _check_int_args((*args, *kwargs.values(), *_mapping_values(args)), name)
+            result: str = _bounded(wrapped(*args, **kwargs), f"{name}() result")
+            return result
+
+        return bounded
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # A row's field wins over a mapping's method: `item.items` is the column `items`.
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _Env(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+_ENV.globals.clear()
+_ENV.globals.update({"range": _range, "dict": dict, "namespace": Namespace})
+_ENV.filters = {name: _guard_filter(name, f) for name, f in _ENV.filters.items() if name != "random"}
+_ENV.filters["_dp_loop"] = _loop
+_ENV.filters["_dp_concat"] = _concat
+_ENV.filters["_dp_value"] = _bounded
+GLOBALS = frozenset(_ENV.globals)
+
+
+# --------------------------------------------------------------------------- compiling
 
 
 @dataclass(frozen=True)
@@ -50,43 +306,120 @@ class Compiled:
     source: str
     names: frozenset[str]  # top-level names it uses
     template: Any
+    refs: frozenset[tuple[str, str, int]] = frozenset()  # (name, attribute, line) of `name.attribute`
+    # A render that ran out of loop budget: later renders fail at once instead of looping again.
+    exhausted: list[RenderError] = field(default_factory=list, compare=False, hash=False)
 
     def uses(self, name: str) -> bool:
         return name in self.names
 
+    def attributes(self, name: str) -> list[tuple[str, int]]:
+        """`(attribute, line)` of every `name.attribute` / `name['attribute']` in the template."""
+        return sorted((a, ln) for n, a, ln in self.refs if n == name)
+
+
+def _refuse(node: nodes.Node, message: str) -> RenderError:
+    return RenderError(message, getattr(node, "lineno", None) or 1)
+
+
+_UNDERSCORE_HINT = "templates run sandboxed: names starting with '_' are off limits"
+_SANDBOX_HINT = "templates run sandboxed, with bounded loops and values"
+
+
+def _check_and_rewrite(ast: nodes.Template, source: str) -> set[tuple[str, str, int]]:
+    """Refuse what a recipe's template never needs; route loops and building through the bounds."""
+    refs: set[tuple[str, str, int]] = set()
+    node: Any
+    refused: list[tuple[int, int, str]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        attr = node.attr if isinstance(node, nodes.Getattr) else (
+            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
+        if attr is None:
+            continue
+        if attr.startswith("_"):
+            refused.append((node.lineno, source.find(attr), attr))
+        elif isinstance(node.node, nodes.Name):
+            refs.add((node.node.name, attr, node.lineno))
+    for flt in ast.find_all(nodes.Filter):
+        if flt.name == "attr" and flt.args and isinstance(flt.args[0], nodes.Const) \
+                and str(flt.args[0].value).startswith("_"):
+            refused.append((flt.lineno, source.find(str(flt.args[0].value)), str(flt.args[0].value)))
+    if refused:
+        line, _, attr = min(refused)
+        raise RenderError(f"template error: attribute {attr!r} is not allowed", line, _UNDERSCORE_HINT)
+    for kind, what in ((nodes.Include, "include"), (nodes.Import, "import"), (nodes.FromImport, "import"),
+                       (nodes.Extends, "extends")):
+        for found in ast.find_all(kind):
+            raise _refuse(found, f"template error: {what} is not available in a recipe's templates")
+    for loop in ast.find_all(nodes.For):
+        if loop.recursive:
+            raise _refuse(loop, "template error: recursive loops are not allowed")
+        loop.iter = nodes.Filter(loop.iter, "_dp_loop", [], [], None, None, lineno=loop.lineno)
+    for parent in list(ast.find_all(nodes.Node)):
+        for field_name, value in parent.iter_fields():
+            if isinstance(value, list):
+                value[:] = [_wrap_builder(v) for v in value]
+            elif isinstance(value, nodes.Node):
+                setattr(parent, field_name, _wrap_builder(value))
+    return refs
+
+
+def _wrap_builder(node: Any) -> Any:
+    if isinstance(node, nodes.Concat):
+        return nodes.Filter(nodes.List(node.nodes, lineno=node.lineno), "_dp_concat", [], [], None, None,
+                            lineno=node.lineno)
+    if isinstance(node, nodes.List | nodes.Tuple | nodes.Dict) and not (
+            isinstance(node, nodes.Tuple) and node.ctx == "store"):
+        return nodes.Filter(node, "_dp_value", [], [], None, None, lineno=node.lineno)
+    return node
+
 
 @lru_cache(maxsize=4096)
 def compile_template(source: str) -> Compiled:
-    """Compile a template (cached by source). Raises RenderError on syntax errors."""
+    """Compile a template (cached by source). Raises RenderError on syntax errors and refused constructs."""
+    if len(source) > MAX_SOURCE:
+        raise RenderError(f"template is {len(source)} characters; the limit is {MAX_SOURCE}")
     try:
         ast = _ENV.parse(source)
+        names = frozenset(meta.find_undeclared_variables(ast))
+        refs = _check_and_rewrite(ast, source)
+        template = _ENV.from_string(ast)
     except TemplateSyntaxError as exc:
-        raise RenderError(f"template syntax error: {exc.message}", exc.lineno) from None
-    names = frozenset(meta.find_undeclared_variables(ast))
-    return Compiled(source, names, _ENV.from_string(ast))
+        message, hint = _syntax_message(exc)
+        raise RenderError(message, exc.lineno, hint) from None
+    except TemplateError as exc:
+        raise RenderError(f"template error: {exc.message or exc}", getattr(exc, "lineno", None)) from None
+    except RecursionError:
+        raise RenderError("template is nested too deeply") from None
+    return Compiled(source, names, template, frozenset(refs))
 
 
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Compiled:
     """A `where`/`when` condition: a bare expression, or a `{{ … }}` template read as a boolean."""
-    if "{{" in source or "{%" in source:
+    if "{{" in source or "{%" in source or "{#" in source:
         return compile_template(source)
     try:
-        ast = _ENV.parse("{{ (" + source + ") }}")
+        _ENV.parse("{{ (" + source + ") }}")
     except TemplateSyntaxError as exc:
-        raise RenderError(f"expression syntax error: {exc.message}", 1) from None
-    # A bare expression is rendered as a template whose output is the truth value.
-    body = ast.body[0]
-    assert isinstance(body, nodes.Output)
-    wrapped = "{{ 'true' if (" + source + ") else 'false' }}"
-    names = frozenset(meta.find_undeclared_variables(ast))
-    return Compiled(source, names, _ENV.from_string(wrapped))
+        message, hint = _syntax_message(exc, "expression")
+        raise RenderError(message, exc.lineno, hint) from None
+    except RecursionError:
+        raise RenderError("expression is nested too deeply") from None
+    compiled = compile_template("{{ 'true' if (" + source + ") else 'false' }}")
+    return Compiled(source, compiled.names, compiled.template, compiled.refs)
+
+
+# --------------------------------------------------------------------------- rendering
 
 
 def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
-    """Render with a bound on output size; every failure becomes a RenderError."""
+    """Render with bounded output, values and loops; every failure becomes a RenderError."""
+    if compiled.exhausted:
+        raise compiled.exhausted[0]
     parts: list[str] = []
     size = 0
+    token = _FUEL.set([MAX_LOOP])
     try:
         for chunk in compiled.template.generate(context):
             size += len(chunk)
@@ -95,14 +428,29 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
             parts.append(chunk)
     except RenderError:
         raise
-    except UndefinedError as exc:
-        raise RenderError(_undefined_message(str(exc.message or exc)), _lineno(exc)) from None
+    except _Missing as exc:
+        message, hint = _missing_message(exc, context)
+        raise RenderError(message, _lineno(exc), hint) from None
+    except _OutOfFuel as exc:
+        error = RenderError(f"template error: {_sentence(exc)}", _lineno(exc), _SANDBOX_HINT)
+        compiled.exhausted.append(error)
+        raise error from None
+    except _Refused as exc:
+        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc), _SANDBOX_HINT) from None
     except SecurityError as exc:
-        raise RenderError(f"not allowed in a template: {exc}", _lineno(exc)) from None
+        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc), _UNDERSCORE_HINT) from None
+    except UndefinedError as exc:
+        raise RenderError(f"undefined variable: {exc.message or exc}", _lineno(exc)) from None
     except TemplateError as exc:
         raise RenderError(f"template error: {exc.message or exc}", _lineno(exc)) from None
-    except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, RecursionError) as exc:
+    except RecursionError:
+        raise RenderError("template error: recursion too deep") from None
+    except MemoryError:
+        raise RenderError("template error: out of memory") from None
+    except Exception as exc:  # anything a filter or method raises on odd input
         raise RenderError(f"template error: {type(exc).__name__}: {exc}", _lineno(exc)) from None
+    finally:
+        _FUEL.reset(token)
     return "".join(parts)
 
 
@@ -122,13 +470,56 @@ def evaluate(compiled: Compiled, context: Mapping[str, Any]) -> bool:
     return truth(render(compiled, context))
 
 
-def _undefined_message(raw: str) -> str:
-    # jinja: "'dict object' has no attribute 'colour'" / "'item' is undefined"
-    if "has no attribute" in raw:
-        return f"undefined variable {raw.rsplit('has no attribute', 1)[1].strip()}"
-    if raw.endswith(" is undefined"):
-        return f"undefined variable {raw[: -len(' is undefined')]}"
-    return f"undefined variable: {raw}"
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    match = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else None
+
+
+_UNKNOWN = re.compile(r"^No (filter|test) named '(.+)'")
+
+
+def _syntax_message(exc: TemplateSyntaxError, what: str = "template") -> tuple[str, str | None]:
+    text = (exc.message or "invalid syntax").rstrip(".")
+    unknown = _UNKNOWN.match(text)
+    if unknown:
+        kind, name = unknown.groups()
+        known = _ENV.filters if kind == "filter" else _ENV.tests
+        return f"{what} error: unknown {kind} {name!r}", did_you_mean(
+            name, [k for k in known if not k.startswith("_")])
+    return f"{what} syntax error: {text}", None
+
+
+def _sentence(exc: BaseException) -> str:
+    text = str(exc.message if isinstance(exc, TemplateError) and exc.message else exc)
+    return text.rstrip(".")
+
+
+_TYPE_WORDS = {"str": "a string", "int": "a number", "float": "a number", "list": "a list",
+               "tuple": "a list", "bool": "a boolean", "NoneType": "nothing"}
+
+
+def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, str | None]:
+    obj, name = exc.obj, exc.name
+    if obj is missing:
+        return f"undefined variable {name!r}", did_you_mean(str(name), [*context, *GLOBALS])
+    owner = next((k for k, v in context.items() if v is obj), None)
+    if isinstance(obj, Mapping):
+        hint = did_you_mean(str(name), [str(k) for k in obj])
+        if owner is not None:
+            full = f"{owner}.{name}" if isinstance(name, str) else f"{owner}[{name!r}]"
+            if hint is not None:
+                hint = did_you_mean(str(name), [str(k) for k in obj])
+                close = difflib.get_close_matches(str(name), [str(k) for k in obj], n=1, cutoff=0.6)
+                hint = f"did you mean '{owner}.{close[0]}'?" if close else None
+            if owner == "vars" and hint is None:
+                hint = f"set it under vars: or with --var {name}=..."
+            if owner == "steps" and hint is None:
+                hint = "only earlier steps of the same unit are available"
+            return f"undefined variable {full!r}", hint
+        return f"undefined key {name!r}", hint
+    what = _TYPE_WORDS.get(type(obj).__name__, f"a {type(obj).__name__}")
+    thing = f"{owner!r} ({what})" if owner is not None else what
+    return f"{thing} has no attribute {name!r}", None
 
 
 def _lineno(exc: BaseException) -> int | None:

@@ -35,6 +35,17 @@ Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image 
     ("noimage",)                 /v1/responses only: a 200 with a text message and no image call
                                  (and ("moderation",) there is a 200 whose call has status "failed")
 A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
+
+Files and Batch API (`api.batch_api`, a FakeBatchAPI): POST /v1/files (multipart: purpose,
+file), GET /v1/files/{id} and /v1/files/{id}/content; POST /v1/batches, GET /v1/batches/{id}
+and GET /v1/batches (the list, newest first). A batch "runs" on the first retrieve after
+its creation: every JSONL line is executed against this server's own image handlers (same
+validation, same deterministic images and usage as a direct request; edits as JSON are
+refused with a 400, as a JSON body has no image file), successes go to the output file,
+failures to the error file. `api.batch_api.hold = True` keeps batches in_progress until
+`release()`; `api.batch_api.fail = lambda line: ("moderation",) or None` picks lines to fail
+(any error behaviour, or ("expired",) for a line the window never reached);
+`api.batch_api.lines` lists every executed line.
 Without a script the server answers normally (dall-e-* with response_format=url → url answers).
 
 Rate-limit mode: FakeOpenAI(rate_per_min=R) and/or images_per_min=I keep token buckets
@@ -271,6 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fake = self.server.fake
+        if self.path.startswith(("/v1/files", "/v1/batches")):
+            fake.batch_api.handle(self, "GET", b"")
+            return
         rec = RecordedRequest("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b"")
         rec.time = time.monotonic()
         fake._record(rec)
@@ -288,6 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.path.startswith(("/v1/files", "/v1/batches")):
+            fake.batch_api.handle(self, "POST", body)
+            return
         rec = RecordedRequest("POST", self.path, headers, body, time=time.monotonic())
         kind = {
             "/v1/images/generations": "generate",
@@ -487,6 +504,7 @@ class FakeOpenAI:
         self._script: deque[Behaviour] = deque()
         self._records: list[RecordedRequest] = []
         self._downloads: dict[str, tuple[bytes, str]] = {}
+        self.batch_api = FakeBatchAPI(self)
         self._png_cache: dict[tuple[int, int, tuple[int, int, int], str], bytes] = {}
         self._counter = 0
         self._server: _Server | None = None
@@ -826,3 +844,205 @@ class FakeOpenAI:
 def http_date(seconds_from_now: float) -> str:
     """An HTTP date (for `retry-after`) that many seconds from now."""
     return formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+BATCH_ENDPOINTS = {"/v1/images/generations": "generate", "/v1/images/edits": "edit"}
+
+
+class FakeBatchAPI:
+    """The Files and Batch APIs of FakeOpenAI (see the module docstring)."""
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        self.fake = fake
+        self.hold = False  # batches stay in_progress until release()
+        self.fail: Any = None  # line -> behaviour (tuple or str) to fail it, or None
+        self.files: dict[str, dict[str, Any]] = {}  # id -> {"meta": FileObject, "data": bytes}
+        self.batches: dict[str, dict[str, Any]] = {}  # id -> Batch object
+        self.lines: list[dict[str, Any]] = []  # every executed line
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        """Let held batches complete (on their next retrieve)."""
+        self.hold = False
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def handle(self, h: _Handler, method: str, body: bytes) -> None:
+        fake = self.fake
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        rec = RecordedRequest(method, h.path, headers, body, time=time.monotonic())
+        fake._record(rec)
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or (fake.api_key is not None and auth != f"Bearer {fake.api_key}"):
+            rec.status = 401
+            h._send_json(401, _error(f"Incorrect API key provided: {_masked_key(auth)}.", "invalid_request_error",
+                                     "invalid_api_key"), {})
+            return
+        path = h.path.split("?")[0].rstrip("/")
+        query = dict(p.partition("=")[::2] for p in h.path.partition("?")[2].split("&") if p)
+        status, payload = 404, _error(f"Unknown route {h.path}", "invalid_request_error", None)
+        raw: bytes | None = None
+        parts = path.split("/")[2:]  # ["files", id, "content"] / ["batches", id]
+        with self._lock:
+            if method == "POST" and parts == ["files"]:
+                rec.fields, rec.files = parse_multipart(body, headers.get("content-type", ""))
+                status, payload = self._upload(rec)
+            elif method == "GET" and len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+                f = self.files.get(parts[1])
+                if f is not None:
+                    status, raw = 200, f["data"]
+            elif method == "GET" and len(parts) == 2 and parts[0] == "files" and parts[1] in self.files:
+                status, payload = 200, self.files[parts[1]]["meta"]
+            elif method == "POST" and parts == ["batches"]:
+                rec.json = json.loads(body or b"{}")
+                status, payload = self._create(rec.json)
+            elif method == "GET" and parts == ["batches"]:
+                status, payload = 200, self._list(query)
+            elif method == "GET" and len(parts) == 2 and parts[0] == "batches" and parts[1] in self.batches:
+                status, payload = 200, self._retrieve(parts[1], h.headers.get("host", ""))
+        rec.status = status
+        if raw is not None:
+            h._send(200, raw, {"x-request-id": fake._request_id()}, ctype="application/octet-stream")
+        else:
+            h._send_json(status, payload, {"x-request-id": fake._request_id()})
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-{len(self.files) + 1:06d}{hashlib.sha256(data).hexdigest()[:12]}"
+        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}
+        self.files[file_id] = {"meta": meta, "data": data}
+        return meta
+
+    def _upload(self, rec: RecordedRequest) -> tuple[int, dict[str, Any]]:
+        purpose = (rec.fields.get("purpose") or [""])[0]
+        uploaded = [f for f in rec.files if f.name == "file"]
+        if not uploaded or not purpose:
+            return 400, _error("Missing required parameter: 'file' or 'purpose'.", "invalid_request_error", None)
+        return 200, self._add_file(uploaded[0].data, uploaded[0].filename or "upload", purpose)
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def _create(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        f = self.files.get(str(body.get("input_file_id")))
+        if f is None or f["meta"]["purpose"] != "batch":
+            return 400, _error("Invalid 'input_file_id'.", "invalid_request_error", "invalid_value")
+        if body.get("endpoint") not in BATCH_ENDPOINTS or body.get("completion_window") != "24h":
+            return 400, _error("Invalid 'endpoint' or 'completion_window'.", "invalid_request_error",
+                               "invalid_value")
+        now = int(time.time())
+        batch_id = f"batch_{len(self.batches) + 1:06d}"
+        batch: dict[str, Any] = {
+            "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+            "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
+            "expires_at": now + 86400, "completed_at": None, "failed_at": None, "expired_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
+        }
+        lines, problems = [], []
+        seen: set[str] = set()
+        for i, text in enumerate(f["data"].decode("utf-8").splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except ValueError:
+                problems.append({"code": "invalid_json_line", "message": "Invalid JSON.", "line": i})
+                continue
+            cid = line.get("custom_id")
+            if not isinstance(cid, str) or cid in seen or line.get("method") != "POST" \
+                    or line.get("url") != body["endpoint"] or not isinstance(line.get("body"), dict):
+                problems.append({"code": "invalid_request", "message": "Bad line.", "line": i})
+                continue
+            seen.add(cid)
+            lines.append(line)
+        if problems or not lines:
+            batch.update({"status": "failed", "failed_at": now,
+                          "errors": {"object": "list", "data": problems or
+                                     [{"code": "empty_file", "message": "No requests.", "line": None}]}})
+        batch["request_counts"]["total"] = len(lines)
+        batch["_lines"] = lines
+        self.batches[batch_id] = batch
+        return 200, self._public(batch)
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _list(self, query: dict[str, str]) -> dict[str, Any]:
+        ordered = sorted(self.batches.values(), key=lambda b: b["id"], reverse=True)
+        after = query.get("after")
+        if after:
+            ordered = [b for b in ordered if b["id"] < after]
+        limit = int(query.get("limit") or 20)
+        page = ordered[:limit]
+        return {"object": "list", "data": [self._public(b) for b in page],
+                "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
+                "has_more": len(ordered) > limit}
+
+    def _retrieve(self, batch_id: str, host: str) -> dict[str, Any]:
+        batch = self.batches[batch_id]
+        if batch["status"] == "validating":
+            batch.update({"status": "in_progress", "in_progress_at": int(time.time())})
+        elif batch["status"] == "in_progress" and not self.hold:
+            self._run(batch, host)
+        return self._public(batch)
+
+    def _run(self, batch: dict[str, Any], host: str) -> None:
+        fake = self.fake
+        kind = BATCH_ENDPOINTS[batch["endpoint"]]
+        out, err = [], []
+        for line in batch["_lines"]:
+            self.lines.append(line)
+            behaviour = self.fail(line) if self.fail is not None else None
+            if isinstance(behaviour, str):
+                behaviour = (behaviour,)
+            result: dict[str, Any] = {"id": f"batch_req_{len(self.lines):06d}", "custom_id": line["custom_id"],
+                                      "response": None, "error": None}
+            if behaviour and behaviour[0] == "expired":
+                result["error"] = {"code": "batch_expired",
+                                   "message": "This request could not be executed before the window expired."}
+                err.append(result)
+                continue
+            status, payload = self._execute(kind, line["body"], behaviour, host)
+            result["response"] = {"status_code": status, "request_id": fake._request_id(), "body": payload}
+            (out if status == 200 else err).append(result)
+        now = int(time.time())
+        batch["request_counts"].update({"completed": len(out), "failed": len(err)})
+        batch.update({"status": "completed", "completed_at": now, "finalizing_at": now})
+        name = batch["id"]
+        if out:
+            batch["output_file_id"] = self._add_file(_jsonl(out), f"{name}_output.jsonl", "batch_output")["id"]
+        if err:
+            batch["error_file_id"] = self._add_file(_jsonl(err), f"{name}_error.jsonl", "batch_output")["id"]
+
+    def _execute(self, kind: str, body: dict[str, Any], behaviour: Behaviour | None,
+                 host: str) -> tuple[int, dict[str, Any]]:
+        fake = self.fake
+        what = str(behaviour[0]) if behaviour else "ok"
+        errors = {
+            "moderation": (400, _error("Your request was rejected by the safety system.",
+                                       "image_generation_user_error", "moderation_blocked")),
+            "content_policy": (400, _error("Your request was rejected as a result of our safety system.",
+                                           "invalid_request_error", "content_policy_violation")),
+        }
+        if what in errors:
+            return errors[what]
+        if what.isdigit():
+            status = int(what)
+            return status, _error(f"Fake error {status}.", "server_error" if status >= 500 else
+                                  "invalid_request_error", None if status >= 500 else f"fake_{status}")
+        if kind == "edit":
+            return 400, _error("'image' must be a file: a JSON body cannot carry one.", "invalid_request_error",
+                               "invalid_value")
+        rec = RecordedRequest("POST", "/v1/images/generations", {}, b"", json=body)
+        problem = fake._validate(kind, rec)
+        if problem is not None:
+            return 400, _error(problem, "invalid_request_error", "invalid_value")
+        fake._served(int(body.get("n") or 1))
+        return 200, fake._payload(kind, rec, url_mode="ok", host=host)
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()

@@ -109,7 +109,7 @@ def _make_thumb(src: Path, dst: Path, ext: str) -> bool:
             small.thumbnail((THUMB_MAX, THUMB_MAX))
             buf = io.BytesIO()
             if ext == "webp":
-                small.save(buf, "WEBP", quality=80, method=4)
+                small.save(buf, "WEBP", quality=80, method=2)
             else:
                 if alpha:
                     flat = Image.new("RGB", small.size, (255, 255, 255))

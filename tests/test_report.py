@@ -293,3 +293,14 @@ def test_in_headless_chromium(project: Path, tmp_path: Path) -> None:
     visible = re.findall(r'<article class="card"[^>]*data-path="([^"]*)"(?![^>]*hidden)', filtered)
     assert visible == ["wallet/hero.png"]  # the page's script ran (under its CSP hash) and filtered
     assert '<span id="shown">1</span>' in filtered
+
+
+def test_a_hand_edited_image_shows_what_the_file_holds_now(project: Path) -> None:
+    path = out_dir(project) / "mug" / "hero.png"
+    with Image.open(path) as im:
+        im.convert("RGB").rotate(90).save(path)
+    now = store.sha256_file(path)
+    assert invoke(project, "run", "recipe.yaml", "--quiet").exit_code == 0
+    html = (out_dir(project) / "report.html").read_text()
+    assert f'src=".thumbs/{now}.{thumb_ext()}"' in html
+    assert '<article class="card" data-change="changed" data-status="modified" data-path="mug/hero.png">' in html

@@ -116,7 +116,7 @@ def _make_thumb(src: Path, dst: Path, ext: str) -> bool:
                     flat.paste(small, mask=small.getchannel("A"))
                     small = flat
                 small.save(buf, "JPEG", quality=82, optimize=True)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # a preview is best effort: Pillow raises many types for bad data
         return False
     store.atomic_write_bytes(dst, buf.getvalue())
     return True

@@ -304,3 +304,12 @@ def test_a_hand_edited_image_shows_what_the_file_holds_now(project: Path) -> Non
     html = (out_dir(project) / "report.html").read_text()
     assert f'src=".thumbs/{now}.{thumb_ext()}"' in html
     assert '<article class="card" data-change="changed" data-status="modified" data-path="mug/hero.png">' in html
+
+
+def test_an_unreadable_image_gets_no_preview_but_still_a_link(project: Path) -> None:
+    shutil.rmtree(out_dir(project) / ".thumbs")
+    (out_dir(project) / "mug" / "hero.png").write_bytes(b"not a png")
+    html = write_report(out_dir(project)).read_text()
+    card = html[html.index('data-path="mug/hero.png"'):]
+    card = card[:card.index("</article>")]
+    assert '<a class="thumb" href="mug/hero.png"><span class="noimg">no preview</span></a>' in card

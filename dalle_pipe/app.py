@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import models
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Problem, RecipeError, UsageError
 from .plan import Plan, build_plan
 from .prices import PriceTable, estimate_request, load_prices
@@ -35,6 +36,7 @@ def load(targets: list[Path], overrides: Overrides) -> Loaded:
                                                   else ("name",), f"output_dir is also used by recipe "
                                                   f"{other.name!r}", "give each recipe its own output_dir"))
         outputs[recipe.output_dir] = recipe
+        problems.extend(provider_problems(recipe))
         plan, found = build_plan(recipe)
         problems.extend(found)
         if plan is not None:
@@ -57,9 +59,11 @@ def make_provider_factory(recipe: Recipe, overrides: Overrides) -> Callable[[], 
 
             return OfflineProvider()
         if name == "azure":
-            from .providers import azure  # type: ignore[attr-defined]
+            # The endpoint only from --base-url or AZURE_OPENAI_ENDPOINT (never OPENAI_BASE_URL,
+            # never a file); the key only from AZURE_OPENAI_API_KEY.
+            from .providers.azure import AzureProvider
 
-            return azure.AzureProvider(recipe.provider, endpoint=overrides.base_url)  # type: ignore[no-any-return]
+            return AzureProvider(recipe.provider, endpoint=overrides.base_url)
         from .providers.openai import OpenAIProvider
 
         return OpenAIProvider(base_url=recipe.base_url)
@@ -67,8 +71,29 @@ def make_provider_factory(recipe: Recipe, overrides: Overrides) -> Callable[[], 
     return factory
 
 
-def require_key(recipe: Recipe) -> None:
-    """A run that will send requests needs the key from the environment (and nothing else)."""
+def provider_problems(recipe: Recipe) -> list[Problem]:
+    """What the provider setting lacks (azure's deployment, the Responses API's mainline model),
+    at the provider node of the file that set it (the recipe's, else its pipeline's)."""
+    config = recipe.provider
+    issues = models.check_provider(config.name, config.api, mainline_model=config.model,
+                                   deployment=config.deployment)
+    if not issues:
+        return []
+    source = recipe.source
+    if "provider" not in source.doc.data and recipe.pipeline is not None and "provider" in recipe.pipeline.data:
+        source = recipe.pipeline.source
+    node = source.doc.data.get("provider") if isinstance(source.doc.data, dict) else None
+    out = []
+    for issue in issues:
+        path: tuple[str, ...] = ("provider",)
+        if isinstance(node, dict) and issue.param in node:
+            path = ("provider", str(issue.param))
+        out.append(source.problem(path, issue.message, issue.hint, severity=issue.severity))
+    return out
+
+
+def require_key(recipe: Recipe, overrides: Overrides | None = None) -> None:
+    """A run that will send requests needs the key (and azure its endpoint) from the environment."""
     name = recipe.provider.name
     if name == "offline":
         return
@@ -76,6 +101,9 @@ def require_key(recipe: Recipe) -> None:
     if not os.environ.get(var):
         raise UsageError(f"{var} is not set: recipe {recipe.name!r} needs it to send requests",
                          f"export {var}=..., or run with --offline to preview without a key")
+    if name == "azure" and not ((overrides and overrides.base_url) or os.environ.get("AZURE_OPENAI_ENDPOINT")):
+        raise UsageError(f"no Azure endpoint: recipe {recipe.name!r} needs AZURE_OPENAI_ENDPOINT or --base-url",
+                         "export AZURE_OPENAI_ENDPOINT=https://<resource>.openai.azure.com")
 
 
 def run(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrides,
@@ -86,7 +114,7 @@ def run(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrid
     if opts.mode == "run":
         for plan in loaded.plans:
             if _needs_requests(plan):
-                require_key(plan.recipe)
+                require_key(plan.recipe, overrides)
     results = []
     for plan in loaded.plans:
         result = run_plan(plan, opts, prices, provider_name(plan.recipe),

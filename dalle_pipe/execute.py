@@ -22,6 +22,7 @@ from .imaging import io as imgio
 from .plan import InputRef, Task
 from .prices import PriceTable, cost_from_usage
 from .providers.base import (
+    RESPONSES_ENDPOINT,
     Fatal,
     ImageRequest,
     ImageResponse,
@@ -33,6 +34,7 @@ from .recipe import display_path
 from .steps.local import run_local
 from .templating import RenderError, render
 from .throttle import Clock, Limiter, Stopped, call_with_retries
+from .throttle import Outcome as CallOutcome
 
 PAID_FREE = ("offline", "local")  # providers whose images cost nothing
 
@@ -180,13 +182,30 @@ def _steps_context(task: Task, done: dict[str, Outcome]) -> dict[str, Any]:
             "key": unit.key, "matrix": dict(unit.matrix), "steps": steps, "step": task.step.id}
 
 
+IMAGE_PATHS: dict[str, str] = {"generate": "images/generations", "edit": "images/edits",
+                               "variation": "images/variations"}
+
+
 def _endpoint(task: Task, state: RunState) -> str:
+    """The endpoint as the fingerprint sees it (see _recorded_endpoint for the manifest's).
+
+    Responses route: ``/v1/responses?model=<mainline model>``. The mainline model rewrites the
+    prompt the image model gets, so changing it makes the image again. Azure:
+    ``/openai/deployments/<deployment>/images/...``: another deployment is another model.
+    """
     if not task.is_api:
         return f"local/{task.kind}"
-    if task.recipe.provider.api == "responses" and state.provider_name != "offline":
-        return "/v1/responses"
-    return {"generate": "/v1/images/generations", "edit": "/v1/images/edits",
-            "variation": "/v1/images/variations"}[task.kind]
+    provider = task.recipe.provider
+    if state.provider_name != "offline" and provider.api == "responses":
+        return f"{RESPONSES_ENDPOINT}?model={provider.model or ''}"
+    if state.provider_name == "azure":
+        return f"/openai/deployments/{provider.deployment or ''}/{IMAGE_PATHS[task.kind]}"
+    return f"/v1/{IMAGE_PATHS[task.kind]}"
+
+
+def _recorded_endpoint(endpoint: str) -> str:
+    """The manifest's `endpoint`: a path, without the fingerprint's query (`/v1/responses`)."""
+    return endpoint.split("?", 1)[0]
 
 
 def _own(state: RunState, task: Task, fp: str, index: int) -> dict[str, Any] | None:
@@ -379,9 +398,14 @@ def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str
     for ref, path, _ in inputs:
         shown = _input_entries(state, [(ref, path, "")])[0]["path"]
         if ref.role == "mask":
-            data = imgio.to_rgba_png(path)
-            if task.step.body.get("fit") == "resize" and first_size is not None:
-                data = _resize_mask(data, first_size)
+            info = imgio.probe(path)
+            resize = task.step.body.get("fit") == "resize" and first_size not in (None, info.size)
+            if info.format == "png" and info.mode == "RGBA" and info.orientation == 1 and not resize:
+                data = path.read_bytes()  # already what the API wants: sent byte for byte
+            else:
+                data = imgio.to_rgba_png(path)
+                if resize and first_size is not None:
+                    data = _resize_mask(data, first_size)
             mask = InputFile("mask", shown, data, "mask.png", "image/png")
         else:
             data, mime, name = imgio.prepare_upload(path, allowed_formats=allowed,
@@ -390,11 +414,15 @@ def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str
                 info = imgio.probe(path)
                 first_size = (info.width, info.height)
             images.append(InputFile("image", shown, data, name, mime))
-    recipe = task.recipe
+    provider = task.recipe.provider
+    responses = provider.api == "responses" and state.provider_name != "offline"
+    params = dict(task.params)
+    if responses:  # the tool's settings: no n (one image per call), nothing the tool does not take
+        params = models.request_params(task.model or "", task.kind, params, api="responses")  # type: ignore[arg-type]
     return ImageRequest(kind=task.kind, model=task.model or "", prompt=prompt,  # type: ignore[arg-type]
-                        params=dict(task.params), images=tuple(images), mask=mask, timeout_s=state.timeout_s,
-                        api="responses" if recipe.provider.api == "responses" else "images",
-                        mainline_model=recipe.provider.model)
+                        params=params, images=tuple(images), mask=mask, timeout_s=state.timeout_s,
+                        api="responses" if responses else "images",
+                        mainline_model=provider.model if responses else None)
 
 
 def _resize_mask(data: bytes, size: tuple[int, int]) -> bytes:
@@ -409,15 +437,105 @@ def _resize_mask(data: bytes, size: tuple[int, int]) -> bytes:
 
 def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]], fp: str,
               prompt: str | None, endpoint: str, started: float) -> Outcome:
+    """Make a task's images: one call for n images, or, on the Responses route (one image per
+    call), n calls, each through the limiter and the retry loop. Every image is written and
+    journaled as it lands; attempts and possible_duplicate_charge are the task's, summed."""
     if state.max_cost is not None and state.spent >= state.max_cost:
         return Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
     try:
         request = _request(state, task, inputs, prompt)
     except (imgio.ImageInputError, OSError, ValueError) as exc:
         return _failed(task, "input", str(getattr(exc, "message", exc)), True)
+    split = request.api == "responses"
+    per_call = 1 if split else task.n
+    recorded = _recorded_endpoint(endpoint)
+    entries: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
+    attempts = 0
+    dup = fp in state.pending_fps
+    total: float | None = 0.0
+    failure: Outcome | None = None
+    while len(entries) < task.n:
+        first = len(entries)
+        if split and not state.force:  # a call of an earlier, partly failed run that landed
+            found = _own(state, task, fp, first) or state.reuse.lookup(fp, first)
+            if found is not None:
+                entries.append(_place(state, task, first, found))
+                continue
+        if made and state.stop_reason is not None:
+            failure = Outcome("skipped", reason=state.stop_reason)
+            break
+        if made and state.max_cost is not None and state.spent >= state.max_cost:
+            failure = Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
+            break
+        got = _call(state, task, request, fp, attempts, per_call)
+        if got is None:  # the run was stopped while this call waited for the limiter
+            failure = Outcome("skipped", reason=state.stop_reason or "run stopped")
+            break
+        attempts += got.attempts
+        dup = dup or got.possible_duplicate_charge
+        if got.error is not None or got.value is None:
+            err: ProviderError = got.error or ProviderError("no response")
+            if isinstance(err, Fatal):
+                state.stop(f"stopped after a fatal error: {err.message}")
+            if state.journal is not None:
+                state.journal.failed(task.id, fp, err.as_dict())
+            failure = _failed(task, err.type, err.message, True, status=err.status, code=err.code,
+                              attempts=attempts, dup=dup)
+            break
+        resp = got.value
+        params = {**task.params, "n": per_call} if split else task.params
+        cost = (0.0 if state.provider_name in PAID_FREE
+                else cost_from_usage(state.prices, task.model or "", resp.usage, params))
+        if cost is not None:
+            with state.lock:
+                state.spent += cost
+        total = None if total is None or cost is None else total + cost
+        images = resp.images[:per_call]
+        landed = []
+        for k, image in enumerate(images):
+            entry = _write(state, task, first + k, image.data)
+            entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, started))
+            entry.update({"endpoint": recorded, "revised_prompt": image.revised_prompt,
+                          "request_id": resp.request_id, "usage": resp.usage,
+                          "cost_usd": round(cost / len(images), 6) if cost is not None else None,
+                          "attempts": attempts, "possible_duplicate_charge": dup})
+            if resp.response_id:
+                entry["response_id"] = resp.response_id
+                entry["mainline_model"] = request.mainline_model
+            landed.append(entry)
+        entries.extend(landed)
+        made.extend(landed)
+        if split and landed and state.journal is not None:
+            state.journal.done(task.id, fp, landed)  # durable now: a crash later never pays for it again
+        if len(images) < per_call:
+            failure = _failed(task, "short_response", f"asked for {per_call} images, got {len(images)}", True,
+                              attempts=attempts, dup=dup)
+            break
+    for entry in made:
+        entry["attempts"], entry["possible_duplicate_charge"] = attempts, dup
+    if failure is not None:
+        # Images that landed before the failure are kept, with their entries (reused next time).
+        error = failure.entries[0].get("error") if failure.entries else None
+        for entry in entries:
+            if error is not None:
+                entry["error"] = error
+        failure.entries = [*entries, *failure.entries[len(entries):]]
+        failure.prompt = prompt
+        failure.cost = total
+        return failure
+    if state.journal is not None and not split:
+        state.journal.done(task.id, fp, entries)
+    revised = entries[0].get("revised_prompt") if entries else None
+    return Outcome("generated", entries, prompt, revised, cost=total)
+
+
+def _call(state: RunState, task: Task, request: ImageRequest, fp: str, before: int,
+          images: int) -> CallOutcome[ImageResponse] | None:
+    """One request with its retries: an intent line before every attempt (numbered across the task)."""
     provider = state.provider()
     assert state.limiter is not None and state.clock is not None
-    attempt = [0]
+    attempt = [before]
     journal = state.journal
 
     def call() -> ImageResponse:
@@ -427,40 +545,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
         return provider.send(request)
 
     try:
-        outcome = call_with_retries(call, state.limiter, images=task.n, max_retries=state.max_retries,
-                                    clock=state.clock, rng=state.rng, on_wait=state.on_wait)
+        return call_with_retries(call, state.limiter, images=images, max_retries=state.max_retries,
+                                 clock=state.clock, rng=state.rng, on_wait=state.on_wait)
     except Stopped:
-        return Outcome("skipped", reason=state.stop_reason or "run stopped")
-    dup = outcome.possible_duplicate_charge or fp in state.pending_fps
-    if outcome.error is not None or outcome.value is None:
-        err: ProviderError = outcome.error or ProviderError("no response")
-        if isinstance(err, Fatal):
-            state.stop(f"stopped after a fatal error: {err.message}")
-        if journal is not None:
-            journal.failed(task.id, fp, err.as_dict())
-        return _failed(task, err.type, err.message, True, status=err.status, code=err.code,
-                       attempts=outcome.attempts, dup=dup)
-    resp = outcome.value
-    cost = (0.0 if state.provider_name in PAID_FREE
-            else cost_from_usage(state.prices, task.model or "", resp.usage, task.params))
-    if cost is not None:
-        with state.lock:
-            state.spent += cost
-    entries = []
-    images = resp.images[: task.n]
-    for i, image in enumerate(images):
-        entry = _write(state, task, i, image.data)
-        entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, started))
-        entry.update({"endpoint": endpoint, "revised_prompt": image.revised_prompt,
-                      "request_id": resp.request_id, "usage": resp.usage,
-                      "cost_usd": round(cost / len(images), 6) if cost is not None else None,
-                      "attempts": outcome.attempts, "possible_duplicate_charge": dup})
-        if resp.response_id:
-            entry["response_id"] = resp.response_id
-        entries.append(entry)
-    if len(images) < task.n:
-        return _failed(task, "short_response", f"asked for {task.n} images, got {len(images)}", True,
-                       attempts=outcome.attempts, dup=dup)
-    if journal is not None:
-        journal.done(task.id, fp, entries)
-    return Outcome("generated", entries, prompt, entries[0]["revised_prompt"] if entries else None, cost=cost)
+        return None

@@ -542,15 +542,59 @@ def _check_responses(spec: ModelSpec, kind: Kind, given: Mapping[str, object]) -
         if name in RESPONSES_REJECTED:
             message, hint = RESPONSES_REJECTED[name]
             issues.append(ParamIssue(name, message, hint))
-    n = given.get("n")
-    if _is_int(n) and n != 1:
-        issues.append(
-            ParamIssue(
-                "n",
-                f"n={n} is not accepted by the Responses API image_generation tool",
-                "the tool makes one image per call; use n: 1 or the Images API",
+    # n: the model's own range (checked below). The tool makes one image per call, so the
+    # runner sends n calls, each through the limiter and the retry loop.
+    return issues
+
+
+# Providers that reach OpenAI models through something else than api.openai.com, and what
+# they need in the recipe: provider -> (required keys, the APIs they serve).
+PROVIDER_NEEDS: dict[str, tuple[tuple[str, ...], tuple[Api, ...]]] = {
+    "openai": ((), ("images", "responses")),
+    "azure": (("deployment",), ("images",)),
+    "offline": ((), ("images", "responses")),  # previews either route
+}
+PROVIDER_HINTS: dict[str, str] = {
+    "deployment": "write provider: {name: azure, deployment: <your image model's deployment>}",
+    "api": "use api: images with azure, or provider openai for the Responses API",
+}
+
+
+def check_provider(
+    name: str, api: str, *, mainline_model: str | None = None, deployment: str | None = None
+) -> list[ParamIssue]:
+    """What the provider setting itself lacks: azure's deployment, the Responses API's mainline model.
+
+    Issues name the provider key at fault ("deployment", "api", "model") in ParamIssue.param.
+    """
+    needs = PROVIDER_NEEDS.get(name)
+    if needs is None:
+        return []
+    required, apis = needs
+    issues: list[ParamIssue] = []
+    given = {"deployment": deployment, "model": mainline_model}
+    for key in required:
+        if not (given.get(key) or "").strip():
+            issues.append(ParamIssue(key, f"provider {name} needs a {key}", PROVIDER_HINTS.get(key)))
+    if api not in apis:
+        issues.append(ParamIssue("api", f"provider {name} does not serve api: {api}", PROVIDER_HINTS["api"]))
+    elif api == "responses":
+        if not (mainline_model or "").strip():
+            issues.append(
+                ParamIssue(
+                    "model",
+                    "api: responses needs the mainline model that calls the image_generation tool",
+                    "write provider: {name: openai, api: responses, model: gpt-5.1}",
+                )
             )
-        )
+        elif mainline_model in MODELS:
+            issues.append(
+                ParamIssue(
+                    "model",
+                    f"this is the Responses API's mainline model, and {mainline_model} is an image model",
+                    "name a mainline model such as gpt-5.1 here; the image model is the recipe's `model`",
+                )
+            )
     return issues
 
 
@@ -630,10 +674,7 @@ def _check_size(spec: ModelSpec, value: object) -> list[ParamIssue]:
                 "size", f"size {_fmt_value(value)} is not accepted by {model}: {'; '.join(reasons)}", hint
             )
         ]
-    if free is not None:
-        hint = "use " + _join_or([*choices, "WxH (e.g. 1536x864)"])
-    else:
-        hint = "use " + _join_or(choices)
+    hint = "use " + _join_or([*choices, "WxH (e.g. 1536x864)"] if free is not None else choices)
     if wh is None and value != "auto":
         return [ParamIssue("size", f"size {_fmt_value(value)} is not a size", hint)]
     return [ParamIssue("size", f"size {_fmt_value(value)} is not accepted by {model}", hint)]
@@ -869,7 +910,7 @@ def request_params(
 
     None values dropped; only the parameters the model accepts for this kind kept;
     `n` always present (default 1; not sent to the Responses API tool, which makes
-    one image per call); dall-e's `response_format` defaults to b64_json (base64
+    one image per call: n images are n calls); dall-e's `response_format` defaults to b64_json (base64
     rather than a URL that expires in an hour). No other defaults are added.
     On variations, safety_identifier is sent as `user` (the only name that endpoint has).
     """

@@ -8,8 +8,12 @@
 
 Routes: POST /v1/images/generations (JSON), POST /v1/images/edits and
 /v1/images/variations (multipart/form-data, parsed here), POST /v1/responses (the
-image_generation tool: one image_generation_call), GET /files/<token> (the download
-route `url` answers point at). Every request is recorded (RecordedRequest), and
+image_generation tool: one image_generation_call per request, with usage and
+tool_usage.image_gen; `api.revise = lambda prompt, i: ...` sets its revised prompt; the
+answer is kept in RecordedRequest.response), Azure OpenAI's POST
+/openai/deployments/<deployment>/images/generations|edits (the `api-key` header instead
+of a bearer token, and an `api-version` query, else 404; RecordedRequest.query), GET
+/files/<token> (the download route `url` answers point at). Every request is recorded (RecordedRequest), and
 answered with x-request-id and x-ratelimit-{limit,remaining,reset}-requests headers.
 Images are solid-colour pictures of the requested size and format (PNG by default),
 the colour derived from sha256(kind, model, prompt, index): deterministic. GPT image
@@ -72,18 +76,20 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
 Behaviour = tuple[Any, ...]
 
 GPT_PREFIXES = ("gpt-image", "chatgpt-image")
+AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/images/(generations|edits)")  # + ?api-version=
 KNOWN = {
     "ok",
     "429",
@@ -125,6 +131,12 @@ class RecordedRequest:
     behaviour: Behaviour = ("ok",)
     status: int | None = None
     time: float = 0.0  # time.monotonic() at arrival
+    response: dict[str, Any] | None = None  # the JSON answered (Responses API answers)
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string (e.g. Azure's api-version)."""
+        return parse_qs(urlsplit(self.path).query)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -312,6 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/images/variations": "variation",
             "/v1/responses": "responses",
         }.get(self.path.split("?")[0])
+        azure = AZURE_ROUTE.fullmatch(self.path.split("?")[0])
+        if azure is not None:
+            kind = {"generations": "generate", "edits": "edit"}[azure.group(2)]
         try:
             if kind in ("generate", "responses"):
                 rec.json = json.loads(body or b"{}")
@@ -340,7 +355,15 @@ class _Handler(BaseHTTPRequestHandler):
         rid = fake._request_id()
         base_headers = {"x-request-id": rid, **fake._plain_rate_headers()}
 
-        if not rec.headers.get("authorization", "").startswith("Bearer ") or (
+        if rec.path.startswith("/openai/"):  # Azure: the api-key header, and an api-version
+            key = rec.headers.get("api-key")
+            if not key or "authorization" in rec.headers or (fake.api_key is not None and key != fake.api_key):
+                what = "401"
+            elif not rec.query.get("api-version"):
+                rec.status = 404
+                self._send_json(404, {"error": {"code": "404", "message": "Resource not found"}}, base_headers)
+                return
+        elif not rec.headers.get("authorization", "").startswith("Bearer ") or (
             fake.api_key is not None and rec.headers.get("authorization") != f"Bearer {fake.api_key}"
         ):
             what = "401"
@@ -485,6 +508,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class FakeOpenAI:
     """A threaded local server speaking the Images API; a context manager. See the module docstring."""
+
+    # /v1/responses: the revised prompt for (prompt, a number unique to the answer); None: the default
+    revise: Callable[[str, int], str] | None = None
 
     def __init__(
         self,
@@ -772,8 +798,16 @@ class FakeOpenAI:
                 if part.get("type") == "input_text":
                     prompt = str(part.get("text") or "")
         fmt = str(tool.get("output_format") or "png")
-        size = str(tool.get("size") or "1024x1024")
-        w, _, h = (size if size != "auto" else "1024x1024").partition("x")
+        size = str(tool.get("size") or "auto")
+        if size == "auto":  # an edit keeps its first input image's size
+            size = "1024x1024"
+            urls = [p.get("image_url") for m in body.get("input") or [] for p in m.get("content") or []
+                    if p.get("type") == "input_image"]
+            if urls and str(urls[0]).startswith("data:"):
+                with contextlib.suppress(Exception):
+                    first = Image.open(io.BytesIO(base64.b64decode(str(urls[0]).split(",", 1)[1])))
+                    size = f"{first.width}x{first.height}"
+        w, _, h = size.partition("x")
         with self._lock:
             self._counter += 1
             n = self._counter
@@ -807,15 +841,17 @@ class FakeOpenAI:
                     ],
                 }
             )
+            rec.response = out
             return out
+        revise = self.revise
         call: dict[str, Any] = {
             "type": "image_generation_call",
             "id": f"ig_{n:06d}",
             "status": "completed",
-            "action": "edit" if "input_image_mask" in tool else "generate",
+            "action": tool.get("action") or ("edit" if "input_image_mask" in tool else "generate"),
             "output_format": fmt,
             "size": f"{w}x{h}",
-            "revised_prompt": f"A detailed rendering of: {prompt}",
+            "revised_prompt": revise(prompt, n) if revise else f"A detailed rendering of: {prompt}",
         }
         if refusal == "moderation":
             call["status"] = "failed"
@@ -825,7 +861,7 @@ class FakeOpenAI:
                 "type": "image_generation_user_error",
             }
         else:
-            image = self._image(int(w), int(h), f"responses\0{tool.get('model')}\0{prompt}", fmt)
+            image = self._image(int(w), int(h), f"responses\0{tool.get('model')}\0{prompt}\0{n}", fmt)
             call["result"] = base64.b64encode(image).decode("ascii")
             out["tool_usage"] = {
                 "image_gen": {
@@ -838,6 +874,7 @@ class FakeOpenAI:
                 "web_search": {"num_requests": 0},
             }
         out["output"].append(call)
+        rec.response = out
         return out
 
 

@@ -583,13 +583,14 @@ def test_responses_api() -> None:
             "style is not accepted by the Responses API image_generation tool",
             "describe the style in the prompt",
         ),
-        ParamIssue(
-            "n",
-            "n=2 is not accepted by the Responses API image_generation tool",
-            "the tool makes one image per call; use n: 1 or the Images API",
-        ),
         ParamIssue("n", "n=2 is not accepted by dall-e-3", "dall-e-3 makes one image per request; use n: 1"),
     ]
+    # n > 1 is n calls of one image each: the model's own range applies
+    assert check_request("gpt-image-2", "generate", {"n": 4}, prompt="p", official=True, api="responses") == []
+    assert [i.param for i in check_request("gpt-image-2", "generate", {"n": 11}, prompt="p", official=True,
+                                           api="responses")] == ["n"]
+    assert check_request("gpt-image-2", "edit", {"response_format": "b64_json"}, prompt="p", official=True,
+                         api="responses")[0].param == "response_format"
 
 
 def png(w: int = 1024, h: int = 1024, size: int = 1000, alpha: bool = True, fmt: str = "png") -> InputInfo:

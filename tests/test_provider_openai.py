@@ -241,12 +241,15 @@ def test_responses_api_generate(api: FakeOpenAI, provider: OpenAIProvider) -> No
     assert decode(resp.images[0].data).size == (1024, 1536)
     assert resp.images[0].revised_prompt == "A detailed rendering of: a lighthouse"
     assert resp.response_id is not None and resp.response_id.startswith("resp_")
-    assert resp.usage is not None and resp.usage["output_tokens"] == 272 and "mainline" in resp.usage
+    assert resp.usage is not None
+    assert resp.usage["tool_usage"]["image_gen"]["output_tokens"] == 272
+    assert resp.usage["usage"]["total_tokens"] == 60  # the mainline model's own
     body = api.last.json
     assert body is not None and api.last.path == "/v1/responses"
     assert body["model"] == "gpt-5.5"
     assert body["tools"] == [
-        {"type": "image_generation", "model": "gpt-image-2", "size": "1024x1536", "quality": "high"}
+        {"type": "image_generation", "model": "gpt-image-2", "action": "generate", "size": "1024x1536",
+         "quality": "high"}
     ]
     assert body["tool_choice"] == {"type": "image_generation"}
 

@@ -13,9 +13,13 @@ commands that send nothing never pay its import time).
   the mask). ``url`` answers are downloaded at once (they expire after an hour) with
   httpx2 and the same timeout, without the API key.
 - Responses API (``request.api == "responses"``): ``responses.with_raw_response.create``
-  with the ``image_generation`` tool (``model`` = the image model, the params as tool
-  settings, the mask as ``input_image_mask``), forced with ``tool_choice``; input images
-  are sent inline as data URLs. A call with ``status: failed`` (HTTP 200) is a refusal.
+  with ``model`` = the mainline model and the ``image_generation`` tool forced with
+  ``tool_choice``: the tool always names the image model (its default changes) and the
+  ``action`` (generate | edit), takes the params as settings (``safety_identifier`` goes to
+  the top level) and the mask as ``input_image_mask: {image_url: <PNG data URL>}``; input
+  images are sent inline as data URLs. One image per call (the runner splits n > 1). A
+  200 whose call has ``status: failed``, or that holds no image call, is a refusal. The
+  usage is ``{"usage": <mainline usage>, "tool_usage": {"image_gen": <image usage>}}``.
 
 Error classification (status errors keep status, code, message, request id and headers):
 - 4xx with code moderation_blocked / content_policy_violation, or a 400 whose message
@@ -77,6 +81,7 @@ FATAL_STATUSES = frozenset({401, 403, 404})
 RETRYABLE_4XX = frozenset({408, 409})
 CHARGED_5XX = frozenset({502, 504, 520, 524})
 SDK_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+RESPONSES_TOP_LEVEL = frozenset({"safety_identifier"})  # sent with responses.create, not in the tool
 _KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_*\-]{3,}")
 _MAGIC: tuple[tuple[bytes, str], ...] = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"))
 
@@ -138,14 +143,18 @@ class OpenAIProvider:
                 "no API key: OPENAI_API_KEY is not set",
                 hint="export OPENAI_API_KEY=..., or use --offline to render locally",
             )
-        self._key = key.strip()
         url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        import openai  # lazy: the SDK costs a noticeable import time
+        self._setup(key.strip(), lambda oa, k: oa.OpenAI(api_key=k, base_url=url, max_retries=0))
+
+    def _setup(self, key: str, make_client: Callable[[Any, str], openai.OpenAI]) -> None:
+        """Import the SDK (lazily: it costs a noticeable import time) and build the client."""
+        self._key = key
+        import openai
 
         self._openai = openai
         try:
-            self._client: openai.OpenAI = openai.OpenAI(api_key=self._key, base_url=url, max_retries=0)
-        except openai.OpenAIError as exc:
+            self._client: openai.OpenAI = make_client(openai, key)
+        except (openai.OpenAIError, ValueError) as exc:
             raise UsageError(f"cannot set up the OpenAI client: {self._scrub(str(exc))}") from None
         self._download_client: httpx2.Client | None = None
         self._lock = threading.Lock()
@@ -254,6 +263,7 @@ class OpenAIProvider:
         return fn(**kwargs)
 
     def _send_responses(self, request: ImageRequest) -> ImageResponse:
+        """One Responses API call whose forced image_generation tool makes one image."""
         if request.kind == "variation":
             raise BadRequest("the Responses API has no variations; use an edit", code="unsupported")
         if not request.mainline_model:
@@ -262,25 +272,7 @@ class OpenAIProvider:
             )
         if request.n != 1:
             raise BadRequest("the Responses API makes one image per call (n must be 1)", code="invalid_n")
-        tool: dict[str, Any] = {"type": "image_generation", "model": request.model}
-        tool.update({k: v for k, v in request.params.items() if k not in ("n", "type", "model")})
-        if request.mask is not None:
-            tool["input_image_mask"] = {"image_url": self._data_url(request.mask)}
-        content: list[dict[str, Any]] = [{"type": "input_text", "text": request.prompt or ""}]
-        content += [{"type": "input_image", "image_url": self._data_url(f)} for f in request.images]
-
-        create: Callable[..., Any] = self._client.responses.with_raw_response.create
-
-        def call() -> Any:
-            return create(
-                model=request.mainline_model,
-                input=[{"role": "user", "content": content}],
-                tools=[tool],
-                tool_choice={"type": "image_generation"},
-                timeout=request.timeout_s,
-            )
-
-        raw = self._call(call)
+        raw = self._call(lambda: self._responses_call(request))
         parsed = self._parse(raw)
         if not isinstance(parsed, self._openai.types.responses.Response):
             raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
@@ -289,27 +281,21 @@ class OpenAIProvider:
         calls = [o for o in parsed.output if isinstance(o, ImageGenerationCall)]
         request_id = raw.request_id
         headers = self._error_headers(raw.headers)
-        if not calls:
-            text = self._scrub((parsed.output_text or "").strip())[:500]
-            raise Refused(
-                f"the model made no image{': ' + text if text else ''}",
-                status=200,
-                code="no_image",
-                request_id=request_id,
-                headers=headers,
-            )
+        made = [c for c in calls if c.status != "failed" and c.result]
+        if not made:
+            failed = next((c for c in calls if c.status == "failed" or not c.result), None)
+            if failed is None:
+                text = self._scrub((parsed.output_text or "").strip())[:500]
+                message, code = f"the model made no image{': ' + text if text else ''}", "no_image"
+            else:
+                err = failed.error
+                message = err.message if err is not None else f"image generation call {failed.status}"
+                code = (err.code if err is not None else None) or "image_generation_failed"
+            # HTTP 200 with a failed call (or none): a refusal, never retried.
+            raise Refused(self._scrub(message), status=200, code=code, request_id=request_id, headers=headers)
         images: list[GeneratedImage] = []
-        for c in calls:
-            if c.status == "failed" or not c.result:
-                err = c.error
-                message = err.message if err is not None else f"image generation call {c.status}"
-                raise Refused(
-                    self._scrub(message),
-                    status=200,
-                    code=(err.code if err is not None else None) or "image_generation_failed",
-                    request_id=request_id,
-                    headers=headers,
-                )
+        for c in made:
+            assert c.result is not None
             data = self._b64(c.result, raw)
             fmt = (
                 sniff_format(data)
@@ -318,19 +304,51 @@ class OpenAIProvider:
                 or "png"
             )
             images.append(GeneratedImage(data=data, format=fmt, revised_prompt=c.revised_prompt))
-        usage: dict[str, Any] | None = None
+        # Both models' usage, under the API's own names: the mainline model's `usage`, and the
+        # image model's `tool_usage.image_gen` (what prices.cost_from_usage prices).
+        usage: dict[str, Any] = {}
+        if parsed.usage is not None:
+            usage["usage"] = parsed.usage.model_dump(exclude_none=True)
         tool_usage = getattr(parsed, "tool_usage", None)
         image_gen = getattr(tool_usage, "image_gen", None) if tool_usage is not None else None
         if image_gen is not None:
-            usage = image_gen.model_dump(exclude_none=True)
-        if parsed.usage is not None:
-            usage = {**(usage or {}), "mainline": parsed.usage.model_dump(exclude_none=True)}
+            usage["tool_usage"] = {"image_gen": image_gen.model_dump(exclude_none=True)}
         return ImageResponse(
             images=tuple(images),
             request_id=request_id,
-            usage=usage,
+            usage=usage or None,
             rate_headers=self._rate_headers(raw.headers),
             response_id=parsed.id,
+        )
+
+    def _responses_call(self, request: ImageRequest) -> Any:
+        """responses.create with the image_generation tool, the image model always named (its default
+        changes), the action stated, the mask as input_image_mask and the input images inline."""
+        tool: dict[str, Any] = {
+            "type": "image_generation",
+            "model": request.model,
+            "action": "edit" if request.kind == "edit" else "generate",
+        }
+        top: dict[str, Any] = {}
+        for k, v in request.params.items():
+            if k in RESPONSES_TOP_LEVEL:
+                top[k] = v
+            elif k not in ("n", "type", "model", "action", "input_image_mask"):
+                tool[k] = v
+        if request.mask is not None:
+            tool["input_image_mask"] = {"image_url": self._data_url(request.mask)}
+        content: list[dict[str, Any]] = [{"type": "input_text", "text": request.prompt or ""}]
+        content += [
+            {"type": "input_image", "image_url": self._data_url(f), "detail": "auto"} for f in request.images
+        ]
+        create: Callable[..., Any] = self._client.responses.with_raw_response.create
+        return create(
+            model=request.mainline_model,
+            input=[{"role": "user", "content": content}],
+            tools=[tool],
+            tool_choice={"type": "image_generation"},
+            timeout=request.timeout_s,
+            **top,
         )
 
     @staticmethod

@@ -144,6 +144,7 @@ class _StepInfo:
     n: int = 1
     max_prompt: int | None = None
     fixed: tuple[str, tuple[int, int] | None] | None = None  # format and size when no input decides them
+    fields: list[tuple[PathKey, Any]] = field(default_factory=list)  # its IMAGE fields
 
 
 def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
@@ -212,7 +213,7 @@ def _template(src: Source, path: PathKey, text: Any, out: list[Problem], *, expr
 def _prepare(recipe: Recipe, step: Step, has_rows: bool, out: list[Problem]) -> _StepInfo:
     """Compile a step's templates and check the names they use; work out its request."""
     src = recipe.source
-    info = _StepInfo(step)
+    info = _StepInfo(step, fields=_image_fields(step))
     body = step.body
     if "prompt" in body:
         info.prompt = _template(src, (*step.body_path, "prompt"), body["prompt"], out)
@@ -222,7 +223,7 @@ def _prepare(recipe: Recipe, step: Step, has_rows: bool, out: list[Problem]) -> 
         info.output = _template(src, (*step.at, "output"), step.output, out)
     if step.when is not None:
         info.when = _template(src, (*step.at, "when"), step.when, out, expr=True)
-    for path, value in _image_fields(step):
+    for path, value in info.fields:
         if isinstance(value, str):
             info.images[path] = _template(src, path, value, out)
     for tpl in (info.prompt, info.output, info.when, *info.images.values()):
@@ -487,7 +488,7 @@ class _Planner:
         images: list[InputRef] = []
         mask: InputRef | None = None
         infos: list[tuple[str, models.InputInfo | None]] = []
-        for path, value in _image_fields(info.step):
+        for path, value in info.fields:
             role = str(path[-1] if isinstance(path[-1], str) else path[-2])
             if isinstance(value, dict):
                 if path not in info.refs:

@@ -421,7 +421,7 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
     size = 0
     token = _FUEL.set([MAX_LOOP])
     try:
-        for chunk in compiled.template.generate(context):
+        for chunk in _chunks(compiled.template, context):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise RenderError(f"template output exceeds {MAX_OUTPUT} characters")
@@ -452,6 +452,17 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
     finally:
         _FUEL.reset(token)
     return "".join(parts)
+
+
+def _chunks(template: Any, context: Mapping[str, Any]) -> Iterator[str]:
+    """Template.generate without its per-render merge of the globals (a ChainMap walk: slow at 10,000 rows)."""
+    parent = dict(_ENV.globals)
+    parent.update(context)
+    ctx = Context(_ENV, parent, template.name, template.blocks)
+    try:
+        yield from template.root_render_func(ctx)
+    except Exception:
+        template.environment.handle_exception()  # raises it again, its traceback in template lines
 
 
 def render_string(source: str, context: Mapping[str, Any]) -> str:
@@ -502,24 +513,20 @@ def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, st
     obj, name = exc.obj, exc.name
     if obj is missing:
         return f"undefined variable {name!r}", did_you_mean(str(name), [*context, *GLOBALS])
-    owner = next((k for k, v in context.items() if v is obj), None)
     if isinstance(obj, Mapping):
-        hint = did_you_mean(str(name), [str(k) for k in obj])
-        if owner is not None:
-            full = f"{owner}.{name}" if isinstance(name, str) else f"{owner}[{name!r}]"
-            if hint is not None:
-                hint = did_you_mean(str(name), [str(k) for k in obj])
-                close = difflib.get_close_matches(str(name), [str(k) for k in obj], n=1, cutoff=0.6)
-                hint = f"did you mean '{owner}.{close[0]}'?" if close else None
-            if owner == "vars" and hint is None:
-                hint = f"set it under vars: or with --var {name}=..."
-            if owner == "steps" and hint is None:
-                hint = "only earlier steps of the same unit are available"
-            return f"undefined variable {full!r}", hint
-        return f"undefined key {name!r}", hint
+        owner = next((k for k, v in context.items() if v is obj), None)
+        close = difflib.get_close_matches(str(name), [str(k) for k in obj], n=1, cutoff=0.6)
+        if owner is None:
+            return f"undefined key {name!r}", f"did you mean {close[0]!r}?" if close else None
+        full = f"{owner}.{name}" if isinstance(name, str) else f"{owner}[{name!r}]"
+        hint = f"did you mean '{owner}.{close[0]}'?" if close else None
+        if owner == "vars" and hint is None:
+            hint = f"set it under vars: or with --var {name}=..."
+        if owner == "steps" and hint is None:
+            hint = "only earlier steps of the same unit are available"
+        return f"undefined variable {full!r}", hint
     what = _TYPE_WORDS.get(type(obj).__name__, f"a {type(obj).__name__}")
-    thing = f"{owner!r} ({what})" if owner is not None else what
-    return f"{thing} has no attribute {name!r}", None
+    return f"{what} has no attribute {name!r}", None
 
 
 def _lineno(exc: BaseException) -> int | None:

@@ -46,6 +46,7 @@ _HINTS = (
     ("did not find expected '-' indicator", "check the indentation of this list"),
     ("found undefined alias", "define the anchor (&name) before using it (*name)"),
     ("found unexpected end of stream", "a quote or bracket is left open"),
+    ("'<stream end>'", "a quote or bracket is left open"),
     ("expected a single document", "a recipe is one YAML document: remove the '---'"),
     ("found character '@' that cannot start any token", "quote values starting with '@' or '`'"),
     ("found character '`' that cannot start any token", "quote values starting with '@' or '`'"),
@@ -298,7 +299,7 @@ def load_text(text: str, file: str) -> tuple[Document | None, list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         problem, context = str(exc.problem or ""), str(exc.context or "")
         mark = exc.problem_mark or exc.context_mark
-        if "end of stream" in problem and exc.context_mark is not None:
+        if ("end of stream" in problem or "<stream end>" in problem) and exc.context_mark is not None:
             mark = exc.context_mark  # where the unclosed thing starts, not the end of the file
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         if problem and context.startswith("while ") and context != "while scanning for the next token":

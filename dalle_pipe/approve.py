@@ -55,29 +55,50 @@ def _task(e: Mapping[str, Any]) -> str:
     return f"{e.get('step')}@{e.get('key')}" if e.get("key") else str(e.get("step"))
 
 
+def _pick(entry: Mapping[str, Any], selectors: Sequence[str]) -> bool:
+    return any(matches(sel, str(entry.get("key") or ""), str(entry.get("step"))) for sel in selectors)
+
+
+def _set(entry: dict[str, Any], revoke: bool) -> bool:
+    """Approve (or revoke) one entry in place; whether it changed."""
+    if revoke:
+        if not entry.get("approved"):
+            return False
+        entry["approved"] = False
+        entry.pop("stale", None)
+        return True
+    changed = not entry.get("approved") or "current_sha256" in entry
+    entry["approved"] = True
+    if "current_sha256" in entry:  # approving a hand-edited file adopts it as the image
+        entry["sha256"] = entry.pop("current_sha256")
+    return changed
+
+
 def approve_dirs(dirs: Sequence[tuple[str, Path]], selectors: Sequence[str], *,
                  revoke: bool = False) -> list[Approval]:
     """Approve (or revoke) the entries the selectors pick in each (recipe name, output_dir).
 
     All or nothing: every selector must pick at least one image, else UsageError (exit 2) with a
-    did-you-mean and nothing is written. Each manifest is rewritten atomically under its run lock;
-    ``manifest.prev.json`` is left alone, so the review page still compares with the last run.
+    did-you-mean and nothing is written. Every manifest of the folder (the whole run's and the
+    shards') is updated, each atomically, under the folder's run lock; ``manifest.prev.json`` is
+    left alone, so the review page still compares with the last run.
     """
+    from .runner import manifest_files
+    from .store.manifest import _parse_manifest, dumps_manifest
+
     if not selectors:
         raise UsageError("name at least one KEY or KEY/STEP to approve",
                          "e.g. dalle-pipe approve mug-01/hero")
     with ExitStack() as stack:
-        docs: list[tuple[str, Path, dict[str, Any]]] = []
+        docs: list[tuple[str, Path, Path, dict[str, Any]]] = []
         for name, out_dir in dirs:
-            if not (out_dir / store.MANIFEST_NAME).is_file():
+            if not manifest_files(out_dir):
                 continue
             stack.enter_context(store.RunLock(out_dir))
-            doc = store.load_manifest(out_dir)
-            if doc is not None:
-                docs.append((name, out_dir, doc))
-        entries = [e for _, _, doc in docs for e in doc["entries"] if isinstance(e, dict)]
+            docs.extend((name, out_dir, path, _parse_manifest(path)) for path in manifest_files(out_dir))
+        entries = [e for *_, doc in docs for e in doc["entries"] if isinstance(e, dict)]
         for sel in selectors:
-            picked = [e for e in entries if matches(sel, str(e.get("key") or ""), str(e.get("step")))]
+            picked = [e for e in entries if _pick(e, [sel])]
             if not picked:
                 hint = suggest(sel, _candidates(entries))
                 if not entries:
@@ -88,31 +109,30 @@ def approve_dirs(dirs: Sequence[tuple[str, Path]], selectors: Sequence[str], *,
                 states = ", ".join(sorted({str(e.get("status")) for e in picked}))
                 raise UsageError(f"{sel}: nothing to approve (no image: {states})",
                                  "run the recipe until it makes the image, then approve it")
-        done: list[Approval] = []
-        for name, out_dir, doc in docs:
+        done: dict[tuple[str, Any, Any, Any], Approval] = {}
+        touched_dirs: list[Path] = []
+        for name, out_dir, path, doc in docs:
             touched = False
             for e in doc["entries"]:
-                if not isinstance(e, dict) or not any(
-                        matches(sel, str(e.get("key") or ""), str(e.get("step"))) for sel in selectors):
+                if not isinstance(e, dict) or not _pick(e, selectors):
                     continue
                 if not revoke and not (e.get("status") in APPROVABLE and e.get("sha256")):
                     continue
-                changed = bool(e.get("approved")) == revoke or (not revoke and "current_sha256" in e)
-                if changed:
-                    e["approved"] = not revoke
-                    if revoke:
-                        e.pop("stale", None)
-                    elif "current_sha256" in e:  # approving a hand-edited file adopts it as the image
-                        e["sha256"] = e.pop("current_sha256")
-                    touched = True
-                done.append(Approval(name, _task(e), str(e.get("path")), changed))
+                changed = _set(e, revoke)
+                touched = touched or changed
+                ident = (name, e.get("step"), e.get("key"), e.get("index"))
+                old = done.get(ident)
+                done[ident] = Approval(name, _task(e), str(e.get("path")), changed or bool(old and old.changed))
             if touched:
-                store.atomic_write_json(out_dir / store.MANIFEST_NAME, doc)
-                if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
-                    from .report import write_report
+                store.atomic_write_bytes(path, dumps_manifest(doc).encode("utf-8"))
+                if out_dir not in touched_dirs:
+                    touched_dirs.append(out_dir)
+        if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
+            from .report import write_report
 
-                    write_report(out_dir)
-    return done
+            for out_dir in touched_dirs:
+                write_report(out_dir)
+    return list(done.values())
 
 
 def approve(targets: list[Path], overrides: Overrides, selectors: Sequence[str], *,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import escape
@@ -173,15 +174,68 @@ def build_shots(output_dir: Path, manifest: Mapping[str, Any],
     return shots, removed(entries, prev)
 
 
+def _merge(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Manifests of one folder as one: entries by (step, key, index), the last finished winning."""
+    if len(docs) <= 1:
+        return docs[0] if docs else None
+    docs = sorted(docs, key=lambda d: str(d.get("finished_at") or ""))
+    merged: dict[tuple[str, str, int], Any] = {}
+    for doc in docs:
+        for e in doc["entries"]:
+            if isinstance(e, Mapping):
+                merged[_key(e)] = e
+    return {**docs[-1], "entries": list(merged.values())}
+
+
+def _read_all(paths: Iterable[Path], *, strict: bool) -> list[dict[str, Any]]:
+    from .store.manifest import _parse_manifest
+
+    docs = []
+    for path in paths:
+        try:
+            docs.append(_parse_manifest(path))
+        except FileNotFoundError:
+            continue
+        except (OSError, store.ManifestCorruptError):
+            if strict and path.name == store.MANIFEST_NAME:
+                raise
+    return docs
+
+
+def load_manifests(output_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(current, previous): manifest.json and the shards' manifests merged, and their previous copies."""
+    from .runner import SHARD_MANIFEST_GLOB, manifest_files
+
+    current = _merge(_read_all(manifest_files(output_dir), strict=True))
+    state = store.state_dir(output_dir)
+    prev_paths = [state / store.PREV_MANIFEST_NAME,
+                  *sorted(state.glob(SHARD_MANIFEST_GLOB.replace(".json", ".prev.json")))]
+    return current, _merge(_read_all(prev_paths, strict=False))
+
+
+@contextlib.contextmanager
+def _report_lock(output_dir: Path) -> Iterator[None]:
+    """Shards finishing together take turns: each reads every manifest, then writes the page."""
+    path = store.state_dir(output_dir) / "lock.report"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_report(output_dir: Path) -> Path:
-    """Write ``output_dir/report.html`` (atomically) from its manifest.json; return its path."""
+    """Write ``output_dir/report.html`` (atomically) from its manifest(s); return its path."""
     output_dir = Path(output_dir)
-    manifest = store.load_manifest(output_dir)
-    if manifest is None:
-        raise UsageError(f"no {store.MANIFEST_NAME} in {output_dir}", "run the recipe first")
-    shots, gone = build_shots(output_dir, manifest, store.load_previous_manifest(output_dir))
-    path = output_dir / store.REPORT_NAME
-    store.atomic_write_bytes(path, render_page(manifest, shots, gone).encode("utf-8"))
+    with _report_lock(output_dir):
+        manifest, previous = load_manifests(output_dir)
+        if manifest is None:
+            raise UsageError(f"no {store.MANIFEST_NAME} in {output_dir}", "run the recipe first")
+        shots, gone = build_shots(output_dir, manifest, previous)
+        path = output_dir / store.REPORT_NAME
+        store.atomic_write_bytes(path, render_page(manifest, shots, gone).encode("utf-8"))
     return path
 
 
@@ -190,6 +244,8 @@ def rebuild_reports(targets: list[Path], overrides: Overrides) -> list[tuple[str
 
     A target is a recipe or pipeline file (none means ./pipeline.yaml), or an output folder.
     """
+    from .runner import manifest_files
+
     dirs = [(t.name, t) for t in targets if t.is_dir()]
     files = [t for t in targets if not t.is_dir()]
     if files or not targets:
@@ -198,7 +254,7 @@ def rebuild_reports(targets: list[Path], overrides: Overrides) -> list[tuple[str
         dirs += [(p.recipe.name, p.recipe.output_dir) for p in load(files, overrides).plans]
     written, missing = [], []
     for name, out_dir in dirs:
-        if not (out_dir / store.MANIFEST_NAME).is_file():
+        if not manifest_files(out_dir):
             missing.append(f"{name} ({out_dir})")
             continue
         with store.RunLock(out_dir):

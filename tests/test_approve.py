@@ -203,3 +203,18 @@ def test_approving_a_hand_edit_adopts_it(project: Path) -> None:
 ])
 def test_matches(selector: str, key: str, step: str, expected: bool) -> None:
     assert matches(selector, key, step) is expected
+
+
+def test_approve_in_shard_manifests(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    for shard in ("1/2", "2/2"):
+        assert invoke(tmp_path, "run", "recipe.yaml", "--offline", "--shard", shard, "--quiet").exit_code == 0
+    out = tmp_path / "out" / "shots"
+    assert not (out / "manifest.json").exists()
+    result = invoke(tmp_path, "approve", "mug/hero", "board/hero", "--recipe", "recipe.yaml")
+    assert result.exit_code == 0, result.output
+    assert sorted(result.output.splitlines()) == ["shots: approved hero@board (board/hero.png)",
+                                                  "shots: approved hero@mug (mug/hero.png)"]
+    approved = sorted(f"{e['step']}@{e['key']}" for p in out.glob("manifest.shard-*.json")
+                      for e in json.loads(p.read_text())["entries"] if e["approved"])
+    assert approved == ["hero@board", "hero@mug"]

@@ -313,3 +313,17 @@ def test_an_unreadable_image_gets_no_preview_but_still_a_link(project: Path) -> 
     card = html[html.index('data-path="mug/hero.png"'):]
     card = card[:card.index("</article>")]
     assert '<a class="thumb" href="mug/hero.png"><span class="noimg">no preview</span></a>' in card
+
+
+def test_shards_without_a_whole_run_manifest_are_reported_together(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    for shard in ("1/2", "2/2"):
+        r = invoke(tmp_path, "run", "recipe.yaml", "--shard", shard, "--quiet")
+        assert r.exit_code == 0, r.output
+    out = out_dir(tmp_path)
+    assert not (out / "manifest.json").exists()
+    html = (out / "report.html").read_text()
+    paths = re.findall(r'data-path="([^"]*)"', html)
+    assert sorted(paths) == sorted(f"{k}/{s}.png" for k in ("mug", "wallet", "evil") for s in ("hero", "bg_mask"))
+    assert all(f".thumbs/{p.name}" in html for p in (out / ".thumbs").iterdir())
+    assert invoke(tmp_path, "report", "recipe.yaml").exit_code == 0

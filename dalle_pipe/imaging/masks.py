@@ -45,23 +45,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from dalle_pipe.imaging.io import MAX_PIXELS, has_alpha
+from dalle_pipe.imaging.io import MAX_PIXELS, encode_mask_png, has_alpha
 
 Shape = dict[str, Any]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 SHAPE_KINDS: Final = ("circle", "ellipse", "rect", "polygon")
-
-# Above this feather radius the column pass uses Felzenszwalb's lower envelope
-# (cost independent of the radius) instead of 2R shifted minimums.
-_SHIFT_PASS_MAX_RADIUS: Final = 24
+COORDINATE_LIMIT: Final = 100.0  # shapes may overhang the image, within reason
 
 
 # --------------------------------------------------------------------------- validation
@@ -76,10 +73,17 @@ def _number(value: object, where: str) -> float:
     return number
 
 
+def _coordinate(value: object, where: str) -> float:
+    number = _number(value, where)
+    if abs(number) > COORDINATE_LIMIT:
+        raise ValueError(f"{where}: {number} is too far out (fractions of the image, |value| <= {COORDINATE_LIMIT:g})")
+    return number
+
+
 def _numbers(value: object, count: int, where: str) -> list[float]:
     if not isinstance(value, list | tuple) or len(value) != count:
         raise ValueError(f"{where}: expected a list of {count} numbers, got {value!r}")
-    return [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return [_coordinate(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
 def _box(body: Mapping[str, Any], where: str) -> tuple[float, float, float, float]:
@@ -128,16 +132,28 @@ def _centres(n: int) -> npt.NDArray[np.float64]:
     return np.arange(n, dtype=np.float64) + 0.5
 
 
+def _quadric(u2: npt.NDArray[np.float64], v2: npt.NDArray[np.float64], limit: float) -> BoolArray:
+    """``u2[x] + v2[y] <= limit`` for every pixel, a band of rows at a time (bounded memory)."""
+    out = np.zeros((v2.size, u2.size), dtype=bool)
+    rows = np.nonzero(v2 <= limit)[0]
+    if rows.size:
+        step = max(1, (1 << 20) // u2.size)
+        for start in range(int(rows[0]), int(rows[-1]) + 1, step):
+            stop = min(start + step, int(rows[-1]) + 1)
+            np.less_equal(u2[None, :] + v2[start:stop, None], limit, out=out[start:stop])
+    return out
+
+
 def _circle(body: Mapping[str, Any], width: int, height: int, where: str) -> BoolArray:
     _keys(body, {"center", "radius"}, where)
     cx, cy = _numbers(body["center"], 2, f"{where}.center")
-    r = _number(body["radius"], f"{where}.radius")
+    r = _coordinate(body["radius"], f"{where}.radius")
     if r < 0:
         raise ValueError(f"{where}.radius: must be >= 0, got {body['radius']!r}")
     ccx, ccy, rr = cx * width, cy * height, r * min(width, height)
     dx = _centres(width) - ccx
     dy = _centres(height) - ccy
-    return (dx * dx)[None, :] + (dy * dy)[:, None] <= rr * rr
+    return _quadric(dx * dx, dy * dy, rr * rr)
 
 
 def _ellipse(body: Mapping[str, Any], width: int, height: int, where: str) -> BoolArray:
@@ -146,9 +162,10 @@ def _ellipse(body: Mapping[str, Any], width: int, height: int, where: str) -> Bo
     if a <= 0 or b <= 0:
         return np.zeros((height, width), dtype=bool)
     ex, ey = (x0 + x1) * width / 2, (y0 + y1) * height / 2
-    u = (_centres(width) - ex) / a
-    v = (_centres(height) - ey) / b
-    return (u * u)[None, :] + (v * v)[:, None] <= 1.0
+    with np.errstate(over="ignore"):  # a sliver of an ellipse: far pixels overflow to inf, outside
+        u = (_centres(width) - ex) / a
+        v = (_centres(height) - ey) / b
+        return _quadric(u * u, v * v, 1.0)
 
 
 def _rect(body: Mapping[str, Any], width: int, height: int, where: str) -> BoolArray:
@@ -176,10 +193,10 @@ def _polygon(body: Mapping[str, Any], width: int, height: int, where: str) -> Bo
     # The ray from pixel x misses crossing c exactly when c <= px = x + 0.5, i.e. x >= ceil(c - 0.5).
     # Every row crosses an even number of edges, so the parity of the crossings at or left of a
     # pixel equals the parity of those to its right: toggle at ceil(c - 0.5) and take a running sum.
-    first = np.clip(np.ceil(c - 0.5), 0, width).astype(np.int64)
-    toggles = np.bincount(rows * (width + 1) + first, minlength=height * (width + 1))
-    counts = np.cumsum(toggles.reshape(height, width + 1)[:, :width], axis=1)
-    return (counts & 1).astype(bool)
+    first = np.clip(np.ceil(c - 0.5), 0, width).astype(np.intp)
+    toggles = np.zeros((height, width + 1), dtype=bool)
+    np.logical_xor.at(toggles, (rows, first), True)
+    return np.logical_xor.accumulate(toggles[:, :width], axis=1)
 
 
 _RASTERISERS: Final[dict[str, Callable[[Mapping[str, Any], int, int, str], BoolArray]]] = {
@@ -195,13 +212,12 @@ def transparent_area(img: Image.Image) -> BoolArray:
     if not has_alpha(img):
         return np.zeros((img.height, img.width), dtype=bool)
     rgba = img if img.mode in ("RGBA", "LA") else img.convert("RGBA")
-    alpha = np.asarray(rgba.getchannel("A"))
-    return alpha == 0
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint8)
+    transparent: BoolArray = alpha == 0
+    return transparent
 
 
-def inside(
-    shapes: Sequence[Shape], width: int, height: int, *, from_alpha: Image.Image | None = None
-) -> BoolArray:
+def inside(shapes: Sequence[Shape], width: int, height: int, *, from_alpha: Image.Image | None = None) -> BoolArray:
     """(H, W) booleans: the union of the shapes and of from_alpha's transparent pixels."""
     _check_size(width, height)
     out = np.zeros((height, width), dtype=bool)
@@ -221,170 +237,206 @@ def inside(
 # --------------------------------------------------------------------------- distance transform
 
 
-def _run_distance(m: BoolArray, cap: int) -> IntArray:
-    """Distance along the last axis to the nearest pixel of the other class, at most ``cap``."""
+def _run_distance(m: BoolArray, cap: int) -> npt.NDArray[np.float32]:
+    """Distance along the last axis to the nearest pixel of the other class, at most ``cap``.
+
+    From run boundaries: a run of equal pixels starting at s has an other-class pixel at
+    s - 1 (when s > 0), and one ending at e has one at e + 1 (when e < n - 1). float32
+    holds these small integers exactly and is the fastest type here.
+    """
     n = m.shape[-1]
-    idx = np.arange(n, dtype=np.int32)
-    change = m[..., 1:] != m[..., :-1]  # change[..., i]: pixels i and i + 1 differ
-    # start of each pixel's run; a run starting at s > 0 has an opposite pixel at s - 1
-    starts = np.zeros(m.shape, dtype=np.int32)
-    np.multiply(change, idx[1:], out=starts[..., 1:])
-    np.maximum.accumulate(starts, axis=-1, out=starts)
-    left = np.where(starts > 0, idx - starts + 1, cap)
-    # end of each pixel's run; a run ending at e < n - 1 has an opposite pixel at e + 1
-    ends = np.full(m.shape, n - 1, dtype=np.int32)
-    ends[..., :-1] = np.where(change, idx[:-1], n - 1)
-    ends = np.minimum.accumulate(ends[..., ::-1], axis=-1)[..., ::-1]
-    right = np.where(ends < n - 1, ends + 1 - idx, cap)
-    return np.minimum(np.minimum(left, right), cap).astype(np.int64)
+    idx = np.arange(n, dtype=np.float32)
+    change = np.zeros(m.shape, dtype=bool)
+    np.not_equal(m[..., 1:], m[..., :-1], out=change[..., 1:])  # change[..., i]: i - 1 and i differ
+    start = np.where(change, idx, np.float32(-cap))
+    np.maximum.accumulate(start, axis=-1, out=start)
+    left = idx - start + 1
+    end = np.full(m.shape, np.float32(n + cap), dtype=np.float32)
+    np.copyto(end[..., :-1], idx[:-1], where=change[..., 1:])
+    rev = end[..., ::-1]
+    np.minimum.accumulate(rev, axis=-1, out=rev)
+    right = end + 1 - idx
+    np.minimum(left, right, out=left)
+    return np.minimum(left, np.float32(cap), out=left)
 
 
-def _column_pass_shifts(g2: IntArray, radius: int) -> IntArray:
-    """min over |dy| <= radius of g2[..., y + dy, :] + dy^2 (axis -2), for values below radius^2."""
-    dtype = np.uint16 if int(g2.max(initial=0)) + radius * radius < 65535 else np.int64
-    g = g2.astype(dtype)
+def _column_pass_shifts(g2: npt.NDArray[np.float32], radius: int) -> npt.NDArray[np.integer[Any]]:
+    """min over |dy| <= radius of g2[..., y + dy, :] + dy^2, along axis -2."""
+    dtype = np.uint16 if 2 * radius * radius < 65535 else np.int32
+    g: npt.NDArray[np.integer[Any]] = g2.astype(dtype)
     d = g.copy()
     height = g.shape[-2]
     buf = np.empty_like(g)
     for dy in range(1, min(radius, height - 1) + 1):
-        step = dtype(dy * dy)
+        step = g.dtype.type(dy * dy)
         n = height - dy
         np.add(g[..., dy:, :], step, out=buf[..., :n, :])
         np.minimum(d[..., :n, :], buf[..., :n, :], out=d[..., :n, :])
         np.add(g[..., :n, :], step, out=buf[..., :n, :])
         np.minimum(d[..., dy:, :], buf[..., :n, :], out=d[..., dy:, :])
-    return d.astype(np.int64)
-
-
-def _column_pass_envelope(g2: IntArray) -> IntArray:
-    """Felzenszwalb & Huttenlocher's 1-D squared distance transform along axis 0, all columns at once."""
-    n, m = g2.shape
-    f = g2.astype(np.float64)
-    cols = np.arange(m)
-    v = np.zeros((n, m), dtype=np.int64)  # positions of the parabolas in the lower envelope
-    z = np.empty((n + 1, m), dtype=np.float64)  # boundaries between them
-    z[0] = -np.inf
-    z[1] = np.inf
-    k = np.zeros(m, dtype=np.int64)
-    s = np.empty(m, dtype=np.float64)
-    for q in range(1, n):
-        fq = f[q] + q * q
-        active = cols
-        while active.size:
-            ka = k[active]
-            va = v[ka, active]
-            sa = (fq[active] - (f[va, active] + va * va)) / (2.0 * (q - va))
-            s[active] = sa
-            pop = sa <= z[ka, active]
-            active = active[pop]
-            k[active] -= 1
-        k += 1
-        v[k, cols] = q
-        z[k, cols] = s
-        z[k + 1, cols] = np.inf
-    out = np.empty((n, m), dtype=np.int64)  # read the envelope back
-    k[:] = 0
-    for q in range(n):
-        active = cols[z[k + 1, cols] < q]
-        while active.size:
-            k[active] += 1
-            active = active[z[k[active] + 1, active] < q]
-        vk = v[k, cols]
-        out[q] = (q - vk) ** 2 + g2[vk, cols]
-    return out
-
-
-def _distance_sq_block(mask: BoolArray, cap: int) -> IntArray:
-    """min(squared distance to the other class, cap^2) for a stack of images (..., h, w)."""
-    g = _run_distance(mask, cap)  # along rows
-    v = _run_distance(np.swapaxes(mask, -1, -2), cap)  # along columns
-    g2 = g * g
-    if cap <= _SHIFT_PASS_MAX_RADIUS:
-        d = _column_pass_shifts(g2, cap)
-    else:
-        h, w = mask.shape[-2:]
-        flat = np.moveaxis(g2.reshape(-1, h, w), 1, 0).reshape(h, -1)
-        d = np.moveaxis(_column_pass_envelope(flat).reshape(h, -1, w), 0, 1).reshape(g2.shape)
-    np.minimum(d, np.swapaxes(v * v, -1, -2), out=d)
-    return np.minimum(d, cap * cap)
+    return d
 
 
 def _tile_any(b: BoolArray, tile: int) -> BoolArray:
     h, w = b.shape
     th, tw = -(-h // tile), -(-w // tile)
-    padded = np.zeros((th * tile, tw * tile), dtype=bool)
-    padded[:h, :w] = b
-    return padded.reshape(th, tile, tw, tile).any(axis=(1, 3))
+    if (th * tile, tw * tile) != (h, w):
+        padded = np.zeros((th * tile, tw * tile), dtype=bool)
+        padded[:h, :w] = b
+        b = padded
+    return cast(BoolArray, b.reshape(th, tile, tw, tile).any(axis=(1, 3)))
 
 
 def _dilate(b: BoolArray, k: int) -> BoolArray:
+    """Grow True cells by k cells (Chebyshev distance)."""
     out = b.copy()
     for _ in range(k):
         grown = out.copy()
         grown[1:, :] |= out[:-1, :]
         grown[:-1, :] |= out[1:, :]
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[:, :-1] |= grown[:, 1:].copy()
+        rows = grown.copy()
+        grown[:, 1:] |= rows[:, :-1]
+        grown[:, :-1] |= rows[:, 1:]
         out = grown
     return out
 
 
-def squared_distance_to_other(mask: BoolArray, cap: int) -> IntArray:
+_CELL: Final = 8  # resolution of the "near an edge" map, in pixels
+_TILES: Final = (16, 32, 64, 128, 256, 512)
+
+
+class _Solved:
+    """Capped squared distances to the other class, computed only near the edges.
+
+    Separable, as in Felzenszwalb & Huttenlocher: ``g`` is the distance along the row to
+    the nearest other-class pixel (exact, from run boundaries), ``v`` the same along the
+    column, and ``d^2(x, y) = min(v^2, min over y' of g(x, y')^2 + (y - y')^2)``; a row
+    y' whose pixel in column x is of the other class gives a term >= (y - y')^2 >= v^2, so
+    including it changes nothing. Values are capped at ``cap^2``, so only rows within
+    ``cap`` matter, and the minimum over y' is ``2 * cap`` shifted minimums.
+
+    The image is cut in square tiles; only those with an edge pixel (one with a
+    4-neighbour of the other class) within ``cap + 1`` pixels need work. Each is solved
+    in a window reaching ``cap`` pixels past it on every side, all windows at once, as one
+    stack. The mask is padded by repeating its border pixels, which adds no edge and
+    changes no distance, so every window has the same shape and its tile sits at
+    ``[cap, cap + tile)`` both ways. Every other pixel's value is ``cap^2``.
+    """
+
+    def __init__(self, mask: BoolArray, cap: int) -> None:
+        height, width = mask.shape
+        self.shape = (height, width)
+        edges = np.zeros((height, width), dtype=bool)
+        np.not_equal(mask[:, 1:], mask[:, :-1], out=edges[:, :-1])
+        edges[:-1, :] |= mask[1:, :] != mask[:-1, :]
+        cells = _tile_any(edges, _CELL)
+        near = _dilate(cells, min(-(-(cap + 1) // _CELL), max(cells.shape)))
+        # the cheapest tiling (work ~ pixels x passes), or one window: the whole image, unpadded
+        best: tuple[int, int, BoolArray | None] = (height * width * (10 + 4 * cap), 0, None)
+        for tile in _TILES:
+            active = _tile_any(near, tile // _CELL)
+            side = tile + 2 * cap
+            cost = int(active.sum()) * (side * side * 10 + side * tile * 4 * cap)
+            if cost < best[0]:
+                best = (cost, tile, active)
+        _, tile, chosen = best
+        self.tile: int
+        self.origins: list[tuple[int, int]]
+        if chosen is None:
+            self.tile = max(height, width)
+            self.origins = [(0, 0)]
+            windows, pad = mask[None], 0
+            inner_y, inner_x = slice(0, height), slice(0, width)
+        else:
+            self.tile = tile
+            ty, tx = np.nonzero(chosen)
+            self.origins = list(zip((ty * tile).tolist(), (tx * tile).tolist(), strict=True))
+            side, (th, tw), pad = tile + 2 * cap, chosen.shape, cap
+            padded = np.pad(mask, ((pad, th * tile - height + pad), (pad, tw * tile - width + pad)), mode="edge")
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side))[ty * tile, tx * tile]
+            inner_y = inner_x = slice(pad, pad + tile)
+        g = _run_distance(windows, cap)[:, :, inner_x]  # along rows, tile columns only
+        v = _run_distance(np.swapaxes(windows[:, :, inner_x], 1, 2), cap)
+        v = np.swapaxes(v, 1, 2)[:, inner_y, :]  # along columns (tile columns), then the tile rows
+        d = _column_pass_shifts(g * g, cap)[:, inner_y, :]
+        self.inside: BoolArray = windows[:, inner_y, inner_x]
+        self.d2 = np.minimum(d, v * v).astype(np.int64)
+        np.minimum(self.d2, cap * cap, out=self.d2)
+
+    def places(self) -> list[tuple[slice, slice, slice, slice]]:
+        """(image rows, image cols, tile rows, tile cols) of each solved tile, cut at the image border."""
+        height, width = self.shape
+        out = []
+        for ya, xa in self.origins:
+            h, w = min(self.tile, height - ya), min(self.tile, width - xa)
+            out.append((slice(ya, ya + h), slice(xa, xa + w), slice(0, h), slice(0, w)))
+        return out
+
+
+def squared_distance_to_other(mask: BoolArray, cap: int) -> npt.NDArray[np.int32]:
     """min(d^2, cap^2), d the exact Euclidean distance from each pixel centre to the nearest other-class one.
 
-    Only pixels within ``cap`` of the edge need work: the image is cut in tiles and
-    each tile near an edge is solved in a window reaching ``cap`` pixels past it
-    (the nearest other-class pixel, if closer than ``cap``, lies inside it); the
-    windows are solved together, as one stack. Every other pixel is ``cap^2``.
+    Only pixels within ``cap`` of the edge need work: the image is cut in tiles, and each
+    tile near an edge is solved in a window reaching ``cap`` pixels past it (the nearest
+    other-class pixel, when closer than ``cap``, lies inside it); the windows are solved
+    together, as one stack. Every other pixel is ``cap^2``.
     """
-    height, width = mask.shape
-    cap = max(1, cap)
-    tile = max(32, 2 * cap)
-    wh, ww = min(height, tile + 2 * cap), min(width, tile + 2 * cap)
-    if wh == height and ww == width:
-        return _distance_sq_block(mask, cap)
-    # tiles holding a pixel that has a 4-neighbour of the other class, then those within cap of one
-    edges = np.zeros((height, width), dtype=bool)
-    edges[:, :-1] = mask[:, 1:] != mask[:, :-1]
-    edges[:-1, :] |= mask[1:, :] != mask[:-1, :]
-    active = _dilate(_tile_any(edges, tile), -(-(cap + 1) // tile))
-    ty, tx = np.nonzero(active)
-    out = np.full((height, width), cap * cap, dtype=np.int64)
-    if ty.size == 0:
-        return out
-    if ty.size * wh * ww >= height * width:
-        return _distance_sq_block(mask, cap)
-    y0, x0 = ty * tile, tx * tile
-    oy = np.clip(y0 - cap, 0, height - wh)
-    ox = np.clip(x0 - cap, 0, width - ww)
-    windows = np.lib.stride_tricks.sliding_window_view(mask, (wh, ww))[oy, ox]
-    solved = _distance_sq_block(windows, cap)
-    for i in range(ty.size):
-        ya, xa = int(y0[i]), int(x0[i])
-        yb, xb = min(ya + tile, height), min(xa + tile, width)
-        wy, wx = ya - int(oy[i]), xa - int(ox[i])
-        out[ya:yb, xa:xb] = solved[i, wy : wy + yb - ya, wx : wx + xb - xa]
+    cap = max(1, int(cap))
+    solved = _Solved(mask, cap)
+    out = np.full(mask.shape, cap * cap, dtype=np.int32)
+    for i, (iy, ix, wy, wx) in enumerate(solved.places()):
+        out[iy, ix] = solved.d2[i, wy, wx]
     return out
 
 
-def feather_alpha(mask: BoolArray, feather: float) -> npt.NDArray[np.uint8]:
-    """Alpha for a feathered edge: 0 far inside, 255 far outside, ~128 on the edge."""
-    if feather <= 0:
-        return np.where(mask, np.uint8(0), np.uint8(255)).astype(np.uint8)
-    # insideness saturates once |d| >= feather/2, i.e. distance >= (feather + 1)/2
-    cap = math.ceil((feather + 1) / 2)
-    d2 = squared_distance_to_other(mask, cap)
-    # alpha as a function of (squared distance, class): a lookup table, exact in float64
+def _feather_table(feather: float, cap: int) -> npt.NDArray[np.uint8]:
+    """alpha[d2 * 2 + is_inside] for d2 in 0..cap^2, exact in float64."""
     dist = np.sqrt(np.arange(cap * cap + 1, dtype=np.float64))
     table = np.empty((cap * cap + 1, 2), dtype=np.uint8)
     for cls, sign in ((0, -1.0), (1, 1.0)):
-        signed = sign * (dist - 0.5)
-        ins = np.clip(0.5 + signed / feather, 0.0, 1.0)
+        ins = np.clip(0.5 + sign * (dist - 0.5) / feather, 0.0, 1.0)
         table[:, cls] = np.floor(255.0 * (1.0 - ins) + 0.5).astype(np.uint8)
-    return table.reshape(-1)[d2 * 2 + mask]
+    return table.reshape(-1)
+
+
+def feather_alpha(mask: BoolArray, feather: float) -> npt.NDArray[np.uint8]:
+    """The mask's alpha: 0 inside, 255 outside; with ``feather`` > 0, a ramp across the edge."""
+    alpha = np.full(mask.shape, 255, dtype=np.uint8)
+    alpha[mask] = 0
+    # feather <= 1: every pixel centre is at least 0.5 from the edge, so the ramp is already flat
+    if feather <= 1 or mask.all() or not mask.any():
+        return alpha
+    # insideness saturates once |d| >= feather/2, i.e. once the distance is >= (feather + 1)/2;
+    # no distance inside the image reaches H + W, so a cap of H + W is exact everywhere
+    cap = min(math.ceil((feather + 1) / 2), sum(mask.shape))
+    solved = _Solved(mask, cap)
+    table = _feather_table(feather, cap)
+    ramp = table[solved.d2 * 2 + solved.inside]
+    for i, (iy, ix, wy, wx) in enumerate(solved.places()):
+        alpha[iy, ix] = ramp[i, wy, wx]
+    return alpha
 
 
 # --------------------------------------------------------------------------- masks
+
+
+def mask_alpha(
+    width: int,
+    height: int,
+    shapes: Sequence[Shape] = (),
+    *,
+    from_alpha: Image.Image | None = None,
+    invert: bool = False,
+    feather: float = 0,
+) -> npt.NDArray[np.uint8]:
+    """The mask's alpha channel as an (H, W) uint8 array: 0 = edit, 255 = keep."""
+    f = _number(feather, "feather")
+    if f < 0:
+        raise ValueError(f"feather must be >= 0, got {feather!r}")
+    area = inside(shapes, width, height, from_alpha=from_alpha)
+    if invert:
+        np.logical_not(area, out=area)
+    return feather_alpha(area, f)
 
 
 def build_mask(
@@ -401,15 +453,23 @@ def build_mask(
     ``from_alpha`` must be ``width`` x ``height`` (ValueError otherwise); callers that
     size the mask from it pass its size.
     """
-    f = _number(feather, "feather")
-    if f < 0:
-        raise ValueError(f"feather must be >= 0, got {feather!r}")
-    area = inside(shapes, width, height, from_alpha=from_alpha)
-    if invert:
-        np.logical_not(area, out=area)
-    alpha = Image.fromarray(feather_alpha(area, f))
+    alpha = mask_alpha(width, height, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
     white = Image.new("L", (width, height), 255)
-    return Image.merge("RGBA", (white, white, white, alpha))
+    return Image.merge("RGBA", (white, white, white, Image.fromarray(alpha)))
+
+
+def mask_png(
+    width: int,
+    height: int,
+    shapes: Sequence[Shape] = (),
+    *,
+    from_alpha: Image.Image | None = None,
+    invert: bool = False,
+    feather: float = 0,
+) -> bytes:
+    """:func:`build_mask`, encoded: RGBA PNG bytes, by the fast mask encoder."""
+    alpha = mask_alpha(width, height, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
+    return encode_mask_png(alpha)
 
 
 def shape_from_args(kind: str, text: str) -> Shape:

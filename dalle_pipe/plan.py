@@ -157,7 +157,7 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     spec = KeySpec(cat.get("key"), src.at(("catalog", "key")), cat.get("where"), src.at(("catalog", "where")))
     units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
     out += found
-    infos = [_prepare(recipe, step, rows is not None, out) for step in recipe.steps]
+    infos = [_prepare(recipe, step, out) for step in recipe.steps]
     _check_references(recipe, infos, out)
     _check_capabilities(recipe, infos, out)
     planner = _Planner(recipe, infos, base_ctx)
@@ -210,7 +210,7 @@ def _template(src: Source, path: PathKey, text: Any, out: list[Problem], *, expr
     return _Template(path, compiled, at)
 
 
-def _prepare(recipe: Recipe, step: Step, has_rows: bool, out: list[Problem]) -> _StepInfo:
+def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     """Compile a step's templates and check the names they use; work out its request."""
     src = recipe.source
     info = _StepInfo(step, fields=_image_fields(step))
@@ -227,7 +227,7 @@ def _prepare(recipe: Recipe, step: Step, has_rows: bool, out: list[Problem]) -> 
         if isinstance(value, str):
             info.images[path] = _template(src, path, value, out)
     for tpl in (info.prompt, info.output, info.when, *info.images.values()):
-        if tpl is not None and tpl.compiled is not None and not _names_ok(recipe, step, tpl, has_rows, out):
+        if tpl is not None and tpl.compiled is not None and not _names_ok(recipe, step, tpl, out):
             tpl.compiled = None
     if step.kind in API_KINDS:
         info.model = str(body.get("model", recipe.model))
@@ -275,7 +275,7 @@ def _prompt_file(recipe: Recipe, step: Step, out: list[Problem]) -> _Template:
         return failed
 
 
-def _names_ok(recipe: Recipe, step: Step, tpl: _Template, has_rows: bool, out: list[Problem]) -> bool:
+def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) -> bool:
     """Names a template uses that can never be defined here: one problem each, not one per unit."""
     assert tpl.compiled is not None
     c = tpl.compiled
@@ -289,8 +289,6 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, has_rows: bool, out: l
         hint = ("'index' and 'ext' exist only in output" if name in OUTPUT_NAMES
                 else did_you_mean(name, sorted(allowed)))
         add(None, f"undefined variable {name!r}", hint)
-    if "item" in c.names and not has_rows:
-        add(None, "undefined variable 'item'", "this recipe has no catalog or items")
     ids = [s.id for s in recipe.steps]
     earlier = ids[:step.index]
     for attr, line in c.attributes("steps"):

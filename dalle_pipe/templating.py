@@ -522,6 +522,8 @@ def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, st
         hint = f"did you mean '{owner}.{close[0]}'?" if close else None
         if owner == "vars" and hint is None:
             hint = f"set it under vars: or with --var {name}=..."
+        if owner == "item" and not obj:
+            hint = "this recipe has no catalog or items"
         if owner == "steps" and hint is None:
             hint = "only earlier steps of the same unit are available"
         return f"undefined variable {full!r}", hint

@@ -302,8 +302,8 @@ def _adopt(state: RunState, task: Task, fp: str, prompt: str | None, inputs: lis
                  "width": info.width, "height": info.height, "format": info.format,
                  "bytes": path.stat().st_size}
         entry.update(_common(state, task, provider, fp, prompt, inputs, time.monotonic()))
-        entry.update({"endpoint": endpoint, "revised_prompt": None, "request_id": None, "usage": None,
-                      "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False,
+        entry.update({"endpoint": endpoint.split("?", 1)[0], "revised_prompt": None, "request_id": None,
+                      "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False,
                       "recovered": True, "duration_s": None})
         entries.append(entry)
     if state.journal is not None:

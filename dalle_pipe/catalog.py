@@ -23,6 +23,7 @@ KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
 KEY_HINT = "keys become folder names: use letters, digits, '.', '_' and '-', starting with a letter or digit"
 MAX_NAMED = 3  # units named in one grouped problem, then a count
+MAX_GROUPS = 3  # distinct messages reported for one place, then one more problem for the rest
 
 Where = Callable[[PathKey], tuple[str, int, int]]  # a recipe path -> (file, line, col)
 
@@ -63,20 +64,34 @@ class Unit:
 
 
 class FailureLog:
-    """Failures of one template for some units or rows, grouped: one problem per place and message."""
+    """Failures of templates for some units or rows, grouped: one problem per place and message.
+
+    At most MAX_GROUPS distinct messages are kept per place; the others (an output path that
+    differs for every unit, say) become one problem naming the first of them and a count.
+    """
 
     def __init__(self, noun: str = "units") -> None:
         self.noun = noun
         self.groups: dict[tuple[str, int, int, str, str], tuple[list[str], str | None]] = {}
         self.counts: dict[tuple[str, int, int, str, str], int] = {}
+        self.kinds: dict[tuple[str, int, int, str], int] = {}  # distinct messages per place
+        self.overflow: dict[tuple[str, int, int, str], tuple[str, str, str | None, int]] = {}
 
     def add(self, at: tuple[str, int, int], path: str, who: str, message: str, hint: str | None = None) -> None:
-        key = (*at, path, message)
-        count = self.counts.get(key, 0)
-        self.counts[key] = count + 1
-        if count == 0:
+        place = (*at, path)
+        key = (*place, message)
+        count = self.counts.get(key)
+        if count is None:
+            if self.kinds.get(place, 0) >= MAX_GROUPS:
+                first = self.overflow.get(place)
+                self.overflow[place] = (who, message, hint, 1) if first is None else (*first[:3], first[3] + 1)
+                return
+            self.kinds[place] = self.kinds.get(place, 0) + 1
+            self.counts[key] = 1
             self.groups[key] = ([who], hint)
-        elif count < MAX_NAMED:
+            return
+        self.counts[key] = count + 1
+        if count < MAX_NAMED:
             self.groups[key][0].append(who)
 
     def problems(self, total: int) -> list[Problem]:
@@ -92,6 +107,11 @@ class FailureLog:
             else:
                 who = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
             out.append(Problem(file, line, col, path, f"{who}: {message}" if who else message, hint))
+        for (file, line, col, path), (who, message, hint, count) in self.overflow.items():
+            more = f" and {count - 1} more {self.noun}" if count > 1 else ""
+            extra = f"{count} more {self.noun} have problems of their own here; this is the first"
+            out.append(Problem(file, line, col, path, f"{who}{more}: {message}",
+                               f"{hint}; {extra}" if hint else extra))
         return out
 
 
@@ -134,7 +154,7 @@ def _csv_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
     except StopIteration:
         return [], []
     except csv.Error as exc:
-        return [], [Problem(file, 1, 1, "", f"CSV error: {exc}")]
+        return [], [Problem(file, 1, 1, "", f"CSV error: {exc}", "is a quote left open?")]
     header = [h.strip() for h in header]
     seen: set[str] = set()
     for i, name in enumerate(header):
@@ -151,7 +171,8 @@ def _csv_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
         except StopIteration:
             break
         except csv.Error as exc:
-            problems.append(Problem(file, line, 1, "", f"CSV error: {exc}"))
+            problems.append(Problem(file, line, 1, f"row {number + 1}", f"CSV error: {exc}",
+                                    "is a quote left open?"))
             break
         start, line = line, reader.line_num + 1
         if not fields or fields == [""]:
@@ -200,6 +221,8 @@ def _json_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
             _DECODER.decode(text)
         except ValueError as exc:
             return [], [_json_problem(file, lines, exc, pos)]
+        except RecursionError:
+            return [], [Problem(file, *lines.at(pos), "", "JSON error: nested too deeply")]
         return [], [Problem(file, *lines.at(pos), "", "a catalog must be a list of objects")]
     rows: list[Row] = []
     problems: list[Problem] = []
@@ -213,6 +236,9 @@ def _json_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
                 obj, end = _DECODER.raw_decode(text, pos)
             except ValueError as exc:
                 return rows, [*problems, _json_problem(file, lines, exc, pos)]
+            except RecursionError:
+                return rows, [*problems, Problem(file, *lines.at(pos), f"row {index + 1}",
+                                                 "JSON error: nested too deeply")]
             line, col = lines.at(pos)
             if isinstance(obj, dict):
                 rows.append(Row(index + 1, file, line, col, obj))
@@ -254,6 +280,9 @@ def _jsonl_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
             continue
         except ValueError as exc:
             problems.append(Problem(file, lineno, 1, f"row {number}", f"JSON error: {exc}"))
+            continue
+        except RecursionError:
+            problems.append(Problem(file, lineno, 1, f"row {number}", "JSON error: nested too deeply"))
             continue
         if not isinstance(obj, dict):
             problems.append(Problem(file, lineno, 1, f"row {number}", "each line must be a JSON object"))
@@ -342,7 +371,7 @@ def expand_units(
             bad = _unsafe(text)
             where = ("matrix", name, i)
             if bad:
-                problems.append(Problem(*at(where), format_path(where), f"value {text!r} {bad}",
+                problems.append(Problem(*at(where), format_path(where), f"value {bad}",
                                         "matrix values become folder names"))
             elif text.lower() in seen:
                 j, first = seen[text.lower()]
@@ -397,7 +426,7 @@ def _keyed_rows(rows: list[Row], spec: KeySpec, base_context: Mapping[str, Any]
             key = str(row.number)
         bad = _unsafe(key)
         if bad:
-            problems.append(Problem(row.file, row.line, row.col, row.path, f"key {key!r} {bad}", KEY_HINT))
+            problems.append(Problem(row.file, row.line, row.col, row.path, f"key {bad}", KEY_HINT))
             continue
         folded = key.lower()
         if folded in seen:
@@ -430,8 +459,16 @@ def _matrix_text(value: Any) -> str:
 
 
 def _unsafe(key: str) -> str | None:
+    """Why a key (or matrix value) cannot name a folder, as the end of a sentence; None when it can."""
     if not key:
         return "is empty"
+    if len(key) > 128:
+        return f"{show(key)} is {len(key)} characters; the limit is 128"
     if not KEY_RE.match(key) or ".." in key:
-        return "is not path-safe"
+        return f"{show(key)} is not path-safe"
     return None
+
+
+def show(text: str, limit: int = 40) -> str:
+    """A value quoted for a message, shortened when long."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

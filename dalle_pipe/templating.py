@@ -430,39 +430,37 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
         raise
     except _Missing as exc:
         message, hint = _missing_message(exc, context)
-        raise RenderError(message, _lineno(exc), hint) from None
+        raise RenderError(message, _lineno(exc, compiled), hint) from None
     except _OutOfFuel as exc:
-        error = RenderError(f"template error: {_sentence(exc)}", _lineno(exc), _SANDBOX_HINT)
+        error = RenderError(f"template error: {_sentence(exc)}", _lineno(exc, compiled), _SANDBOX_HINT)
         compiled.exhausted.append(error)
         raise error from None
     except _Refused as exc:
-        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc), _SANDBOX_HINT) from None
+        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc, compiled), _SANDBOX_HINT) from None
     except SecurityError as exc:
-        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc), _UNDERSCORE_HINT) from None
+        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc, compiled), _UNDERSCORE_HINT) from None
     except UndefinedError as exc:
-        raise RenderError(f"undefined variable: {exc.message or exc}", _lineno(exc)) from None
+        raise RenderError(f"undefined variable: {exc.message or exc}", _lineno(exc, compiled)) from None
     except TemplateError as exc:
-        raise RenderError(f"template error: {exc.message or exc}", _lineno(exc)) from None
+        raise RenderError(f"template error: {exc.message or exc}", _lineno(exc, compiled)) from None
     except RecursionError:
         raise RenderError("template error: recursion too deep") from None
     except MemoryError:
         raise RenderError("template error: out of memory") from None
     except Exception as exc:  # anything a filter or method raises on odd input
-        raise RenderError(f"template error: {type(exc).__name__}: {exc}", _lineno(exc)) from None
+        raise RenderError(f"template error: {type(exc).__name__}: {exc}", _lineno(exc, compiled)) from None
     finally:
         _FUEL.reset(token)
     return "".join(parts)
 
 
 def _chunks(template: Any, context: Mapping[str, Any]) -> Iterator[str]:
-    """Template.generate without its per-render merge of the globals (a ChainMap walk: slow at 10,000 rows)."""
+    """Template.generate without its per-render merge of the globals (a ChainMap walk) and without its
+    traceback rewriting (costly when every row fails): _lineno maps the line itself."""
     parent = dict(_ENV.globals)
     parent.update(context)
     ctx = Context(_ENV, parent, template.name, template.blocks)
-    try:
-        yield from template.root_render_func(ctx)
-    except Exception:
-        template.environment.handle_exception()  # raises it again, its traceback in template lines
+    yield from template.root_render_func(ctx)
 
 
 def render_string(source: str, context: Mapping[str, Any]) -> str:
@@ -482,8 +480,14 @@ def evaluate(compiled: Compiled, context: Mapping[str, Any]) -> bool:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    match = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean {match[0]!r}?" if match else None
+    match = _closest(word, tuple(str(c) for c in choices))
+    return f"did you mean {match!r}?" if match else None
+
+
+@lru_cache(maxsize=1024)
+def _closest(word: str, choices: tuple[str, ...]) -> str | None:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return match[0] if match else None
 
 
 _UNKNOWN = re.compile(r"^No (filter|test) named '(.+)'")
@@ -515,11 +519,11 @@ def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, st
         return f"undefined variable {name!r}", did_you_mean(str(name), [*context, *GLOBALS])
     if isinstance(obj, Mapping):
         owner = next((k for k, v in context.items() if v is obj), None)
-        close = difflib.get_close_matches(str(name), [str(k) for k in obj], n=1, cutoff=0.6)
+        close = _closest(str(name), tuple(str(k) for k in obj))
         if owner is None:
-            return f"undefined key {name!r}", f"did you mean {close[0]!r}?" if close else None
+            return f"undefined key {name!r}", f"did you mean {close!r}?" if close else None
         full = f"{owner}.{name}" if isinstance(name, str) else f"{owner}[{name!r}]"
-        hint = f"did you mean '{owner}.{close[0]}'?" if close else None
+        hint = f"did you mean '{owner}.{close}'?" if close else None
         if owner == "vars" and hint is None:
             hint = f"set it under vars: or with --var {name}=..."
         if owner == "item" and not obj:
@@ -531,11 +535,15 @@ def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, st
     return f"{what} has no attribute {name!r}", None
 
 
-def _lineno(exc: BaseException) -> int | None:
+def _lineno(exc: BaseException, compiled: Compiled) -> int | None:
+    """The template line the innermost frame of compiled template code was at."""
     tb = exc.__traceback__
     line = None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == "<template>":
             line = tb.tb_lineno
         tb = tb.tb_next
-    return line
+    if line is None:
+        return None
+    mapped: int = compiled.template.get_corresponding_lineno(line)
+    return mapped

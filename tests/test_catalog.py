@@ -281,3 +281,31 @@ def test_random_files_give_rows_or_problems(tmp_path_factory: pytest.TempPathFac
         path.write_bytes(raw)
         _, problems = read_rows(path, path.name)
         assert all(isinstance(p, Problem) for p in problems)
+
+
+def test_failure_log_keeps_a_few_messages_per_place_then_one_for_the_rest() -> None:
+    log = FailureLog("units")
+    for i in range(1, 11):
+        log.add(("r.yaml", 3, 5), "steps[0].output", f"row {i}", f"output path 'k{i}/x' is reserved", "h")
+    assert [p.format() for p in log.problems(10)] == [
+        "r.yaml:3:5: steps[0].output: row 1: output path 'k1/x' is reserved (h)",
+        "r.yaml:3:5: steps[0].output: row 2: output path 'k2/x' is reserved (h)",
+        "r.yaml:3:5: steps[0].output: row 3: output path 'k3/x' is reserved (h)",
+        "r.yaml:3:5: steps[0].output: row 4 and 6 more units: output path 'k4/x' is reserved "
+        "(h; 7 more units have problems of their own here; this is the first)",
+    ]
+
+
+def test_deeply_nested_json_is_a_problem_not_a_crash() -> None:
+    assert rows_of("[" * 100_000, "json")[1] == ["c.json:1:2: row 1: JSON error: nested too deeply"]
+    assert rows_of("{\"a\": " * 100_000, "json")[1] == ["c.json:1:1: JSON error: nested too deeply"]
+    assert rows_of("[" * 100_000, "jsonl")[1] == ["c.jsonl:1:1: row 1: JSON error: nested too deeply"]
+
+
+def test_long_and_empty_keys() -> None:
+    found, problems = units(csv_rows("id,k\na," + "x" * 200 + "\nb, \n"), KeySpec("{{ item.k }}", NO_SPEC.key_at,
+                                                                                  None, NO_SPEC.where_at))
+    hint = "keys become folder names: use letters, digits, '.', '_' and '-', starting with a letter or digit"
+    assert found == []
+    assert problems == [f"c.csv:2:1: row 1: key 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is 200 characters; "
+                        f"the limit is 128 ({hint})", f"c.csv:3:1: row 2: key is empty ({hint})"]

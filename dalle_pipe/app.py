@@ -157,14 +157,17 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
                 continue
             row["units"] += 1
             if r.task.is_api:
-                row["requests"] += 1
+                responses = plan.recipe.provider.api == "responses" and plan.recipe.provider.name == "openai"
+                row["requests"] += r.task.n if responses else 1  # the Responses route makes one call per image
             row["images"] += r.task.n
             if r.outcome.status in ("up_to_date", "modified"):
                 row["up_to_date"] += r.task.n
             else:
                 row["to_make"] += r.task.n
                 if r.task.is_api and plan.recipe.provider.name != "offline":
-                    for batch, col in ((False, "cost_usd"), (True, "batch_cost_usd")):
+                    from .batch import batchable  # only generations are batched: edits stay at the sync price
+
+                    for batch, col in ((False, "cost_usd"), (batchable(r.task), "batch_cost_usd")):
                         c = estimate_request(prices, r.task.model or "", r.task.kind,
                                              r.task.params, batch=batch)
                         row[col] = None if c is None or row[col] is None else round(row[col] + c, 6)

@@ -111,7 +111,7 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
 @click.option("--force", is_flag=True, help="Make images again even when up to date (old ones go to history).")
 @click.option("--check", is_flag=True, help="Send nothing; exit 1 when any output is missing or out of date.")
 @click.option("--dry-run", is_flag=True, help="Show what would be made; send nothing, write nothing.")
-@click.option("--batch", is_flag=True, help="Submit through the Batch API (not available yet).")
+@click.option("--batch", is_flag=True, help="Send generations through the Batch API (collect with `batch collect`).")
 @click.option("--shard", metavar="I/N", help="Run shard I of N (1-based) of the units.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight at once.")
 @click.option("--fail-fast", is_flag=True, help="Stop starting work at the first failure.")
@@ -136,7 +136,11 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     if check and dry_run:
         raise UsageError("--check and --dry-run cannot be combined")
     if batch:
-        raise UsageError("--batch is not available yet", "run without --batch")
+        if check or dry_run:
+            raise UsageError("--batch cannot be combined with --check or --dry-run",
+                             "`dalle-pipe plan` shows what a batch would cost")
+        return _batch(targets, offline, provider, base_url, var, only, items, limit, force, shard, concurrency,
+                      fail_fast, max_cost, prices, output_dir, as_json, quiet, collecting=False)
     overrides = _overrides(offline, provider, base_url, var, output_dir)
     table = get_prices(prices)
     loaded = load(list(targets), overrides)
@@ -145,6 +149,13 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     opts = RunOptions(mode="check" if check else "dry" if dry_run else "run", force=force, only=only,
                       items=items, limit=limit, shard=_shard(shard), concurrency=concurrency,
                       fail_fast=fail_fast, max_cost=max_cost)
+    if opts.mode == "run" and not quiet:
+        from .batch import open_requests
+
+        for p in loaded.plans:
+            if n_open := open_requests(p.recipe.output_dir):
+                click.echo(f"warning: {p.recipe.name}: {n_open} request(s) are in batches not collected yet; "
+                           "a direct run sends them again (run `dalle-pipe batch collect` first)", err=True)
     total = sum(len(p.tasks) for p in loaded.plans)
     bar = Progress(total, live=None if not (quiet or as_json) else False)
     try:
@@ -166,6 +177,42 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
                 for t in r.reports:
                     if t.outcome.status == "pending":
                         click.echo(f"  to make: {t.task.id} -> {', '.join(t.task.outputs)}")
+    return code
+
+
+def _batch(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+           var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
+           shard: str | None, concurrency: int | None, fail_fast: bool, max_cost: float | None,
+           prices: Path | None, output_dir: Path | None, as_json: bool, quiet: bool, *, collecting: bool) -> int:
+    """`run --batch` / `batch submit` / `batch collect`."""
+    from .app import get_prices, load
+    from .batch import as_json as batch_json
+    from .batch import exit_code, run_all, summary
+    from .progress import Progress, failures
+    from .runner import RunOptions
+
+    overrides = _overrides(offline, provider, base_url, var, output_dir)
+    table = get_prices(prices)
+    loaded = load(list(targets), overrides)
+    if not quiet:
+        _print_warnings(loaded.warnings)
+    opts = RunOptions(mode="run", force=force, only=only, items=items, limit=limit, shard=_shard(shard),
+                      concurrency=concurrency, fail_fast=fail_fast, max_cost=max_cost)
+    bar = Progress(sum(len(p.tasks) for p in loaded.plans), live=None if not (quiet or as_json) else False)
+    try:
+        runs = run_all(loaded.plans, opts, table, overrides, bar.task, bar.wait, collecting=collecting)
+    finally:
+        bar.close()
+    code = exit_code(runs, collect=collecting)
+    if as_json:
+        click.echo(json.dumps(batch_json(runs, code), indent=2))
+    elif not quiet:
+        for r in runs:
+            click.echo(summary(r, collecting))
+            for line in failures(r.result)[:20]:
+                click.echo(line)
+            for err in r.errors:
+                click.echo(f"  submission failed: {err}")
     return code
 
 
@@ -213,6 +260,98 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
 
 def _usd(v: float | None) -> str:
     return "unknown" if v is None else f"${v:,.2f}"
+
+
+@main.group()
+def batch() -> None:
+    """The Batch API: submit generations (half price, within 24 h), follow them, collect them.
+
+    `dalle-pipe run --batch` (or `batch submit`) sends this wave; `batch status` shows each batch;
+    `batch collect` writes what finished exactly as a direct run would, makes the steps that
+    follow (masks, edits) and submits the next wave. State lives in OUTPUT_DIR/.dalle-pipe/batches/,
+    so status and collect can run later, elsewhere, with only the recipe and the output folder.
+    """
+
+
+def _batch_common(fn: F) -> F:
+    fn = click.option("--quiet", is_flag=True, help="Print only errors.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")(fn)
+    fn = click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
+                      help="The --output-dir the run used.")(fn)
+    fn = click.option("--shard", metavar="I/N", help="Only this shard's batches (and its manifest).")(fn)
+    return fn
+
+
+@batch.command("submit")
+@targets_arg
+@provider_options
+@click.option("--only", multiple=True, metavar="STEP", help="Run only these steps.")
+@click.option("--items", multiple=True, metavar="KEY", help="Run only these units (catalog keys).")
+@click.option("--limit", type=click.IntRange(min=0), help="Run only the first N units.")
+@click.option("--force", is_flag=True, help="Make images again even when up to date (old ones go to history).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Direct requests in flight at once.")
+@click.option("--fail-fast", is_flag=True, help="Stop starting work at the first failure.")
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="Refuse a run estimated above this.")
+@click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
+@_batch_common
+@handled
+def batch_submit(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+                 var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None,
+                 force: bool, concurrency: int | None, fail_fast: bool, max_cost: float | None,
+                 prices: Path | None, shard: str | None, output_dir: Path | None, as_json: bool,
+                 quiet: bool) -> int:
+    """Submit this wave's generations as batches: the same as `run --batch`."""
+    return _batch(targets, offline, provider, base_url, var, only, items, limit, force, shard, concurrency,
+                  fail_fast, max_cost, prices, output_dir, as_json, quiet, collecting=False)
+
+
+@batch.command("collect")
+@targets_arg
+@provider_options
+@click.option("--concurrency", type=click.IntRange(min=1), help="Direct requests in flight at once.")
+@click.option("--fail-fast", is_flag=True, help="Stop starting work at the first failure.")
+@click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
+@_batch_common
+@handled
+def batch_collect(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+                  var: tuple[str, ...], concurrency: int | None, fail_fast: bool, prices: Path | None,
+                  shard: str | None, output_dir: Path | None, as_json: bool, quiet: bool) -> int:
+    """Write what finished batches made, make the steps that follow, submit the next wave.
+
+    Exit 0 when everything is done; 1 when some requests failed or batches are still running
+    (run it again later); 2 on invalid input.
+    """
+    return _batch(targets, offline, provider, base_url, var, (), (), None, False, shard, concurrency,
+                  fail_fast, None, prices, output_dir, as_json, quiet, collecting=True)
+
+
+@batch.command("status")
+@targets_arg
+@provider_options
+@_batch_common
+@handled
+def batch_status(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
+                 var: tuple[str, ...], shard: str | None, output_dir: Path | None, as_json: bool,
+                 quiet: bool) -> int:
+    """Each batch's status and request counts. Exit 0 when none is still running, else 1."""
+    from .app import load
+    from .batch import status_all
+
+    loaded = load(list(targets), _overrides(offline, provider, base_url, var, output_dir))
+    lines = status_all(loaded.plans, _shard(shard))
+    running = [s for s in lines if s.status not in ("collected", "completed", "failed", "expired", "cancelled")]
+    if as_json:
+        click.echo(json.dumps({"exit_code": 1 if running else 0, "batches": [
+            {"recipe": s.recipe, "token": s.doc.get("token"), "batch_id": s.doc.get("batch_id"),
+             "status": s.status, "wave": s.doc.get("wave"), "endpoint": s.doc.get("endpoint"),
+             "request_counts": (s.info.request_counts if s.info else s.doc.get("request_counts")),
+             "requests": len(s.doc.get("requests") or {})} for s in lines]}, indent=2))
+    elif not quiet:
+        for s in lines:
+            click.echo(s.format())
+        if not lines:
+            click.echo("no batches")
+    return 1 if running else 0
 
 
 @main.command()

@@ -389,7 +389,8 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
     stated = plan.recipe.throttle_stated or provider_name == "offline"
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
     return RunState(
-        output_dir=out_dir, project_root=plan.recipe.root.resolve(), provider_name=provider_name, files=files, reuse=reuse, prev_by_path=by_path,
+        output_dir=out_dir, project_root=plan.recipe.root.resolve(), provider_name=provider_name, files=files,
+        reuse=reuse, prev_by_path=by_path,
         pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,

@@ -42,14 +42,14 @@ A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets
 
 Files and Batch API (`api.batch_api`, a FakeBatchAPI): POST /v1/files (multipart: purpose,
 file), GET /v1/files/{id} and /v1/files/{id}/content; POST /v1/batches, GET /v1/batches/{id}
-and GET /v1/batches (the list, newest first). A batch "runs" on the first retrieve after
-its creation: every JSONL line is executed against this server's own image handlers (same
-validation, same deterministic images and usage as a direct request; edits as JSON are
-refused with a 400, as a JSON body has no image file), successes go to the output file,
-failures to the error file. `api.batch_api.hold = True` keeps batches in_progress until
-`release()`; `api.batch_api.fail = lambda line: ("moderation",) or None` picks lines to fail
-(any error behaviour, or ("expired",) for a line the window never reached);
-`api.batch_api.lines` lists every executed line.
+and GET /v1/batches (the list, newest first). A batch "runs" on its first retrieve: every
+JSONL line is executed against this server's own image handlers (same validation, same
+deterministic images and usage as a direct request; edits as JSON are refused with a 400, as
+a JSON body has no image file), successes go to the output file, failures to the error file.
+`api.batch_api.hold = True` keeps batches in_progress until `release()`;
+`api.batch_api.fail = lambda line: ("moderation",) or None` picks lines to fail (any error
+behaviour, or ("expired",) for a line the window never reached); `api.batch_api.lines` lists
+every executed line.
 Without a script the server answers normally (dall-e-* with response_format=url → url answers).
 
 Rate-limit mode: FakeOpenAI(rate_per_min=R) and/or images_per_min=I keep token buckets
@@ -1022,7 +1022,7 @@ class FakeBatchAPI:
         batch = self.batches[batch_id]
         if batch["status"] == "validating":
             batch.update({"status": "in_progress", "in_progress_at": int(time.time())})
-        elif batch["status"] == "in_progress" and not self.hold:
+        if batch["status"] == "in_progress" and not self.hold:
             self._run(batch, host)
         return self._public(batch)
 

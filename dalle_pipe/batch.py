@@ -183,7 +183,8 @@ def summary(run: BatchRun, collect: bool) -> str:
     if run.waiting:
         parts.append(f"{run.waiting} waiting for a batch")
     if run.running:
-        parts.append(f"{len(run.running)} batch(es) still running")
+        parts.append(f"{len(run.running)} batch(es) still running" if collect else
+                     f"{len(run.running)} batch(es) to collect (`dalle-pipe batch collect`)")
     if run.result.spent_usd:
         parts.append(f"${run.result.spent_usd:.2f} spent")
     if run.result.stop_reason:

@@ -221,6 +221,17 @@ def test_the_jsonl_is_exactly_what_a_direct_call_sends_split_by_count(tmp_path: 
     assert manifest(root, "cat")["counts"]["generated"] == 15
 
 
+def test_files_are_split_at_the_byte_limit_too(tmp_path: Path, api: FakeOpenAI,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_project(tmp_path / "p", SIMPLE, CATALOG)
+    monkeypatch.setattr(batch_mod, "MAX_BYTES", 500)  # a line is about 200 bytes: two to a file
+    r = cli(root, api, "run", "--batch", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    uploads = [q.files[0].data for q in api.requests if q.method == "POST" and q.path == "/v1/files"]
+    assert [len(u.splitlines()) for u in uploads] == [2, 2, 1]
+    assert all(len(u) <= 500 for u in uploads)
+
+
 def test_up_to_date_work_and_work_in_a_batch_are_never_sent_again(tmp_path: Path, api: FakeOpenAI) -> None:
     root = make_project(tmp_path / "p", SIMPLE, CATALOG)
     r = cli(root, api, "run", "recipe.yaml", "--items", "mug", "--items", "board")

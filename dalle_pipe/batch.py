@@ -189,6 +189,8 @@ def summary(run: BatchRun, collect: bool) -> str:
         parts.append(f"${run.result.spent_usd:.2f} spent")
     if run.result.stop_reason:
         parts.append(f"({run.result.stop_reason})")
+    if collect and not run.wrote_manifest:
+        parts.append("nothing new: nothing written")
     return f"{run.name}: " + "; ".join(parts)
 
 

@@ -109,7 +109,7 @@ class FailureLog:
             out.append(Problem(file, line, col, path, f"{who}: {message}" if who else message, hint))
         for (file, line, col, path), (who, message, hint, count) in self.overflow.items():
             more = f" and {count - 1} more {self.noun}" if count > 1 else ""
-            extra = f"{count} more {self.noun} have problems of their own here; this is the first"
+            extra = f"as it is for the first of these {count} {self.noun}"
             out.append(Problem(file, line, col, path, f"{who}{more}: {message}",
                                f"{hint}; {extra}" if hint else extra))
         return out

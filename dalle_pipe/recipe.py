@@ -216,14 +216,16 @@ def _load_source(path: Path, problems: list[Problem]) -> Source | None:
     return Source(path, file, doc, hashlib.sha256(raw).hexdigest())
 
 
-def _schema_problems(kind: str, src: Source) -> list[Problem]:
+def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
+    """The schema's problems to show, and whether there were any (some are said already)."""
     out = []
     broken = src.doc.broken
-    for issue in schema.check(kind, src.doc.data):  # type: ignore[arg-type]
+    issues = schema.check(kind, src.doc.data)  # type: ignore[arg-type]
+    for issue in issues:
         if any(issue.path[:len(b)] == b for b in broken):
             continue  # a value the YAML loader refused (a tag, a recursive alias): said once already
         out.append(src.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key))
-    return out
+    return out, bool(issues)
 
 
 def is_pipeline_data(data: Any) -> bool:
@@ -234,9 +236,9 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
     src = _load_source(path, problems)
     if src is None:
         return None
-    found = _schema_problems("pipeline", src)
+    found, failed = _schema_problems("pipeline", src)
     problems.extend(found)
-    if any(p.severity == "error" for p in found) or not isinstance(src.doc.data, dict):
+    if failed or not isinstance(src.doc.data, dict):
         return None
     root = path.resolve().parent
     recipes: list[Path] = []
@@ -283,10 +285,10 @@ def load_recipe(
     src = _load_source(path, problems)
     if src is None:
         return None
-    found = _schema_problems("recipe", src)
+    found, failed = _schema_problems("recipe", src)
     problems.extend(found)
     data = src.doc.data
-    if any(p.severity == "error" for p in found) or not isinstance(data, dict):
+    if failed or not isinstance(data, dict):
         return None
     root = pipeline.root if pipeline else project_root(path)
     if pipeline is None and is_file(root / PIPELINE_FILE):

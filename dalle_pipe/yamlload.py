@@ -180,8 +180,10 @@ class _Builder:
                     todo.extend((x, False) for x in (k, v) if id(x) not in self.sizes)
         return self.sizes[id(node)]
 
-    def problem(self, node: yaml.Node, path: PathKey, message: str, hint: str | None = None) -> None:
-        self.broken.add(path)
+    def problem(self, node: yaml.Node, path: PathKey, message: str, hint: str | None = None, *,
+                broken: bool = True) -> None:
+        if broken:  # the value at `path` was dropped (None)
+            self.broken.add(path)
         m = node.start_mark
         self.problems.append(Problem(self.file, m.line + 1, m.column + 1, format_path(path), message, hint))
 
@@ -248,7 +250,7 @@ class _Builder:
             if key in seen:
                 first = seen[key].start_mark
                 self.problem(key_node, (*path, key), f"duplicate key {key!r}",
-                             f"first defined at line {first.line + 1}")
+                             f"first defined at line {first.line + 1}", broken=False)
                 continue
             seen[key] = key_node
             self.positions.keys[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)

@@ -292,7 +292,7 @@ def test_failure_log_keeps_a_few_messages_per_place_then_one_for_the_rest() -> N
         "r.yaml:3:5: steps[0].output: row 2: output path 'k2/x' is reserved (h)",
         "r.yaml:3:5: steps[0].output: row 3: output path 'k3/x' is reserved (h)",
         "r.yaml:3:5: steps[0].output: row 4 and 6 more units: output path 'k4/x' is reserved "
-        "(h; 7 more units have problems of their own here; this is the first)",
+        "(h; as it is for the first of these 7 units)",
     ]
 
 

@@ -17,7 +17,7 @@ from . import models
 from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
 from .errors import Problem
 from .imaging.io import ImageInputError, probe
-from .recipe import API_KINDS, Recipe, Source, Step, display_path, is_file, locate, suggest
+from .recipe import API_KINDS, Recipe, Source, Step, display_path, exists, is_file, locate, quoted, suggest
 from .templating import (
     GLOBALS,
     Compiled,
@@ -157,6 +157,11 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     spec = KeySpec(cat.get("key"), src.at(("catalog", "key")), cat.get("where"), src.at(("catalog", "where")))
     units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
     out += found
+    if rows is not None and not units and not any(p.severity == "error" for p in out):
+        where = ("catalog", "where") if rows and recipe.catalog and "where" in recipe.catalog else \
+            ("catalog", "path") if recipe.catalog else ("items",)
+        out.append(src.problem(where, f"where keeps none of the {len(rows)} rows: nothing to make" if rows
+                               else "the catalog has no rows: nothing to make", severity="warning"))
     infos = [_prepare(recipe, step, out) for step in recipe.steps]
     _check_references(recipe, infos, out)
     _check_capabilities(recipe, infos, out)
@@ -181,16 +186,16 @@ def _rows(recipe: Recipe, out: list[Problem]) -> list[Row] | None:
     rel = recipe.catalog["path"]
     target, why = locate(recipe.root, recipe.dir, rel)
     if target is None:
-        out.append(src.problem(("catalog", "path"), f"catalog path {rel!r} {why}",
+        out.append(src.problem(("catalog", "path"), f"catalog path {quoted(rel)} {why}",
                                "paths are relative to the recipe and must stay inside the project"))
         return []
     if not is_file(target):
-        out.append(src.problem(("catalog", "path"), f"catalog {rel!r} does not exist"
-                               if not target.exists() else f"catalog {rel!r} is not a file"))
+        out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)} does not exist"
+                               if not exists(target) else f"catalog {quoted(rel)} is not a file"))
         return []
     fmt = catalog_format(target, recipe.catalog.get("format"))
     if fmt is None:
-        out.append(src.problem(("catalog", "path"), f"catalog {rel!r}: unknown format {target.suffix!r}",
+        out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)}: unknown format {target.suffix!r}",
                                "use .csv, .json, .jsonl or .yaml, or set catalog.format"))
         return []
     rows, found = read_rows(target, display_path(target), fmt)
@@ -253,15 +258,15 @@ def _prompt_file(recipe: Recipe, step: Step, out: list[Problem]) -> _Template:
     target, why = locate(recipe.dir, recipe.dir, str(rel))
     if target is None:
         why = "is outside the recipe's folder" if why == "is outside the project" else why
-        out.append(src.problem(path, f"prompt_file {rel!r} {why}", "keep prompt files beside the recipe"))
+        out.append(src.problem(path, f"prompt_file {quoted(rel)} {why}", "keep prompt files beside the recipe"))
         return failed
     if not is_file(target):
-        out.append(src.problem(path, f"prompt_file {rel!r} does not exist"))
+        out.append(src.problem(path, f"prompt_file {quoted(rel)} does not exist"))
         return failed
     shown = display_path(target)
     text, found = read_text(target, shown, MAX_PROMPT_FILE_BYTES)
     if text is None:
-        out += [Problem(*src.at(path), format_path(path), f"prompt_file {rel!r}: {p.message}", p.hint)
+        out += [Problem(*src.at(path), format_path(path), f"prompt_file {quoted(rel)}: {p.message}", p.hint)
                 for p in found]
         return failed
 
@@ -522,7 +527,7 @@ class _Planner:
                     continue
                 target, probed = found
                 if isinstance(probed, ImageInputError):
-                    self.fail(tpl.at(None), path, unit, f"input image {rel!r}: {probed.reason}", probed.hint)
+                    self.fail(tpl.at(None), path, unit, f"input image {quoted(rel)}: {probed.reason}", probed.hint)
                     continue
                 complete = was
                 refs = [InputRef(role, path=target)]
@@ -539,12 +544,12 @@ class _Planner:
             self.located[rel] = locate(self.recipe.root, self.recipe.dir, rel)
         target, why = self.located[rel]
         if target is None:
-            return f"image path {rel!r} {why}"
+            return f"image path {quoted(rel)} {why}"
         if target not in self.probes:
             self.probes[target] = _probe(target)
         probed = self.probes[target]
         if probed is None:
-            return f"input image {rel!r} does not exist"
+            return f"input image {quoted(rel)} does not exist"
         return target, probed
 
     def _predict(self, info: _StepInfo, inputs: list[tuple[str, models.InputInfo | None]]
@@ -580,7 +585,7 @@ class _Planner:
                     del ctx["index"], ctx["ext"]
                 bad = _bad_output(rel)
                 if bad and enabled:
-                    self.fail(tpl.at(None), tpl.path, unit, f"output path {rel!r} {bad}",
+                    self.fail(tpl.at(None), tpl.path, unit, f"output path {quoted(rel)} {bad}",
                               "outputs are relative paths inside output_dir")
                     continue
                 rel = PurePosixPath(rel).as_posix()
@@ -592,7 +597,7 @@ class _Planner:
             if other is not None and other.split(" ")[0] != task_id:  # the same id twice is reported once
                 where = tpl.path if tpl is not None else step.at
                 self.fail(self.recipe.source.at(where), where, unit,
-                          f"output path {rel!r} is also written by {other}",
+                          f"output path {quoted(rel)} is also written by {other}",
                           "two tasks may not write one path (case-insensitively); use {{ key }} and "
                           "{{ index }} in output")
                 continue
@@ -603,7 +608,7 @@ class _Planner:
 
 def _probe(path: Path) -> models.InputInfo | ImageInputError | None:
     """What a file's header says; None when there is no such file."""
-    if not path.exists():
+    if not exists(path):
         return None
     try:
         info = probe(path)

@@ -194,10 +194,24 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def quoted(text: object, limit: int = 80) -> str:
+    """A value quoted for a message, shortened when long."""
+    value = str(text)
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
 def is_file(path: Path) -> bool:
     """Path.is_file that never raises (names too long, odd characters)."""
     try:
         return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def exists(path: Path) -> bool:
+    """Path.exists that never raises."""
+    try:
+        return path.exists()
     except (OSError, ValueError):
         return False
 
@@ -245,12 +259,12 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
     for i, rel in enumerate(src.doc.data.get("recipes", [])):
         target, why = locate(root, root, rel)
         if target is None:
-            problems.append(src.problem(("recipes", i), f"recipe path {rel!r} {why}",
+            problems.append(src.problem(("recipes", i), f"recipe path {quoted(rel)} {why}",
                                         "paths must stay inside the folder of pipeline.yaml"))
         elif not is_file(target):
-            problems.append(src.problem(("recipes", i), f"recipe {rel!r} does not exist"))
+            problems.append(src.problem(("recipes", i), f"recipe {quoted(rel)} does not exist"))
         elif target in recipes:
-            problems.append(src.problem(("recipes", i), f"recipe {rel!r} is listed twice"))
+            problems.append(src.problem(("recipes", i), f"recipe {quoted(rel)} is listed twice"))
         else:
             recipes.append(target)
     return Pipeline(src, root, tuple(recipes), src.doc.data)
@@ -354,7 +368,7 @@ def _output_dir(src: Source, data: Mapping[str, Any], pipeline: Pipeline | None,
     if "output_dir" in data:
         target, why = locate(root, src.path.parent, data["output_dir"])
         if target is None:
-            problems.append(src.problem(("output_dir",), f"output_dir {data['output_dir']!r} {why}",
+            problems.append(src.problem(("output_dir",), f"output_dir {quoted(data['output_dir'])} {why}",
                                         "use a path inside the project, or --output-dir"))
         elif target == root.resolve():
             problems.append(src.problem(("output_dir",), "output_dir is the project folder itself",
@@ -364,7 +378,7 @@ def _output_dir(src: Source, data: Mapping[str, Any], pipeline: Pipeline | None,
         target, why = locate(root, root, pipeline.data["output_root"])
         if target is None:
             problems.append(pipeline.source.problem(("output_root",), f"output_root "
-                                                    f"{pipeline.data['output_root']!r} {why}",
+                                                    f"{quoted(pipeline.data['output_root'])} {why}",
                                                     "use a path inside the project, or --output-dir"))
             return None
         return target / "out" / str(data["name"])

@@ -297,3 +297,21 @@ def test_random_bytes_as_a_recipe_fail_as_problems(fuzz_project: Path, raw: byte
     (fuzz_project / "recipe.yaml").write_bytes(raw)
     with pytest.raises(DallePipeError):
         load([fuzz_project / "recipe.yaml"], Overrides(provider="offline"))
+
+
+def test_an_empty_catalog_or_a_where_that_keeps_nothing_is_a_warning(project: Build) -> None:
+    project({"recipe.yaml": recipe(GEN, "catalog: {path: c.csv, where: \"item.a == 'x'\"}\n"), "c.csv": "a\ny\n"})
+    plan = plan_of()
+    assert (plan.units, plan.tasks) == ([], [])
+    assert [w.format() for w in plan.warnings] == [
+        "recipe.yaml:3:31: warning: catalog.where: where keeps none of the 1 rows: nothing to make"]
+    Path("c.csv").write_text("a\n")
+    assert [w.format() for w in plan_of().warnings] == [
+        "recipe.yaml:3:17: warning: catalog.path: the catalog has no rows: nothing to make"]
+
+
+def test_long_paths_are_shortened_in_messages_and_never_crash(project: Build) -> None:
+    project({"recipe.yaml": recipe("  - id: a\n    edit: {image: \"" + "y/" * 3000 + "p.png\", prompt: x}\n",
+                                   "catalog: {path: " + "x" * 5000 + ".csv}\n")})
+    assert problems_of() == ["recipe.yaml:3:17: catalog.path: catalog "
+                             f"'{'x' * 77}...' does not exist"]

@@ -70,6 +70,7 @@ class RunState:
     prices: PriceTable
     mode: str = "run"  # run | check | dry
     project_root: Path | None = None
+    prev_manifest: dict[str, Any] | None = None  # this run's own manifest as it was at the start
     reuse_only: bool = False  # run mode's fast pass: place reused files, make nothing
     force: bool = False
     selected_steps: frozenset[str] | None = None

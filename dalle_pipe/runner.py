@@ -390,7 +390,7 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
     return RunState(
         output_dir=out_dir, project_root=plan.recipe.root.resolve(), provider_name=provider_name, files=files,
-        reuse=reuse, prev_by_path=by_path,
+        reuse=reuse, prev_by_path=by_path, prev_manifest=manifest,
         pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
@@ -487,7 +487,7 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     recipe = plan.recipe
     out_dir = recipe.output_dir
     own = manifest_name(shard)
-    manifest = _read_manifest(out_dir / own)
+    manifest = state.prev_manifest  # read under the lock at the start; nobody else writes it
     prev = list((manifest or {}).get("entries", []))
     covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
     all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
@@ -512,7 +512,7 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
         "counts": counts, "entries": entries,
     }
     if shard is None:
-        store.write_manifest(out_dir, doc)
+        store.write_manifest(out_dir, doc, previous_ok=manifest is not None)
     else:
         from .store.manifest import dumps_manifest
 
@@ -526,6 +526,10 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     if state.journal is not None:
         state.journal.reset()
         state.journal.close()
+    unchanged = (not orphans and len(entries) == len(prev)
+                 and all(r.outcome.status == "up_to_date" for r in result.reports if r.outcome.in_scope))
+    if unchanged and (out_dir / store.REPORT_NAME).exists():
+        return  # a no-op rerun: the page still shows the last run that changed anything
     if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
         try:
             from .report import write_report

@@ -61,7 +61,7 @@ def load_previous_manifest(output_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: bool = False) -> None:
     """Copy the current ``manifest.json`` to ``.dalle-pipe/manifest.prev.json``, then write the
     new one atomically. A current manifest that is corrupt goes to
     ``.dalle-pipe/manifest.corrupt.json`` instead, so the good previous copy is kept."""
@@ -72,11 +72,12 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
     except FileNotFoundError:
         old = None
     if old is not None:
-        try:
-            _parse_manifest(path, old)
-            backup = PREV_MANIFEST_NAME
-        except ManifestCorruptError:
-            backup = "manifest.corrupt.json"
+        backup = PREV_MANIFEST_NAME
+        if not previous_ok:  # the caller may already have parsed it (a large manifest parses slowly)
+            try:
+                _parse_manifest(path, old)
+            except ManifestCorruptError:
+                backup = "manifest.corrupt.json"
         atomic_write_bytes(state_dir(output_dir) / backup, old)
     atomic_write_bytes(path, dumps_manifest(manifest).encode("utf-8"))
 

@@ -148,13 +148,13 @@ def parse_rows(text: str, file: str, fmt: str) -> tuple[list[Row], list[Problem]
 def _csv_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
     rows: list[Row] = []
     problems: list[Problem] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         return [], []
     except csv.Error as exc:
-        return [], [Problem(file, 1, 1, "", f"CSV error: {exc}", "is a quote left open?")]
+        return [], [Problem(file, 1, 1, "", *_csv_message(exc))]
     header = [h.strip() for h in header]
     seen: set[str] = set()
     for i, name in enumerate(header):
@@ -171,8 +171,7 @@ def _csv_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
         except StopIteration:
             break
         except csv.Error as exc:
-            problems.append(Problem(file, line, 1, f"row {number + 1}", f"CSV error: {exc}",
-                                    "is a quote left open?"))
+            problems.append(Problem(file, line, 1, f"row {number + 1}", *_csv_message(exc)))
             break
         start, line = line, reader.line_num + 1
         if not fields or fields == [""]:
@@ -184,6 +183,17 @@ def _csv_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
             continue
         rows.append(Row(number, file, start, 1, dict(zip(header, fields, strict=True))))
     return rows, problems
+
+
+def _csv_message(exc: csv.Error) -> tuple[str, str | None]:
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "CSV error: a quoted field is not closed before the end of the file", "is a quote left open?"
+    if "expected after" in text:
+        return "CSV error: text follows a closing quote", 'write a quote inside a quoted field as ""'
+    if "field larger than field limit" in text:
+        return "CSV error: a field is longer than 131072 characters", "is a quote left open?"
+    return f"CSV error: {text}", None
 
 
 class _LineIndex:

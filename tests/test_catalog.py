@@ -309,3 +309,15 @@ def test_long_and_empty_keys() -> None:
     assert found == []
     assert problems == [f"c.csv:2:1: row 1: key 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is 200 characters; "
                         f"the limit is 128 ({hint})", f"c.csv:3:1: row 2: key is empty ({hint})"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('id,name\nmug,"ceramic mug\nboard,board\n',
+     "c.csv:2:1: row 1: CSV error: a quoted field is not closed before the end of the file (is a quote left open?)"),
+    ('id,name\nmug,ok\nboard,"cutting" board\n',
+     "c.csv:3:1: row 2: CSV error: text follows a closing quote (write a quote inside a quoted field as \"\")"),
+    ("id,name\nmug," + "x" * 200_000 + "\n",
+     "c.csv:2:1: row 1: CSV error: a field is longer than 131072 characters (is a quote left open?)"),
+])
+def test_malformed_csv_says_where_the_row_starts(text: str, expected: str) -> None:
+    assert rows_of(text, "csv")[1] == [expected]

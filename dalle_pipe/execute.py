@@ -71,6 +71,7 @@ class RunState:
     mode: str = "run"  # run | check | dry
     project_root: Path | None = None
     prev_manifest: dict[str, Any] | None = None  # this run's own manifest as it was at the start
+    prev_manifest_stat: tuple[int, int] | None = None
     reuse_only: bool = False  # run mode's fast pass: place reused files, make nothing
     force: bool = False
     selected_steps: frozenset[str] | None = None
@@ -233,8 +234,9 @@ def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> di
         shutil.copyfile(src, tmp)
         tmp.replace(dst)
         state.files.record(dst, str(found["sha256"]))
-    entry = {**found, "step": task.step.id, "key": task.unit.key, "index": index, "path": rel,
-             "status": "up_to_date"}
+    entry = dict(found)  # earlier entries stay as they were: batch collect and reports compare with them
+    entry.update({"step": task.step.id, "key": task.unit.key, "index": index, "path": rel,
+                  "status": "up_to_date"})
     entry.pop("stale", None)
     entry.pop("current_sha256", None)
     return entry

@@ -163,6 +163,14 @@ def manifest_files(out_dir: Path) -> list[Path]:
     return [*([main] if main.is_file() else []), *shards]
 
 
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def _read_manifest(path: Path) -> dict[str, Any] | None:
     """A manifest by path (its own name), or None when absent; a corrupt one raises."""
     if not path.is_file():
@@ -367,6 +375,7 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
                 on_wait: Callable[[str, float], None] | None) -> RunState:
     out_dir = plan.recipe.output_dir
     own = manifest_name(opts.shard)
+    manifest_stat = _stat_key(out_dir / own)
     manifest = _read_manifest(out_dir / own)
     prev = list((manifest or {}).get("entries", []))
     others = [e for d in _other_manifests(out_dir, own) for e in d.get("entries", []) if isinstance(e, dict)]
@@ -390,7 +399,7 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
     return RunState(
         output_dir=out_dir, project_root=plan.recipe.root.resolve(), provider_name=provider_name, files=files,
-        reuse=reuse, prev_by_path=by_path, prev_manifest=manifest,
+        reuse=reuse, prev_by_path=by_path, prev_manifest=manifest, prev_manifest_stat=manifest_stat,
         pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
@@ -487,7 +496,9 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     recipe = plan.recipe
     out_dir = recipe.output_dir
     own = manifest_name(shard)
-    manifest = state.prev_manifest  # read under the lock at the start; nobody else writes it
+    manifest = state.prev_manifest  # read at the start; read again only if it was written since
+    if state.prev_manifest_stat != _stat_key(out_dir / own):
+        manifest = _read_manifest(out_dir / own)
     prev = list((manifest or {}).get("entries", []))
     covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
     all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
@@ -541,16 +552,23 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
 def _entries(r: TaskReport) -> list[dict[str, Any]]:
     t, o = r.task, r.outcome
     out = []
+    used: set[int] = set()
     for i, rel in enumerate(t.outputs):
         base = o.entries[i] if i < len(o.entries) else {}
-        entry: dict[str, Any] = {
+        defaults: dict[str, Any] = {
             "step": t.step.id, "key": t.unit.key, "index": i, "path": rel, "sha256": None, "width": None,
             "height": None, "format": None, "bytes": None, "provider": None, "model": t.model,
             "endpoint": None, "params": t.params, "prompt": o.prompt, "revised_prompt": None, "inputs": [],
             "fingerprint": None, "request_id": None, "usage": None, "cost_usd": None, "attempts": 0,
             "possible_duplicate_charge": False, "approved": False, "created_at": None, "duration_s": None,
         }
-        entry.update(base)
+        if base and id(base) not in used and len(base) >= len(defaults):
+            entry = base  # a complete entry (generated or reused) is used as it is: no copy per image
+            for k, v in defaults.items():
+                entry.setdefault(k, v)
+        else:
+            entry = {**defaults, **base}
+        used.add(id(base))
         entry["status"] = o.status
         entry["step"], entry["key"], entry["index"] = t.step.id, t.unit.key, i
         if o.status in ("failed", "skipped") and not base.get("sha256"):

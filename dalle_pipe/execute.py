@@ -109,7 +109,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
     scoped = state.selected_steps is None or task.step.id in state.selected_steps
     if not task.enabled:
         return Outcome("skipped", reason="`when` is false", in_scope=scoped)
-    inputs: list[tuple[InputRef, Path, str]] = []
+    inputs: list[tuple[InputRef, Path | str, str]] = []  # str: relative to output_dir (Paths made lazily)
     for ref in task.inputs:
         if ref.step is not None:
             up = done.get(ref.step)
@@ -118,13 +118,13 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 return Outcome("skipped", reason=f"needs step {ref.step!r}, which is {status}", in_scope=scoped)
             idx = ref.index or 0
             if up.status == "pending":
-                inputs.append((ref, state.output_dir / task.outputs[0], ""))
+                inputs.append((ref, task.outputs[0], ""))
                 continue
             entry = up.entries[idx]
             sha = str(entry.get("current_sha256") or entry["sha256"])
             if ref.role == "size_of" and entry.get("width"):  # only the size matters, not the pixels
                 sha = f"size:{entry['width']}x{entry['height']}"
-            inputs.append((ref, state.output_dir / entry["path"], sha))
+            inputs.append((ref, entry["path"], sha))
         else:
             assert ref.path is not None
             file_sha = state.files.sha(ref.path)
@@ -153,8 +153,9 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 assert f is not None
                 entries.append(_place(state, task, i, f))
             return Outcome("up_to_date", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
+    paths = [(ref, state.output_dir / p if isinstance(p, str) else p, sha) for ref, p, sha in inputs]
     if fp in state.pending_fps and state.mode == "run":
-        adopted = _adopt(state, task, fp, prompt, inputs, provider, endpoint)
+        adopted = _adopt(state, task, fp, prompt, paths, provider, endpoint)
         if adopted is not None:
             return adopted
     kept = _keep_existing(state, task, provider, scoped)
@@ -169,8 +170,8 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         return Outcome("skipped", reason=state.stop_reason)
     started = time.monotonic()
     if not task.is_api:
-        return _make_local(state, task, inputs, fp, prompt, started)
-    return _make_api(state, task, inputs, fp, prompt, endpoint, started)
+        return _make_local(state, task, paths, fp, prompt, started)
+    return _make_api(state, task, paths, fp, prompt, endpoint, started)
 
 
 def _steps_context(task: Task, done: dict[str, Outcome]) -> dict[str, Any]:
@@ -216,13 +217,13 @@ def _own(state: RunState, task: Task, fp: str, index: int) -> dict[str, Any] | N
     prev = state.prev_by_path.get(rel.lower())
     if prev is None or prev.get("fingerprint") != fp or prev.get("index", 0) != index:
         return None
-    return prev if state.files.sha(state.output_dir / rel) == prev.get("sha256") else None
+    return prev if state.files.sha_rel(rel) == prev.get("sha256") else None
 
 
 def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> dict[str, Any]:
     """Reuse a found image at this task's path (copying it there when it lives elsewhere)."""
     rel = task.outputs[index]
-    if found["path"] != rel and state.mode == "run" and state.files.sha(state.output_dir / rel) != found["sha256"]:
+    if found["path"] != rel and state.mode == "run" and state.files.sha_rel(rel) != found["sha256"]:
         dst = store.safe_join(state.output_dir, rel)
         src = store.safe_join(state.output_dir, found["path"])
         if dst.exists():  # another task may still want it: history keeps it findable

@@ -522,7 +522,11 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
         "provider": provider_name, "started_at": started_at, "finished_at": store.utc_now_iso(),
         "counts": counts, "entries": entries,
     }
-    if shard is None:
+    same = (manifest is not None and not orphans and manifest.get("entries") == entries
+            and manifest.get("recipe") == doc["recipe"] and manifest.get("provider") == provider_name)
+    if same:
+        pass  # nothing changed: the manifest stays byte-identical, so committed outputs do not churn
+    elif shard is None:
         store.write_manifest(out_dir, doc, previous_ok=manifest is not None)
     else:
         from .store.manifest import dumps_manifest
@@ -537,9 +541,7 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     if state.journal is not None:
         state.journal.reset()
         state.journal.close()
-    unchanged = (not orphans and len(entries) == len(prev)
-                 and all(r.outcome.status == "up_to_date" for r in result.reports if r.outcome.in_scope))
-    if unchanged and (out_dir / store.REPORT_NAME).exists():
+    if same and (out_dir / store.REPORT_NAME).exists():
         return  # a no-op rerun: the page still shows the last run that changed anything
     if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
         try:
@@ -549,12 +551,24 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
         write_report(out_dir)
 
 
+_ENTRY_KEYS = frozenset({
+    "step", "key", "index", "path", "sha256", "width", "height", "format", "bytes", "provider", "model", "endpoint",
+    "params", "prompt", "revised_prompt", "inputs", "fingerprint", "request_id", "usage", "cost_usd", "attempts",
+    "possible_duplicate_charge", "approved", "created_at", "duration_s", "status", "error",
+})
+
+
 def _entries(r: TaskReport) -> list[dict[str, Any]]:
     t, o = r.task, r.outcome
     out = []
     used: set[int] = set()
     for i, rel in enumerate(t.outputs):
         base = o.entries[i] if i < len(o.entries) else {}
+        if o.status == "up_to_date" and id(base) not in used and _ENTRY_KEYS <= base.keys() and not o.stale:
+            used.add(id(base))  # the no-op rerun's path: a complete reused entry (already a copy)
+            base["status"] = "up_to_date"
+            out.append(base)
+            continue
         defaults: dict[str, Any] = {
             "step": t.step.id, "key": t.unit.key, "index": i, "path": rel, "sha256": None, "width": None,
             "height": None, "format": None, "bytes": None, "provider": None, "model": t.model,

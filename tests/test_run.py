@@ -284,3 +284,16 @@ def test_an_image_written_just_before_a_crash_is_adopted_not_paid_again(project:
     assert m["hero@mug#0"]["sha256"] == hero["sha256"]
     assert (out / "mug" / "hero.png").read_bytes() == before
     assert m["hero@board#0"]["status"] == "generated"
+
+
+def test_a_second_no_op_rerun_leaves_the_manifest_and_report_byte_identical(project: Path) -> None:
+    assert invoke(project, "run", "--offline", "recipe.yaml").exit_code == 0
+    assert invoke(project, "run", "--offline", "recipe.yaml").exit_code == 0  # generated -> up_to_date
+    out = project / "out" / "shots"
+    before = {p: p.read_bytes() for p in (out / "manifest.json", out / "report.html")}
+    r = invoke(project, "run", "--offline", "recipe.yaml")
+    assert "0 generated, 6 up to date" in r.output
+    assert {p: p.read_bytes() for p in before} == before
+    (project / "products.csv").write_text(CATALOG.replace("ceramic mug", "stoneware mug"))
+    assert invoke(project, "run", "--offline", "recipe.yaml").exit_code == 0
+    assert (out / "manifest.json").read_bytes() != before[out / "manifest.json"]

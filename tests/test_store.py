@@ -728,3 +728,20 @@ def test_safe_join(tmp_path: Path) -> None:
     (out / "inner").mkdir()
     os.symlink(out / "inner", out / "ok")
     assert safe_join(out, "ok/x.png") == out / "ok" / "x.png"
+
+
+def test_fingerprint_equals_the_sha256_of_the_canonical_json_of_its_fields() -> None:
+    import hashlib
+    import json
+
+    from dalle_pipe.store import fingerprint
+
+    params = {"size": "1024x1024", "n": 2, "quality": "high", "nested": {"b": 1, "a": [1, "é"]}}
+    for _ in range(2):  # the second call uses the cached params text
+        for prompt in ("un café ☕", None, 'quote " and \\ back'):
+            doc = {"provider": "openai", "model": "gpt-image-2", "endpoint": "/v1/images/edits",
+                   "params": params, "prompt": prompt, "input_shas": ["b" * 64, "a" * 64]}
+            text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            assert fingerprint(provider="openai", model="gpt-image-2", endpoint="/v1/images/edits", params=params,
+                               prompt=prompt, input_shas=["b" * 64, "a" * 64]) == \
+                hashlib.sha256(text.encode()).hexdigest()

@@ -20,8 +20,21 @@ from dalle_pipe.imaging.io import (
     probe,
     to_rgba_png,
 )
-from dalle_pipe.imaging.masks import Shape, build_mask, inside, mask_alpha, mask_png, shape_from_args
-from dalle_pipe.imaging.transforms import composite, convert, crop, pad, parse_color, resize
+
+_LAZY = {
+    "Shape": "masks", "build_mask": "masks", "inside": "masks", "mask_alpha": "masks", "mask_png": "masks",
+    "shape_from_args": "masks", "composite": "transforms", "convert": "transforms", "crop": "transforms",
+    "pad": "transforms", "parse_color": "transforms", "resize": "transforms",
+}
+
+
+def __getattr__(name: str) -> object:
+    """masks and transforms (and numpy with them) load on first use: a no-op rerun never needs them."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"dalle_pipe.imaging.{_LAZY[name]}"), name)
+    raise AttributeError(name)
 
 __all__ = [
     "MAX_PIXELS",

@@ -29,10 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import numpy as np
-import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dalle_pipe.errors import DallePipeError
@@ -59,6 +57,11 @@ _ORIENTATION_TAG: Final = 0x0112
 _SWAPPING_ORIENTATIONS: Final = frozenset({5, 6, 7, 8})
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PIL_LOCK = threading.RLock()
+
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class ImageInputError(DallePipeError):
@@ -295,6 +298,8 @@ def load(path: Path) -> Image.Image:
 
 def normalize_mode(img: Image.Image) -> Image.Image:
     """The image as RGB, or RGBA when it has any transparency (16-bit/float scaled to 8-bit)."""
+    import numpy as np  # imported here: most commands never need numpy
+
     if img.mode in ("RGB", "RGBA"):
         return img
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
@@ -341,6 +346,8 @@ def encode(img: Image.Image, fmt: str, *, quality: int | None = None, compress_l
     jpeg drops alpha onto white; webp keeps alpha. ``quality`` defaults to 90.
     EXIF is not written (orientation has been applied); an ICC profile is kept.
     """
+    import numpy as np  # imported here: most commands never need numpy
+
     name = normalize_format(fmt)
     _check_quality(quality)
     options: dict[str, object] = {}
@@ -375,6 +382,8 @@ def encode_mask_png(alpha: npt.NDArray[np.uint8], *, level: int = 6) -> bytes:
     faster than Pillow's adaptive filtering for the same size. Decodes to exactly
     ``(255, 255, 255, alpha)``.
     """
+    import numpy as np  # imported here: most commands never need numpy
+
     if alpha.ndim != 2 or alpha.dtype != np.uint8 or alpha.size == 0:
         raise ValueError("alpha must be a non-empty 2-D uint8 array")
     height, width = alpha.shape

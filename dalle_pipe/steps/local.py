@@ -9,7 +9,6 @@ from typing import Any
 from PIL import Image
 
 from ..imaging import io as imgio
-from ..imaging import masks
 from ..models import parse_size
 
 LOCAL_KINDS = ("mask", "resize", "pad", "crop", "convert", "composite")
@@ -50,6 +49,8 @@ def run_local(kind: str, body: Mapping[str, Any], inputs: Mapping[str, Sequence[
 
 
 def _mask(body: Mapping[str, Any], inputs: Mapping[str, Sequence[Path]]) -> bytes:
+    from ..imaging import masks  # numpy loads only when a mask is made
+
     alpha: Image.Image | None = None
     if "from_alpha" in inputs:
         alpha = imgio.load(inputs["from_alpha"][0])

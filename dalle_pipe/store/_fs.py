@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from json.encoder import encode_basestring as _encode_basestring
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -122,6 +123,22 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+_PARAMS_JSON: dict[int, tuple[Mapping[str, object], str]] = {}
+
+
+def _canon(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _string(value: str | None) -> str:
+    """json.dumps of a string or None, through json's C string encoder (5x faster per call)."""
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        return _canon(value)
+    return _encode_basestring(value)
+
+
 def fingerprint(
     *,
     provider: str,
@@ -136,16 +153,22 @@ def fingerprint(
     Canonical: keys sorted at every level, no whitespace, UTF-8, NaN refused; ``input_shas``
     keep their order (the first edit image is special). ``params`` must be JSON values; a tuple
     counts as a list, and 1 and 1.0 are different values (send what you mean).
+
+    The text is assembled from its sorted parts, and each ``params`` mapping's JSON is cached by
+    identity (a plan shares one mapping per step, and must not mutate it): 30,000 fingerprints of a
+    no-op rerun cost one params encoding per step.
     """
-    doc = {
-        "provider": provider,
-        "model": model,
-        "endpoint": endpoint,
-        "params": dict(params),
-        "prompt": prompt,
-        "input_shas": list(input_shas),
-    }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    cached = _PARAMS_JSON.get(id(params))
+    if cached is None or cached[0] is not params:
+        cached = (params, _canon(dict(params)))
+        if len(_PARAMS_JSON) > 4096:
+            _PARAMS_JSON.clear()
+        _PARAMS_JSON[id(params)] = cached
+    shas = "[" + ",".join(map(_string, input_shas)) + "]"
+    text = (
+        f'{{"endpoint":{_string(endpoint)},"input_shas":{shas},"model":{_string(model)},'
+        f'"params":{cached[1]},"prompt":{_string(prompt)},"provider":{_string(provider)}}}'
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from dalle_pipe.errors import DallePipeError
 
-from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, state_dir
+from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, fsync_dir, state_dir
 
 
 class ManifestCorruptError(DallePipeError):
@@ -67,6 +68,9 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: b
     ``.dalle-pipe/manifest.corrupt.json`` instead, so the good previous copy is kept."""
     output_dir = Path(output_dir)
     path = output_dir / MANIFEST_NAME
+    if previous_ok and _link_previous(output_dir, path):
+        atomic_write_bytes(path, dumps_manifest(manifest).encode("utf-8"))
+        return
     try:
         old = path.read_bytes()
     except FileNotFoundError:
@@ -80,6 +84,23 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: b
                 backup = "manifest.corrupt.json"
         atomic_write_bytes(state_dir(output_dir) / backup, old)
     atomic_write_bytes(path, dumps_manifest(manifest).encode("utf-8"))
+
+
+def _link_previous(output_dir: Path, path: Path) -> bool:
+    """Keep the current manifest as manifest.prev.json by a hard link (no 30 MB copy): the new
+    manifest is then written beside it and renamed over the name, so the linked file is untouched."""
+    prev = state_dir(output_dir) / PREV_MANIFEST_NAME
+    tmp = prev.with_name(f".{prev.name}.link")
+    try:
+        prev.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)
+        os.replace(tmp, prev)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    fsync_dir(prev.parent)
+    return True
 
 
 def dumps_manifest(manifest: dict[str, Any]) -> str:

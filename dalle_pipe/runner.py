@@ -564,7 +564,7 @@ def _entries(r: TaskReport) -> list[dict[str, Any]]:
     used: set[int] = set()
     for i, rel in enumerate(t.outputs):
         base = o.entries[i] if i < len(o.entries) else {}
-        if o.status == "up_to_date" and id(base) not in used and _ENTRY_KEYS <= base.keys() and not o.stale:
+        if o.status == "up_to_date" and id(base) not in used and base.keys() >= _ENTRY_KEYS and not o.stale:
             used.add(id(base))  # the no-op rerun's path: a complete reused entry (already a copy)
             base["status"] = "up_to_date"
             out.append(base)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from json.encoder import encode_basestring as _encode_basestring
 import os
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_basestring
 from pathlib import Path, PurePosixPath
 
 #: Everything the tool keeps for itself inside ``output_dir``.

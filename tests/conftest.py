@@ -1,11 +1,12 @@
-"""Shared fixtures: a temporary project folder built from a dict of files."""
+"""Shared fixtures: a temporary project folder built from a dict of files; the local stand-in API."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from fakeapi import FakeOpenAI
 
 Files = Mapping[str, str | bytes]
 
@@ -33,3 +34,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Files]
         return root
 
     return build
+
+
+@pytest.fixture
+def api() -> Iterator[FakeOpenAI]:
+    """The stand-in OpenAI API on a free local port, answering normally unless scripted."""
+    with FakeOpenAI() as server:
+        yield server

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,6 @@ HERO_LINE = RECIPE.splitlines().index("  - id: hero") + 1
 MASK_LINE = RECIPE.splitlines().index("  - id: bg_mask") + 1
 
 
-@pytest.fixture
-def api() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 @pytest.fixture

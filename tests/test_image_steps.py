@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fakeapi import FakeOpenAI
 from PIL import Image
 from test_run import by_task, invoke, make_project, manifest
@@ -15,10 +13,6 @@ from test_run import by_task, invoke, make_project, manifest
 KEY = "sk-test-images-0123456789"
 
 
-@pytest.fixture
-def api() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 def env(api: FakeOpenAI) -> dict[str, str]:

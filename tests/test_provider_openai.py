@@ -33,10 +33,6 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
-@pytest.fixture
-def api() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 @pytest.fixture

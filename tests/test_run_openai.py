@@ -9,10 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fakeapi import FakeOpenAI
 from PIL import Image
 from test_run import RECIPE, by_task, invoke, make_project, manifest
@@ -20,10 +18,6 @@ from test_run import RECIPE, by_task, invoke, make_project, manifest
 KEY = "sk-test-SECRET-4f1c2a9b7e"
 
 
-@pytest.fixture
-def api() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 def env(api: FakeOpenAI) -> dict[str, str]:

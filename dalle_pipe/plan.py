@@ -320,8 +320,8 @@ def _image_fields(step: Step) -> list[tuple[PathKey, Any]]:
     """(path, value) of every IMAGE in a step body, lists expanded."""
     fields: list[tuple[PathKey, Any]] = []
     for key in IMAGE_KEYS:
-        if key not in step.body:
-            continue
+        if key not in step.body or (key == "background" and step.kind != "composite"):
+            continue  # elsewhere `background` is the request parameter (transparent | opaque | auto)
         value = step.body[key]
         if isinstance(value, list):
             fields.extend(((*step.body_path, key, i), v) for i, v in enumerate(value))

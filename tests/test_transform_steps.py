@@ -61,3 +61,24 @@ def test_transforms_make_the_sizes_and_formats_they_promise(tmp_path: Path) -> N
     assert np.array_equal(bg[:200], patched[:200])
     assert not np.array_equal(bg[400:600, 500:1000], patched[400:600, 500:1000])
     assert invoke(root, "run", "--offline", "recipe.yaml").output.startswith("tf: 0 generated, 8 up to date")
+
+
+def test_background_is_a_request_parameter_outside_composite(tmp_path: Path) -> None:
+    recipe = """\
+version: 1
+name: bgparam
+model: gpt-image-2
+steps:
+  - id: cutout
+    generate: {prompt: "a mug", size: 1024x1024, background: transparent, output_format: png}
+  - id: solid
+    edit: {image: {step: cutout}, prompt: "same mug", background: opaque}
+"""
+    root = make_project(tmp_path / "p", recipe)
+    r = invoke(root, "run", "--offline", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    m = by_task(manifest(root, "bgparam"))
+    assert m["cutout@#0"]["params"]["background"] == "transparent"
+    assert m["solid@#0"]["params"]["background"] == "opaque"
+    with Image.open(root / "out" / "bgparam" / "cutout.png") as img:
+        assert img.mode == "RGBA" and img.getextrema()[3][0] == 0  # some pixels are transparent

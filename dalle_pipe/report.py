@@ -26,6 +26,7 @@ from urllib.parse import quote
 from . import __version__, store
 from .errors import UsageError
 from .recipe import Overrides
+from .store._fs import rel_parts
 
 THUMB_MAX = 256
 CHANGES = ("new", "changed", "unchanged", "failed")
@@ -89,13 +90,22 @@ def removed(entries: Sequence[Mapping[str, Any]],
 
 
 def _source(output_dir: Path, entry: Mapping[str, Any]) -> Path | None:
+    """Where an entry's image is: a lexical join (relative, no `..`); symlinks are resolved only
+    before a file is read (`_readable`), since resolving 30,000 paths costs seconds."""
     rel = entry.get("path")
     if not isinstance(rel, str):
         return None
+    parts = rel_parts(rel)
+    return output_dir.joinpath(*parts) if parts else None
+
+
+def _readable(output_dir: Path, src: Path) -> bool:
+    """A file to read for a thumbnail: inside output_dir once symlinks are followed."""
     try:
-        return store.safe_join(output_dir, rel)
+        store.safe_join(output_dir, src.relative_to(output_dir).as_posix())
     except ValueError:
-        return None
+        return False
+    return src.is_file()
 
 
 def _make_thumb(src: Path, dst: Path, ext: str) -> bool:
@@ -140,7 +150,7 @@ def make_thumbnails(output_dir: Path, entries: Iterable[Mapping[str, Any]]) -> d
     for sha, src in wanted.items():
         if (folder / f"{sha}.{ext}").is_file():
             done[sha] = f"{store.THUMBS_DIRNAME}/{sha}.{ext}"
-        elif src.is_file():
+        elif _readable(output_dir, src):
             todo.append((sha, src))
     if todo:
         workers = max(1, min(8, os.cpu_count() or 1, len(todo)))

@@ -18,7 +18,6 @@ with nothing changed and reports its peak memory (max RSS of the process).
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -51,11 +50,27 @@ steps:
 """
 
 
+_WRAP = ("import atexit, resource, runpy, sys; "
+         "atexit.register(lambda: sys.stderr.write("
+         "f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')); "
+         "sys.argv = ['dalle-pipe', *sys.argv[1:]]; runpy.run_module('dalle_pipe.cli', run_name='__main__')")
+
+
 def cli(root: Path, *args: str, env: dict[str, str] | None = None) -> float:
+    return cli_rss(root, *args, env=env)[0]
+
+
+def cli_rss(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB) of one `dalle-pipe run` in its own process."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dalle_pipe.cli", "run", "recipe.yaml", "--quiet", *args],
-                   cwd=root, env={**os.environ, **(env or {})}, check=True)
-    return time.perf_counter() - start
+    proc = subprocess.run([sys.executable, "-c", _WRAP, "run", "recipe.yaml", "--quiet", *args],
+                          cwd=root, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise SystemExit(proc.stderr)
+    rss = max((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MAXRSS ")),
+              default=0)
+    return took, rss // 1024
 
 
 def rate_case(rate: int, stated: bool) -> tuple[float, float, int, int]:
@@ -102,14 +117,15 @@ def part_noop(n: int) -> None:
         root = Path(tmp)
         (root / "recipe.yaml").write_text(noop_recipe(n))
         (root / "rows.csv").write_text("id,name\n" + "".join(f"r{i},item {i}\n" for i in range(n)))
-        first = cli(root, "--offline")
-        flip = cli(root, "--offline")  # statuses go generated -> up_to_date: the manifest is rewritten
-        rerun = cli(root, "--offline")  # nothing changes at all: nothing is written
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        check = cli(root, "--offline", "--check")
-        print(f"no-op rerun of {n} units x 3 steps ({3 * n} files): first run {first:.1f}s, "
-              f"first rerun {flip:.2f}s, rerun {rerun:.2f}s, --check {check:.2f}s, "
-              f"peak RSS {peak / 1024:.0f} MB (largest of all runs)")
+        first, first_mb = cli_rss(root, "--offline")
+        flip, flip_mb = cli_rss(root, "--offline")  # statuses go generated -> up_to_date: manifest rewritten
+        rerun, rerun_mb = cli_rss(root, "--offline")  # nothing changes at all: nothing is written
+        check, check_mb = cli_rss(root, "--offline", "--check")
+        print(f"{n} units x 3 steps ({3 * n} files), offline; seconds and peak RSS of each process:")
+        print(f"  first run      {first:7.2f} s {first_mb:5d} MB")
+        print(f"  first rerun    {flip:7.2f} s {flip_mb:5d} MB   (statuses become up_to_date: rewritten)")
+        print(f"  no-op rerun    {rerun:7.2f} s {rerun_mb:5d} MB   (nothing written)")
+        print(f"  --check        {check:7.2f} s {check_mb:5d} MB")
 
 
 def main() -> None:

@@ -473,8 +473,10 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
             failure = Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
             break
         got = _call(state, task, request, fp, attempts, per_call)
-        if got is None:  # the run was stopped while this call waited for the limiter
-            failure = Outcome("skipped", reason=state.stop_reason or "run stopped")
+        if got is None:  # the run was stopped, or the budget spent, while this call waited for the limiter
+            reason = (f"cost limit ${state.max_cost:.2f} reached" if _over_budget(state) and state.max_cost
+                      is not None else state.stop_reason or "run stopped")
+            failure = Outcome("skipped", reason=reason)
             break
         attempts += got.attempts
         dup = dup or got.possible_duplicate_charge
@@ -543,6 +545,8 @@ def _call(state: RunState, task: Task, request: ImageRequest, fp: str, before: i
     journal = state.journal
 
     def call() -> ImageResponse:
+        if _over_budget(state):  # checked once the limiter let us through: spend may have grown meanwhile
+            raise _BudgetReached
         attempt[0] += 1
         if journal is not None:
             journal.intent(task.id, fp, attempt[0])
@@ -551,5 +555,13 @@ def _call(state: RunState, task: Task, request: ImageRequest, fp: str, before: i
     try:
         return call_with_retries(call, state.limiter, images=images, max_retries=state.max_retries,
                                  clock=state.clock, rng=state.rng, on_wait=state.on_wait)
-    except Stopped:
+    except (Stopped, _BudgetReached):
         return None
+
+
+class _BudgetReached(Exception):
+    """--max-cost: actual spend reached the limit before this request was sent."""
+
+
+def _over_budget(state: RunState) -> bool:
+    return state.max_cost is not None and state.spent >= state.max_cost

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from fakeapi import FakeOpenAI
 from PIL import Image
 from test_run import RECIPE, by_task, invoke, make_project, manifest
@@ -226,3 +227,35 @@ def test_max_cost_refuses_a_run_whose_estimate_exceeds_it(tmp_path: Path, api: F
     assert not (root / "out").exists()
     r = run(root, api, "--max-cost", "100")
     assert r.exit_code == 0  # type: ignore[attr-defined]
+
+
+def test_max_cost_stops_new_requests_once_actual_spend_reaches_it(tmp_path: Path, api: FakeOpenAI) -> None:
+    # a price table whose estimate is tiny but whose token prices make each image cost $2.72
+    table = json.loads((Path(__file__).parent.parent / "dalle_pipe" / "data" / "prices.json").read_text())
+    model = table["models"]["gpt-image-2"]
+    model["per_image"] = {q: {s: 0.001 for s in sizes} for q, sizes in model["per_image"].items()}
+    model["tokens"] = {"text_input": 0.0, "image_input": 0.0, "image_output": 10_000.0, "text_output": 0.0}
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(table))
+    items = "\n".join(f"  - {{id: p{i}}}" for i in range(4))
+    recipe = f"""\
+version: 1
+name: capped
+model: gpt-image-2
+params: {{size: 1024x1024, quality: low}}
+items:
+{items}
+steps:
+  - id: shot
+    generate: {{prompt: "product {{{{ item.id }}}}"}}
+"""
+    root = make_project(tmp_path / "p", recipe)
+    r = invoke(root, "run", "recipe.yaml", "--prices", str(prices), "--max-cost", "5", "--concurrency", "1",
+               env=env(api))
+    assert r.exit_code == 0, r.output
+    assert len(api.image_requests) == 2  # $2.72 spent, then $5.44 >= $5: no third request
+    m = manifest(root, "capped")
+    assert [e["status"] for e in m["entries"]] == ["generated", "generated", "skipped", "skipped"]
+    assert m["entries"][2]["error"]["message"] == "cost limit $5.00 reached"
+    assert sum(e["cost_usd"] for e in m["entries"][:2]) == pytest.approx(5.44)
+    assert "$5.44 spent" in r.output

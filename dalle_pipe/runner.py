@@ -548,7 +548,10 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
             from .report import write_report
         except ImportError:
             return
-        write_report(out_dir)
+        if shard is None and len(manifest_files(out_dir)) == 1:
+            write_report(out_dir, manifest=doc, previous=manifest)
+        else:
+            write_report(out_dir)
 
 
 _ENTRY_KEYS = frozenset({

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dalle_pipe.errors import DallePipeError
 
-from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, fsync_dir, state_dir
+from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, atomic_write_chunks, fsync_dir, state_dir
 
 
 class ManifestCorruptError(DallePipeError):
@@ -69,7 +70,7 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: b
     output_dir = Path(output_dir)
     path = output_dir / MANIFEST_NAME
     if previous_ok and _link_previous(output_dir, path):
-        atomic_write_bytes(path, dumps_manifest(manifest).encode("utf-8"))
+        atomic_write_chunks(path, manifest_chunks(manifest))
         return
     try:
         old = path.read_bytes()
@@ -83,7 +84,7 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: b
             except ManifestCorruptError:
                 backup = "manifest.corrupt.json"
         atomic_write_bytes(state_dir(output_dir) / backup, old)
-    atomic_write_bytes(path, dumps_manifest(manifest).encode("utf-8"))
+    atomic_write_chunks(path, manifest_chunks(manifest))
 
 
 def _link_previous(output_dir: Path, path: Path) -> bool:
@@ -104,25 +105,31 @@ def _link_previous(output_dir: Path, path: Path) -> bool:
 
 
 def dumps_manifest(manifest: dict[str, Any]) -> str:
-    """Top-level keys indented; each entry on one compact line.
+    """Top-level keys indented; each entry on one compact line (see :func:`manifest_chunks`)."""
+    return "".join(manifest_chunks(manifest))
+
+
+def manifest_chunks(manifest: dict[str, Any]) -> Iterator[str]:
+    """The manifest's text in pieces: top-level keys indented, each entry on one compact line.
 
     Readable in a diff (one line per image) and fast: json's C encoder only runs without indent,
-    and 30,000 indented entries take seconds to format.
+    and 30,000 indented entries take seconds to format. Written piece by piece, a 25 MB manifest is
+    never held as one string.
     """
-    lines = ["{"]
+    yield "{\n"
     items = list(manifest.items())
     for i, (key, value) in enumerate(items):
         comma = "," if i < len(items) - 1 else ""
         head = f"  {json.dumps(key)}: "
         if key == "entries" and isinstance(value, list) and value:
-            body = ",\n".join("    " + json.dumps(e, ensure_ascii=False) for e in value)
-            lines.append(f"{head}[\n{body}\n  ]{comma}")
+            yield f"{head}[\n"
+            last = len(value) - 1
+            for n, e in enumerate(value):
+                yield "    " + json.dumps(e, ensure_ascii=False) + (",\n" if n < last else "\n")
+            yield f"  ]{comma}\n"
         else:
-            lines.append(f"{head}{json.dumps(value, ensure_ascii=False)}{comma}")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
+            yield f"{head}{json.dumps(value, ensure_ascii=False)}{comma}\n"
+    yield "}\n"
 def manifest_path(output_dir: Path) -> Path:
     return Path(output_dir) / MANIFEST_NAME
 

@@ -141,9 +141,10 @@ steps:
     assert any(q.path.startswith("/files/") for q in api.requests)
 
 
-def test_kill_9_then_resume_never_pays_twice_for_a_landed_image(tmp_path: Path) -> None:
-    items = "\n".join(f"  - {{id: p{i}}}" for i in range(12))
-    recipe = f"""\
+def many_recipe(n: int) -> str:
+    """n one-step units at concurrency 2: for tests that stop a run part-way."""
+    items = "\n".join(f"  - {{id: p{i}}}" for i in range(n))
+    return f"""\
 version: 1
 name: many
 model: gpt-image-2
@@ -155,7 +156,10 @@ steps:
   - id: shot
     generate: {{prompt: "product {{{{ item.id }}}}"}}
 """
-    root = make_project(tmp_path / "p", recipe)
+
+
+def test_kill_9_then_resume_never_pays_twice_for_a_landed_image(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", many_recipe(12))
     with FakeOpenAI(latency_s=0.3) as api:
         e = {**os.environ, **env(api)}
         proc = subprocess.Popen([sys.executable, "-m", "dalle_pipe.cli", "run", "recipe.yaml", "--quiet"],
@@ -185,20 +189,7 @@ steps:
 
 
 def test_sigterm_lets_in_flight_requests_land_writes_the_manifest_and_exits_130(tmp_path: Path) -> None:
-    items = "\n".join(f"  - {{id: p{i}}}" for i in range(20))
-    recipe = f"""\
-version: 1
-name: many
-model: gpt-image-2
-params: {{size: 1024x1024, quality: low}}
-throttle: {{concurrency: 2}}
-items:
-{items}
-steps:
-  - id: shot
-    generate: {{prompt: "product {{{{ item.id }}}}"}}
-"""
-    root = make_project(tmp_path / "p", recipe)
+    root = make_project(tmp_path / "p", many_recipe(20))
     with FakeOpenAI(latency_s=0.4) as api:
         proc = subprocess.Popen([sys.executable, "-m", "dalle_pipe.cli", "run", "recipe.yaml", "--quiet"],
                                 cwd=root, env={**os.environ, **env(api)},

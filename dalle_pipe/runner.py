@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__, store
 from .catalog import Unit
-from .errors import CostLimitError, UsageError
+from .errors import EXIT_INTERRUPTED, CostLimitError, UsageError
 from .execute import Outcome, RunState, process
 from .plan import Plan, Task
 from .prices import PriceTable, estimate_request
@@ -297,7 +297,10 @@ class _Interrupt:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.fired:
-            raise KeyboardInterrupt
+            # Abort now, without waiting for in-flight HTTP calls: the journal already holds an intent
+            # line for each of them, so a rerun resumes and flags them as possible duplicate charges.
+            os.write(2, b"aborted: a rerun resumes from the journal\n")
+            os._exit(EXIT_INTERRUPTED)
         self.fired = True
         self.on_signal()
 

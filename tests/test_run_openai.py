@@ -250,3 +250,28 @@ steps:
     assert m["entries"][2]["error"]["message"] == "cost limit $5.00 reached"
     assert sum(e["cost_usd"] for e in m["entries"][:2]) == pytest.approx(5.44)
     assert "$5.44 spent" in r.output
+
+
+def test_a_second_signal_aborts_at_once_and_a_rerun_resumes(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", many_recipe(6))
+    with FakeOpenAI(latency_s=5.0) as api:
+        proc = subprocess.Popen([sys.executable, "-m", "dalle_pipe.cli", "run", "recipe.yaml", "--quiet"],
+                                cwd=root, env={**os.environ, **env(api)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not api.image_requests:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert time.monotonic() - started < 3  # did not wait for the 5 s requests in flight
+        assert "aborted: a rerun resumes from the journal" in err
+    with FakeOpenAI() as api2:
+        r = invoke(root, "run", "recipe.yaml", env=env(api2))
+        assert r.exit_code == 0, r.output
+        m = by_task(manifest(root, "many"))
+        flagged = [k for k, e in m.items() if e["possible_duplicate_charge"]]
+        assert 1 <= len(flagged) <= 2  # the requests that were in flight at the abort

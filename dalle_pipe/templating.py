@@ -288,7 +288,13 @@ class _Env(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-_ENV = _Env(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+def _finalize(value: object) -> object:
+    """A None (e.g. `steps.hero.revised_prompt` when the model returned none) renders as empty text,
+    never as the word "None" inside a paid prompt."""
+    return "" if value is None else value
+
+
+_ENV = _Env(undefined=_Undefined, autoescape=False, keep_trailing_newline=False, finalize=_finalize)
 _ENV.globals.clear()
 _ENV.globals.update({"range": _range, "dict": dict, "namespace": Namespace})
 _ENV.filters = {name: _guard_filter(name, f) for name, f in _ENV.filters.items() if name != "random"}

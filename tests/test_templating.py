@@ -244,3 +244,11 @@ def test_any_expression_text_evaluates_or_fails_as_a_render_error(source: str) -
         evaluate(compile_expression(source), CTX)
     except RenderError as exc:
         assert exc.message
+
+
+def test_none_renders_as_empty_text_never_as_the_word_none() -> None:
+    from dalle_pipe.templating import render_string
+
+    ctx = {"steps": {"hero": {"revised_prompt": None, "prompt": "a mug"}}}
+    assert render_string("{{ steps.hero.revised_prompt }} from the side", ctx) == " from the side"
+    assert render_string("{{ steps.hero.revised_prompt or steps.hero.prompt }}", ctx) == "a mug"

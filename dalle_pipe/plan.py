@@ -30,6 +30,8 @@ from .templating import (
 )
 from .yamlload import PathKey, format_path, read_text
 
+CONFINED_HINT = ("paths are relative to the recipe and must stay inside the project root: "
+                 "the nearest folder above with a pipeline.yaml, else the recipe's folder")
 NON_PARAM_KEYS = {"prompt", "prompt_file", "image", "mask", "model", "fit", "description"}
 VARIATION_PARAMS = {"n", "size", "response_format", "safety_identifier"}
 RESERVED = {"manifest.json", "report.html"}
@@ -187,7 +189,7 @@ def _rows(recipe: Recipe, out: list[Problem]) -> list[Row] | None:
     target, why = locate(recipe.root, recipe.dir, rel)
     if target is None:
         out.append(src.problem(("catalog", "path"), f"catalog path {quoted(rel)} {why}",
-                               "paths are relative to the recipe and must stay inside the project root: the nearest folder above with a pipeline.yaml, else the recipe's folder"))
+                               CONFINED_HINT))
         return []
     if not is_file(target):
         out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)} does not exist"
@@ -522,7 +524,7 @@ class _Planner:
                 found = self._file(rel)
                 if isinstance(found, str):
                     self.fail(tpl.at(None), path, unit, found,
-                              "paths are relative to the recipe and must stay inside the project root: the nearest folder above with a pipeline.yaml, else the recipe's folder"
+                              CONFINED_HINT
                               if "outside" in found else None)
                     continue
                 target, probed = found

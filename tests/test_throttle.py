@@ -452,7 +452,10 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_retry_after_from_headers() -> None:
     assert retry_after_from_headers({"Retry-After-Ms": "250"}) == 0.25
-    assert retry_after_from_headers({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}) is None
+    # One parser reads HTTP dates too (it used to be one of two, and the only one that did not).
+    date = "Wed, 21 Oct 2026 07:28:00 GMT"
+    assert retry_after_from_headers({"retry-after": date}, now=1792567670.0) == 10.0
+    assert retry_after_from_headers({"retry-after": date}, now=1792567690.0) == 0.0  # past: no wait
     assert retry_after_from_headers({}) is None
 
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import http
 import inspect
 import json
@@ -511,12 +512,11 @@ class OpenAIProvider:
             phrase = str(getattr(response, "reason_phrase", "") or "")
         try:
             text = response.text
-        except Exception:  # noqa: BLE001 - a body that cannot be read is shown as absent
+        except Exception:
             text = ""
-        try:
-            text = json.dumps(json.loads(text), ensure_ascii=False) if text.lstrip().startswith(("{", "[")) else text
-        except ValueError:
-            pass
+        if text.lstrip().startswith(("{", "[")):  # JSON on one line, as it came
+            with contextlib.suppress(ValueError):
+                text = json.dumps(json.loads(text), ensure_ascii=False)
         text = " ".join(_TAG.sub(" ", text).split())
         text = self._scrub(text)
         if len(text) > EXCERPT_CHARS:

@@ -210,12 +210,12 @@ def clean(output_dir: Path, keep: Iterable[str], *, protect: Iterable[Path] = ()
     if purge and hist.is_dir() and not hist.is_symlink():
         rel_hist = f"{STATE_DIRNAME}/{HISTORY_DIRNAME}/"
         for rel, d in sorted(_walk_files(os.fspath(hist), rel_hist), key=lambda x: x[0]):
-            entry = by_sha.get(sha256_file(Path(d.path))) if d.is_file(follow_symlinks=False) else None
-            if entry is None:
+            known = by_sha.get(sha256_file(Path(d.path))) if d.is_file(follow_symlinks=False) else None
+            if known is None:
                 items.append(CleanItem(rel, "purge", "history (in no manifest: cost unknown)", True, None))
             else:
-                paid, cost = _paid(entry)
-                what = f"paid{_cost_text(cost)}" if paid else f"free ({entry.get('provider')})"
+                paid, cost = _paid(known)
+                what = f"paid{_cost_text(cost)}" if paid else f"free ({known.get('provider')})"
                 items.append(CleanItem(rel, "purge", f"history; {what}", paid, cost))
         if not dry_run:
             shutil.rmtree(hist)
@@ -244,8 +244,9 @@ def _paid(entry: dict[str, Any]) -> tuple[bool, float | None]:
     if entry.get("provider") in FREE_PROVIDERS:
         return False, None
     cost = entry.get("cost_usd")
-    ok = isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost)
-    return True, float(cost) if ok else None
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
+        return True, float(cost)
+    return True, None
 
 
 def _cost_text(cost: float | None) -> str:

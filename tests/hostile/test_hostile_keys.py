@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fakeapi import FakeOpenAI
-from servers import KEY, FOUR, b64png, cli, entries, env, files_under, project
+from servers import FOUR, KEY, b64png, cli, entries, env, files_under, project
 
 from dalle_pipe.providers.base import scrub_key
 

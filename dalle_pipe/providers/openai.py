@@ -25,7 +25,8 @@ Error classification (status errors keep status, code, message, request id and h
 - 4xx with code moderation_blocked / content_policy_violation, or a 400 whose message
   mentions the "safety system": Refused.
 - 429 insufficient_quota: Fatal. Other 429: RateLimited, retry_after_s from
-  ``retry-after-ms`` first, then ``retry-after`` (seconds or an HTTP date).
+  ``retry-after-ms`` first, then ``retry-after`` (seconds or an HTTP date), read by
+  throttle.retry_after_from_headers (the one parser).
 - 401, 403, 404: Fatal. 408, 409 (the SDK's own retryable 4xx): Transient, not charged.
   Other 4xx: BadRequest.
 - 5xx: Transient. maybe_charged is True for 502, 504, 520 and 524 — a gateway lost or
@@ -37,11 +38,18 @@ Error classification (status errors keep status, code, message, request id and h
 - Connection errors: maybe_charged False when the request never reached the server
   (ConnectError, WriteError, UnsupportedProtocol, ProxyError, LocalProtocolError), True
   otherwise (ReadError, RemoteProtocolError: a reset or a cut-off answer).
-- A 200 whose body is not JSON, not the expected shape, has no image or bad base64, and
-  a failed ``url`` download: Transient(maybe_charged=True).
+- A 200 whose body is not JSON, or a failed ``url`` download: Transient(maybe_charged=True).
+- A 200 without a readable image (no ``data``, not a list, empty, an item without an image,
+  bad base64, bytes that are not an image): NoImage ("the server sent no readable image").
+- An error body that is not OpenAI-shaped (HTML, plain text, JSON without error.message):
+  ``HTTP <status> <reason phrase>: <a short, tag-free, scrubbed excerpt>``.
 
-The API key never appears in a message: messages are scrubbed of the key and of
-anything shaped like an OpenAI key (``sk-…``, masked or not).
+``timeout_s`` is the deadline of the whole attempt (see deadline.py), not of each read.
+A plain http:// endpoint that is not loopback is refused at construction (endpoint.py).
+
+The API key never appears in anything the server sent back: messages, request ids,
+revised prompts, usage and kept headers all go through base.scrub_key (runs of 8+ of the
+key's characters, its masked form, anything shaped like an OpenAI key).
 """
 
 from __future__ import annotations

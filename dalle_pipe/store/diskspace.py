@@ -19,10 +19,11 @@ _MB = 1_000_000
 #: The margin the pre-run check adds to its estimate: 10 % of it, at least this much.
 MIN_MARGIN_BYTES = 16 * _MB
 
-#: Bytes per pixel of the upper bound per format: 4 channels stored raw (PNG and WebP lossless
-#: fall back to raw deflate blocks on noise), 3 for JPEG (4:4:4 at quality 100 on noise stays
-#: under it); plus 2 % for block, chunk and row-filter overhead and 64 KB of headers and metadata.
-_BYTES_PER_PIXEL = {"png": 4, "webp": 4, "jpeg": 3, "jpg": 3}
+#: Half-bytes per pixel of the upper bound per format: 4 bytes (8 halves) for PNG and WebP (4
+#: channels stored raw: what lossless coders fall back to on noise), 4.5 bytes for JPEG (4:4:4 at
+#: quality 100 on noise measures 4.1 bytes a pixel, more than the raw RGB); plus 2 % for block,
+#: chunk and row-filter overhead and 64 KB of headers and metadata.
+_HALF_BYTES_PER_PIXEL = {"png": 8, "webp": 8, "jpeg": 9, "jpg": 9}
 _OVERHEAD_FIXED = 64 * 1024
 
 #: The pixels an image of unknown size (``size: auto``) is counted as: the largest answer of the
@@ -154,11 +155,12 @@ def image_bytes_bound(
     width: int | None, height: int | None, fmt: str | None, *, unknown_pixels: int = AUTO_PIXELS
 ) -> int:
     """A conservative upper bound of the file size of one ``width`` x ``height`` image in ``fmt``
-    (``png``, ``jpeg``/``jpg``, ``webp``; unknown formats count as PNG): raw pixels at 4 bytes
-    (PNG, WebP) or 3 bytes (JPEG) each, plus 2 % and 64 KB. An unknown size counts as
-    ``unknown_pixels``. Real answers are far smaller (a 1024x1024 PNG is 1-3 MB; the bound is 4.3 MB)."""
+    (``png``, ``jpeg``/``jpg``, ``webp``; unknown formats count as PNG): 4 bytes a pixel (PNG,
+    WebP) or 4.5 (JPEG), plus 2 % and 64 KB. An unknown size counts as
+    ``unknown_pixels``. Real answers are far smaller: a 1024x1024 PNG is 1-3 MB, its bound 4.3 MB
+    (4.9 MB for JPEG)."""
     pixels = width * height if width and height and width > 0 and height > 0 else unknown_pixels
-    raw = pixels * _BYTES_PER_PIXEL.get((fmt or "png").lower(), 4)
+    raw = pixels * _HALF_BYTES_PER_PIXEL.get((fmt or "png").lower(), 8) // 2
     return raw + raw // 50 + _OVERHEAD_FIXED
 
 

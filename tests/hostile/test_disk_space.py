@@ -80,7 +80,8 @@ def test_disk_error_value_takes_an_explicit_path_and_refuses_other_errors() -> N
 def test_image_bounds_are_raw_pixels_plus_overhead() -> None:
     assert store.image_bytes_bound(1024, 1024, "png") == 4 * 1024 * 1024 * 51 // 50 + 65536
     assert store.image_bytes_bound(1024, 1024, "webp") == 4 * 1024 * 1024 * 51 // 50 + 65536
-    assert store.image_bytes_bound(1024, 1024, "jpeg") == 3 * 1024 * 1024 + 3 * 1024 * 1024 // 50 + 65536
+    jpeg_raw = 9 * 1024 * 1024 // 2
+    assert store.image_bytes_bound(1024, 1024, "jpeg") == jpeg_raw + jpeg_raw // 50 + 65536 == 4_878_499
     assert store.image_bytes_bound(1024, 1024, "JPG") == store.image_bytes_bound(1024, 1024, "jpeg")
     assert store.image_bytes_bound(None, None, "png") == store.image_bytes_bound(1536, 1024, "png")
     assert store.image_bytes_bound(None, None, None, unknown_pixels=100) == 400 + 8 + 65536

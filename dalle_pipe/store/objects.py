@@ -177,7 +177,9 @@ class ObjectStore:
 
     Thread-safe. One run holds the output folder's lock, so one process writes here at a time;
     a reader in another process sees only whole files. Nothing is created until the first
-    :meth:`put`, so a run that pays nothing leaves no folder.
+    :meth:`put`, so a run that pays nothing leaves no folder. Keep one instance per output folder
+    for a run: :meth:`find` and the reference counts of shared bytes are read from disk once, on
+    first use, and then kept in memory.
     """
 
     def __init__(self, output_dir: Path) -> None:
@@ -411,11 +413,30 @@ class ObjectStore:
             raise ObjectCorruptError(record, blob, "the stored bytes do not match their sha256")
         return data
 
+    def remove_temp_files(self) -> int:
+        """Remove the temp files of writes a crash interrupted (never named by a record); returns
+        how many. Call it while no :meth:`put` is running, e.g. at the start of a run, under the lock."""
+        removed = 0
+        for folder in [self.records_dir, *(self.root / d for d in _listdir(self.root) if len(d) == 2)]:
+            for name in _listdir(folder):
+                if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(folder / name)
+                        removed += 1
+        return removed
+
     # -- rescue ------------------------------------------------------------------------------
 
     def rescue(self, data: bytes, *, name: str, meta: Mapping[str, Any] | None = None) -> Path:
         """:func:`rescue` for this output folder."""
         return rescue(self.output_dir, data, name=name, meta=meta)
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
 
 
 def _blob_named(record_path: Path) -> str | None:

@@ -204,6 +204,19 @@ def test_bytes_without_a_record_are_listed_as_orphans(tmp_path: Path) -> None:
     assert ObjectStore(tmp_path).scan().orphans == [objects.blob_path(rec.sha256)]
 
 
+def test_temp_files_of_interrupted_writes_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    objects = ObjectStore(tmp_path)
+    rec = objects.put(PNG, task="hero@mug", fingerprint=FP, index=0)
+    blob_tmp = objects.blob_path(rec.sha256).parent / f".{rec.sha256}.0a1b2c3d4e5f.dp-tmp"
+    record_tmp = objects.records_dir / ".abc.json.0a1b2c3d4e5f.dp-tmp"
+    blob_tmp.write_bytes(PNG[:10])
+    record_tmp.write_bytes(b"{")
+    assert ObjectStore(tmp_path).remove_temp_files() == 2
+    assert not blob_tmp.exists() and not record_tmp.exists()
+    assert ObjectStore(tmp_path).pending() == [rec]
+    assert ObjectStore(tmp_path / "nothing-here").remove_temp_files() == 0
+
+
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     objects = ObjectStore(tmp_path)
     with pytest.raises(ValueError, match="index must be a whole number >= 0, not -1"):

@@ -492,6 +492,7 @@ def rescue(output_dir: Path, data: bytes, *, name: str, meta: Mapping[str, Any] 
     The folders are created private (mode 0700) and must be ours (not another user's, not a
     symlink); otherwise a fresh private folder from ``tempfile.mkdtemp`` is used. An existing
     file of another content is never overwritten: the name gets the sha256's first 12 digits.
+    Raises ``OSError`` when the temp folder's disk refuses too: the caller reports the bytes lost.
     """
     sha = sha256_bytes(data)
     folder = rescue_dir(Path(output_dir))

@@ -254,18 +254,21 @@ class ObjectStore:
 
     def discard(self, record: ObjectRecord) -> None:
         """Forget ``record`` once its image is placed and recorded; its bytes go with the last
-        record naming them. Idempotent."""
+        record naming them. Idempotent. A record that a later :meth:`put` for the same (task,
+        fingerprint, index) replaced is already gone: discarding it leaves the newer one alone."""
         rpath = self.record_path(record)
         with self._lock:
             index_ = self._load_index()
+            current = next(
+                (r for r in index_.get((record.fingerprint, record.index), []) if r.task == record.task), None
+            )
+            if current is None or current != record:
+                return
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(rpath)
                 fsync_dir(rpath.parent)
-            old = self._drop_from_index(index_, record.task, record.fingerprint, record.index)
-            if old is not None:
-                self._release(old.sha256)
-            elif not self._refs.get(record.sha256):
-                self._unlink_blob(record.sha256)
+            self._drop_from_index(index_, record.task, record.fingerprint, record.index)
+            self._release(record.sha256)
             if not index_ and not self._writing:
                 # The last one: leave no empty folders behind (other files keep theirs).
                 shards = [self.root / d for d in _listdir(self.root) if len(d) == 2]

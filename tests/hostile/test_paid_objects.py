@@ -75,6 +75,18 @@ def test_records_are_sorted_and_a_second_put_for_the_same_image_replaces_the_fir
     assert objects.read(a0_new) == b"first, index 0, new"
 
 
+def test_discarding_a_replaced_record_keeps_the_newer_answer(tmp_path: Path) -> None:
+    objects = ObjectStore(tmp_path)
+    unreadable = objects.put(b"not an image", task="hero@mug", fingerprint=FP, index=0, meta={"attempts": 1})
+    retried = objects.put(PNG, task="hero@mug", fingerprint=FP, index=0, meta={"attempts": 2})
+    objects.discard(unreadable)
+    assert ObjectStore(tmp_path).pending() == [retried]
+    assert objects.find(FP, 0) == retried
+    assert objects.read(retried) == PNG
+    objects.discard(retried)
+    assert not objects.root.exists()
+
+
 def test_equal_bytes_for_two_tasks_are_stored_once_and_kept_until_both_are_discarded(tmp_path: Path) -> None:
     objects = ObjectStore(tmp_path)
     r1 = objects.put(PNG, task="hero@mug", fingerprint=FP, index=0)

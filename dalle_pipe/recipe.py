@@ -28,7 +28,7 @@ from .yamlload import (
 )
 
 PIPELINE_FILE = "pipeline.yaml"
-STEP_KINDS = ("generate", "edit", "variation", "mask", "resize", "pad", "crop", "convert", "composite")
+STEP_KINDS = ("generate", "edit", "variation", "mask", "markup", "resize", "pad", "crop", "convert", "composite")
 API_KINDS = ("generate", "edit", "variation")
 DEFAULT_MODEL = "gpt-image-2"
 RATE_KEYS = ("images_per_minute", "requests_per_minute", "concurrency")

@@ -203,7 +203,7 @@ def _issue(path: PathKey, message: str, hint: str | None = None, *, at_key: bool
 
 # A "kind choice" is a oneOf of single `required`s in a schema with one of these titles: the
 # object is defined by which of the keys it has (a step's kind, a shape's form).
-_KIND_SUBJECTS = {"Step": "a step", "Shape": "a shape"}
+_KIND_SUBJECTS = {"Step": "a step", "Shape": "a shape", "Markup shape": "a markup shape"}
 
 # Hints for a value of a type no branch of a choice accepts, by the choice schema's title.
 _CHOICE_HINTS = {

@@ -244,7 +244,11 @@ def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     if step.kind in API_KINDS:
         info.model = str(body.get("model", recipe.model))
         info.merged = merged = step_params(recipe, step)
-        info.params = models.request_params(info.model, step.kind, merged)  # type: ignore[arg-type]
+        provider = recipe.provider
+        api = provider.api if provider.name in ("openai", "azure") else "images"
+        info.params = models.request_params(info.model, step.kind, merged, api=api)  # type: ignore[arg-type]
+        if api == "responses":  # n calls of one image each: n stays in the plan (not sent)
+            info.params = {"n": merged.get("n", 1), **info.params}
         n = info.params.get("n", 1)
         info.n = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10 else 1
         info.fmt = models.output_format(info.model, merged)

@@ -429,6 +429,8 @@ RESPONSES_PARAMS = frozenset(
         "safety_identifier",
     }
 )
+# Responses-route parameters sent with responses.create itself, not in the tool's settings.
+RESPONSES_TOP_LEVEL = frozenset({"safety_identifier"})
 # Parameters the tool takes on every action, though the Images API takes them on generations only.
 RESPONSES_EVERY_KIND = frozenset({"moderation"})
 
@@ -906,7 +908,7 @@ def check_markup(
                 ParamIssue(
                     "markup",
                     "markup has no transparent pixels",
-                    "a markup is a transparent PNG with strokes on it (a markup step draws one)",
+                    "a markup is a transparent PNG with strokes on it; a markup step draws one",
                 )
             )
         if first is not None and (markup.width, markup.height) != (first.width, first.height):

@@ -173,7 +173,7 @@ def prepare_markup(path: Path, first_size: tuple[int, int] | None) -> bytes:
                               "a markup must be the size of the first image; use a markup step with size_of")
     if not has_transparency(img):
         raise ImageInputError(path, "markup has no transparent pixels",
-                              "a markup is a transparent PNG with strokes on it (a markup step draws one)")
+                              "a markup is a transparent PNG with strokes on it; a markup step draws one")
     if img.format == "PNG" and img.mode == "RGBA":
         return path.read_bytes()
     return encode(img.convert("RGBA"), "png")

@@ -313,7 +313,8 @@ def _unknown_keys(
         return
     props: dict[str, Any] = schema.get("properties", {})
     patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
-    allowed = list(props)
+    # keys refused with a reason (GIF/SVG, streaming: "deprecated" in the schema) are not offered
+    allowed = [k for k, v in props.items() if not (isinstance(v, dict) and v.get("deprecated"))]
     for key in instance:
         if key in props or (isinstance(key, str) and any(p.search(key) for p in patterns)):
             continue

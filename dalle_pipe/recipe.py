@@ -318,8 +318,10 @@ def load_recipe(
 
     provider = _provider(data.get("provider", pdata.get("provider")))
     if overrides.provider:
-        provider = ProviderConfig(name=overrides.provider, api=provider.api if overrides.provider ==
-                                  provider.name else "images", model=provider.model,
+        # --offline keeps the route: offline mirrors the Responses route's shape (revised prompts)
+        keep_route = overrides.provider in (provider.name, "offline")
+        provider = ProviderConfig(name=overrides.provider, api=provider.api if keep_route else "images",
+                                  model=provider.model,
                                   deployment=provider.deployment, api_version=provider.api_version)
     variables = {**(pdata.get("vars") or {}), **(data.get("vars") or {}), **overrides.vars}
     throttle = merge_throttle(pdata.get("throttle") or {}, data.get("throttle") or {})

@@ -236,3 +236,18 @@ def test_markup_command(tmp_path: Path) -> None:
     assert not (tmp_path / "m.jpg").exists()
     far = invoke(tmp_path, "markup", "in.png", "-o", "m2.png", "--circle", "512,512,400")
     assert far.exit_code == 2 and "far outside the image" in far.output
+
+
+def test_offline_flag_keeps_the_responses_route_of_the_shipped_example(tmp_path: Path) -> None:
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    root = tmp_path / "p"
+    shutil.copytree(repo / "recipes", root / "recipes")
+    shutil.copytree(repo / "schemas", root / "schemas")
+    r = invoke(root, "run", "--offline", "recipes/product-shots.yaml")
+    assert r.exit_code == 0, r.output
+    entry = by_task(manifest(root / "recipes", "product-shots"))["shot@mug#0"]
+    assert entry["revised_prompt"] == ("[offline] a ceramic mug with steam rising, cozy kitchen background, "
+                                       "warm tones")
+    assert entry["mainline_model"] == "gpt-5.1"

@@ -101,9 +101,8 @@ def problems(sdk: dict[str, Any]) -> list[str]:
     return found
 
 
-def _newest(version: str | None) -> str:
-    """A Python in a temporary venv holding the newest (or the given) openai release."""
-    where = Path(tempfile.mkdtemp(prefix="dalle-pipe-drift-"))
+def _newest(where: Path, version: str | None) -> str:
+    """A Python in a venv at `where` holding the newest (or the given) openai release."""
     venv.create(where, with_pip=True)
     python = str(where / ("Scripts" if sys.platform == "win32" else "bin") / "python")
     spec = f"openai=={version}" if version else "openai"
@@ -116,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--installed", action="store_true", help="check the SDK installed with this Python")
     parser.add_argument("--version", help="check this openai release instead of the newest")
     args = parser.parse_args(argv)
-    try:
-        python = sys.executable if args.installed else _newest(args.version)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        print(f"drift check: could not install openai: {exc}", file=sys.stderr)
-        return 2
-    sdk = read_sdk(python)
+    with tempfile.TemporaryDirectory(prefix="dalle-pipe-drift-") as tmp:
+        try:
+            python = sys.executable if args.installed else _newest(Path(tmp), args.version)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"drift check: could not install openai: {exc}", file=sys.stderr)
+            return 2
+        sdk = read_sdk(python)
     found = problems(sdk)
     for line in found:
         print(f"openai {sdk['version']}: {line}")

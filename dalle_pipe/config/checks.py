@@ -216,7 +216,7 @@ def _read_step(recipe: Recipe, step: Step, n_of: Mapping[str, int], out: list[Pr
         if name in names:
             out.append(src.problem((*at, "name") if "name" in body else at,
                                    f"check name {name!r} is used twice in this step",
-                                   f"{format_path(names[name])} has it too; give one a name:"))
+                                   f"{format_path(names[name])} has it too; name one differently"))
         names.setdefault(name, at)
         spec = _spec(recipe, step, body, kind, name, at, n_of, found, out)
         if spec is not None:
@@ -374,7 +374,7 @@ def _template(recipe: Recipe, step: Step, found: StepChecks, key: PathKey, path:
     earlier = [s.id for s in recipe.steps[:step.index]]
     for attr, line in compiled.attributes("steps"):
         if attr not in earlier:
-            hint = "a check's template sees the earlier steps" if attr == step.id else \
+            hint = "a check's template sees the earlier steps, not its own" if attr == step.id else \
                 (did_you_mean(attr, earlier) or "no earlier step has this id")
             problems.append(Problem(*at(line), format_path(path), f"undefined variable 'steps.{attr}'", hint))
     for attr, line in compiled.attributes("matrix"):

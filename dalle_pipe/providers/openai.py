@@ -66,10 +66,12 @@ from .base import (
     ImageRequest,
     ImageResponse,
     InputFile,
+    JudgeRequest,
     ProviderError,
     RateLimited,
     Refused,
     Transient,
+    Verdict,
 )
 
 if TYPE_CHECKING:
@@ -502,3 +504,39 @@ class OpenAIProvider:
         if self._key:
             text = text.replace(self._key, "[redacted]")
         return _KEY_SHAPE.sub("sk-[redacted]", text)
+
+    # -- judgements (checks: ask) -----------------------------------------------------------------
+
+    def judge(self, request: JudgeRequest) -> Verdict:
+        """One Responses API call answering {pass, reason} about an image (see providers/judge.py).
+
+        A refusal (a refusal content part, or a 200 with no answer text) is Refused; an answer cut
+        off at max_output_tokens is BadRequest (it was billed; the same call would stop again);
+        an answer that is not the verdict JSON is Transient(maybe_charged=True).
+        """
+        from openai.types.responses import Response
+
+        from .judge import parse_verdict, request_body
+
+        body = request_body(request)
+        create: Callable[..., Any] = self._client.responses.with_raw_response.create
+        raw = self._call(lambda: create(**body, timeout=request.timeout_s))
+        parsed = self._parse(raw)
+        if not isinstance(parsed, Response):
+            raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
+        kw: dict[str, Any] = {"status": 200, "request_id": raw.request_id,
+                              "headers": self._error_headers(raw.headers)}
+        refusal = next((c.refusal for o in parsed.output if o.type == "message"
+                        for c in o.content if c.type == "refusal"), None)
+        if refusal is not None:
+            raise Refused(self._scrub(f"the model refused to judge: {refusal}"[:500]), code="refusal", **kw)
+        if parsed.status == "incomplete":
+            why = parsed.incomplete_details.reason if parsed.incomplete_details else None
+            raise BadRequest(f"the judgement stopped before its answer ({why or 'incomplete'})",
+                             code="incomplete", **kw)
+        try:
+            passed, reason = parse_verdict(parsed.output_text)
+        except ValueError as exc:
+            raise self._transient_charged(f"the judgement is unusable: {exc}", raw) from None
+        usage = parsed.usage.model_dump(exclude_none=True) if parsed.usage is not None else None
+        return Verdict(passed, self._scrub(reason), request_id=raw.request_id, usage=usage, response_id=parsed.id)

@@ -168,3 +168,15 @@ def test_parse_verdict(text: str, expected: tuple[bool, str]) -> None:
 def test_parse_verdict_refuses_anything_else(text: str) -> None:
     with pytest.raises(ValueError):
         parse_verdict(text)
+
+
+def test_the_worst_case_counts_every_try_and_every_judgement() -> None:
+    size = CheckSpec("size", "size", "error", ("steps", 1, "checks", 1), size=(16, 16))
+    checks = [planned(), PlannedCheck(size)]
+    one = ask.estimate_cost(PRICES, "gpt-5.5", QUESTION, images=2)
+    assert one is not None
+    assert ask.checks_cost(PRICES, checks, images=2, free=False) == round(2 * one, 6)
+    assert ask.checks_cost(PRICES, checks, images=2, free=True) == 0.0
+    assert ask.checks_cost(PRICES, [planned(model="gpt-4.1-mini")], images=1, free=False) is None
+    assert ask.worst_case(0.05, 0.01, retry=2) == 0.18
+    assert ask.worst_case(None, 0.01, retry=0) is None

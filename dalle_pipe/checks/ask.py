@@ -113,3 +113,26 @@ def judge(provider: Judge, check: PlannedCheck, image: InputFile, references: Se
     cost = 0.0 if verdict.passed is None and verdict.usage is None else cost_from_usage(prices, req.model,
                                                                                        verdict.usage)
     return result(check, verdict, cost_usd=cost, fingerprint=fp)
+
+
+def checks_cost(prices: PriceTable, checks: Sequence[PlannedCheck], images: int, *, free: bool) -> float | None:
+    """The most one try's judgements cost: every ask check on each of `images` images (free: 0).
+    None when any ask model's price is unknown."""
+    if free:
+        return 0.0
+    total = 0.0
+    for check in checks:
+        if check.spec.kind != "ask" or check.spec.model is None or check.question is None:
+            continue
+        one = estimate_cost(prices, check.spec.model, check.question, 1 + len(check.references))
+        if one is None:
+            return None
+        total += one * images
+    return round(total, 6)
+
+
+def worst_case(image_cost: float | None, checks: float | None, retry: int) -> float | None:
+    """What --max-cost gates on for a task with checks: (image + judgements) for each of retry + 1 tries."""
+    if image_cost is None or checks is None:
+        return None
+    return round((image_cost + checks) * (retry + 1), 6)

@@ -116,7 +116,7 @@ class StepChecks:
     specs: tuple[CheckSpec, ...] = ()
     retry: int = 0
     templates: dict[PathKey, _Template] = field(default_factory=dict)  # by the check's key
-    _files: dict[str, tuple[Path | None, str | None]] = field(default_factory=dict)
+    _files: dict[str, tuple[Path | None, str, str | None]] = field(default_factory=dict)
 
     @property
     def tries(self) -> int:
@@ -128,6 +128,10 @@ class StepChecks:
         out: list[PlannedCheck] = []
         for spec in self.specs:
             question = self._render((*spec.at, "ask"), ctx, fail) if spec.kind == "ask" else None
+            if question == "":
+                tpl = self.templates[(*spec.at, "ask")]
+                fail(tpl.at(None), tpl.path, "the question renders empty", "a judgement needs a question")
+                question = None
             images: list[CheckImage] = []
             roles: list[tuple[Literal["from", "outside", "to", "with"], ImageSpec | None]] = [
                 ("to" if spec.kind == "similar" else "from", spec.source), ("outside", spec.region),
@@ -164,21 +168,27 @@ class StepChecks:
             return None
         tpl = self.templates[ref.at]
         if rel not in self._files:
-            target, why = locate(root, base, rel)
-            if target is not None and not exists(target):
-                why = "does not exist"
-            elif target is not None:
-                try:
-                    probe(target)
-                except ImageInputError as exc:
-                    why = f"is not a usable image: {exc.reason}"
-                except (OSError, ValueError) as exc:
-                    why = f"cannot be read ({exc})"
-            self._files[rel] = (target if why is None else None, why)
-        target, why = self._files[rel]
+            self._files[rel] = _find(root, base, rel)
+        target, message, hint = self._files[rel]
         if target is None:
-            fail(tpl.at(None), ref.at, f"image {quoted(rel)} {why}", CONFINED_HINT if "outside" in str(why) else None)
+            fail(tpl.at(None), ref.at, message, hint)
         return target
+
+
+def _find(root: Path, base: Path, rel: str) -> tuple[Path | None, str, str | None]:
+    """A check's image file: (path, "", None), or (None, message, hint) saying why it cannot be used."""
+    target, why = locate(root, base, rel)
+    if target is None:
+        return None, f"image {quoted(rel)} {why}", CONFINED_HINT
+    if not exists(target):
+        return None, f"image {quoted(rel)} does not exist", None
+    try:
+        probe(target)
+    except ImageInputError as exc:
+        return None, f"image {quoted(rel)}: {exc.reason}", exc.hint
+    except (OSError, ValueError) as exc:
+        return None, f"image {quoted(rel)}: cannot read it ({exc})", None
+    return target, "", None
 
 
 def read_checks(recipe: Recipe, n_of: Mapping[str, int]) -> tuple[list[StepChecks], list[Problem]]:

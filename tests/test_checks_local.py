@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,15 @@ import pytest
 from PIL import Image
 
 from dalle_pipe.checks import CheckResult, checks_pass
-from dalle_pipe.checks.local import run_local, run_planned, similar_score, transparent_fraction, unchanged_score
+from dalle_pipe.checks.local import (
+    fingerprint,
+    planned_fingerprint,
+    run_local,
+    run_planned,
+    similar_score,
+    transparent_fraction,
+    unchanged_score,
+)
 from dalle_pipe.checks.ssim import blur, masked_score, ssim_map
 from dalle_pipe.config.checks import CheckImage, CheckSpec, ImageSpec, PlannedCheck
 
@@ -157,6 +167,14 @@ def test_run_planned_reads_the_files(tmp_path: Path) -> None:
     paths = {"hero": tmp_path / "source.png", "keep": tmp_path / "mask.png"}
     result = run_planned(check, tmp_path / "out.png", lambda image: paths[str(image.step)])
     assert (result.passed, result.score) == (True, 1.0)
+    shas = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+            for name in ("out.png", "source.png", "mask.png")}
+    assert result.fingerprint == fingerprint(check.spec, shas["out.png"],
+                                             [("from", shas["source.png"]), ("outside", shas["mask.png"])])
+    assert result.fingerprint != fingerprint(check.spec, shas["out.png"],
+                                             [("from", shas["mask.png"]), ("outside", shas["source.png"])])
+    stricter = PlannedCheck(replace(check.spec, min=0.999), images=check.images)
+    assert planned_fingerprint(stricter, tmp_path / "out.png", lambda i: paths[str(i.step)]) != result.fingerprint
 
 
 # --------------------------------------------------------------------------- results

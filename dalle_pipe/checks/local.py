@@ -8,7 +8,10 @@ whole picture, at the reference's size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from .result import CheckResult
 
 Resolve = Callable[[CheckImage], Path]  # a check's image (an earlier step's output, or a file) -> its path
 DIGITS = 4
+METHOD_VERSION = 1  # bump when a measurement changes, so cached results are measured again
 
 
 def run_local(spec: CheckSpec, image: Image.Image, fmt: str, inputs: Mapping[str, Image.Image]) -> CheckResult:
@@ -50,12 +54,35 @@ def run_local(spec: CheckSpec, image: Image.Image, fmt: str, inputs: Mapping[str
     raise ValueError(f"{spec.kind} is not a local check")
 
 
+def fingerprint(spec: CheckSpec, image_sha256: str, inputs: Sequence[tuple[str, str]]) -> str:
+    """A local check's cache key: what it measures and against what (kind, bounds, the image's and
+    each named image's sha256 by role). Equal keys give equal results, so a rerun need not decode."""
+    text = json.dumps({"v": METHOD_VERSION, "kind": spec.kind, "size": spec.size, "format": spec.format,
+                       "min": spec.min, "max": spec.max, "image": image_sha256, "inputs": [list(i) for i in inputs]},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def planned_fingerprint(check: PlannedCheck, image_path: Path, resolve: Resolve) -> str:
+    """The cache key of a planned local check on an image file (hashes the files; decodes nothing)."""
+    return fingerprint(check.spec, _sha256(image_path), [(i.role, _sha256(resolve(i))) for i in check.images])
+
+
 def run_planned(check: PlannedCheck, image_path: Path, resolve: Resolve) -> CheckResult:
     """A planned local check on an image file; the images it names are found with `resolve`."""
     image = load(image_path)
     fmt = (image.format or "").lower()
     inputs: dict[str, Image.Image] = {i.role: load(resolve(i)) for i in check.images}
-    return run_local(check.spec, image, {"jpg": "jpeg"}.get(fmt, fmt), inputs)
+    result = run_local(check.spec, image, {"jpg": "jpeg"}.get(fmt, fmt), inputs)
+    return replace(result, fingerprint=planned_fingerprint(check, image_path, resolve))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def transparent_fraction(image: Image.Image) -> float:

@@ -19,7 +19,7 @@ from dalle_pipe.checks.local import similar_score, unchanged_score
 SIZES = [(1024, 1024), (1536, 1024), (3840, 2160)]
 
 
-def best(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+def best(fn: Callable[..., object], repeat: int) -> tuple[float, float]:
     walls, cpus = [], []
     for _ in range(repeat):
         w0, c0 = time.perf_counter(), time.process_time()
@@ -41,9 +41,9 @@ def main() -> None:
         alpha = np.full((h, w), 255, dtype=np.uint8)
         alpha[h // 4:3 * h // 4, w // 4:3 * w // 4] = 0
         mask = Image.fromarray(np.dstack([np.full((h, w, 3), 255, np.uint8), alpha]), "RGBA")
-        cases: list[tuple[str, Callable[[], object]]] = [
-            ("unchanged", lambda: unchanged_score(image, source, mask)),
-            ("similar", lambda: similar_score(image, source)),
+        cases: list[tuple[str, Callable[..., object]]] = [
+            ("unchanged", lambda i=image, s=source, m=mask: unchanged_score(i, s, m)),
+            ("similar", lambda i=image, s=source: similar_score(i, s)),
         ]
         for name, fn in cases:
             wall, cpu = best(fn, args.repeat)

@@ -170,7 +170,9 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     infos = [_prepare(recipe, step, out) for step in recipe.steps]
     _check_references(recipe, infos, out)
     _check_capabilities(recipe, infos, out)
-    checks, found = read_checks(recipe, {info.step.id: info.n for info in infos})
+    checks, found = read_checks(recipe, {info.step.id: info.n for info in infos},
+                                {i.step.id: (i.fmt, models.parse_size(i.merged.get("size")))
+                                 for i in infos if i.model is not None})  # an auto size is the model's choice
     out += found
     planner = _Planner(recipe, infos, base_ctx, checks)
     tasks: list[Task] = []

@@ -28,7 +28,7 @@ steps:
   - id: keep
     mask: {size_of: {step: hero}, shapes: [{circle: {center: [0.5, 0.5], radius: 0.4}}]}
   - id: scene
-    edit: {image: {step: hero}, mask: {step: keep}, prompt: a beach at sunset}
+    edit: {image: {step: hero}, mask: {step: keep}, prompt: a beach at sunset, output_format: jpeg}
     checks:
       - size: 1024x1024
       - format: jpg
@@ -138,3 +138,11 @@ def test_on_fail_with_only_warn_checks_is_a_warning(project: Build) -> None:
     assert plan is not None
     assert [p.format() for p in problems] == [
         "recipe.yaml:7:5: warning: steps[0].on_fail: every check is severity warn, so on_fail never retries"]
+
+
+def test_an_auto_size_is_never_held_against_a_size_check(project: Build) -> None:
+    project({"recipe.yaml": "version: 1\nname: t\nsteps:\n  - id: hero\n    generate: {prompt: a mug}\n"
+                            "    checks: [{size: 1536x1024}, {format: png}]\n"})
+    loaded, _ = load_targets([Path("recipe.yaml")], Overrides(provider="offline"))
+    plan, problems = build_plan(loaded.recipes[0])
+    assert plan is not None and problems == []

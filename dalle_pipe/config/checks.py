@@ -191,11 +191,32 @@ def _find(root: Path, base: Path, rel: str) -> tuple[Path | None, str, str | Non
     return target, "", None
 
 
-def read_checks(recipe: Recipe, n_of: Mapping[str, int]) -> tuple[list[StepChecks], list[Problem]]:
-    """Every step's checks, typed and validated once (not per unit). `n_of`: images per step id."""
+Known = Mapping[str, tuple[str, tuple[int, int] | None]]  # step id -> (format, size) its images surely have
+
+
+def read_checks(recipe: Recipe, n_of: Mapping[str, int], known: Known | None = None
+                ) -> tuple[list[StepChecks], list[Problem]]:
+    """Every step's checks, typed and validated once (not per unit). `n_of`: images per step id;
+    `known`: the format and size of a step's images when the request fixes them (a size or format
+    check that can never pass is an error: every try would be paid for nothing)."""
     out: list[Problem] = []
     result = [_read_step(recipe, step, n_of, out) for step in recipe.steps]
+    for found in result:
+        fixed = (known or {}).get(found.step.id)
+        if fixed is not None:
+            _never(recipe, found, fixed, out)
     return result, out
+
+
+def _never(recipe: Recipe, found: StepChecks, fixed: tuple[str, tuple[int, int] | None], out: list[Problem]) -> None:
+    fmt, size = fixed
+    for spec in found.specs:
+        if spec.kind == "size" and spec.size is not None and size is not None and spec.size != size:
+            out.append(recipe.source.problem((*spec.at, "size"), f"this step makes {size[0]}x{size[1]} images, "
+                                             f"so the check always fails", "check the size the step asks for"))
+        if spec.kind == "format" and spec.format is not None and spec.format != fmt:
+            out.append(recipe.source.problem((*spec.at, "format"), f"this step makes {fmt} images, so the check "
+                                             "always fails", "check the step's output_format"))
 
 
 def _read_step(recipe: Recipe, step: Step, n_of: Mapping[str, int], out: list[Problem]) -> StepChecks:

@@ -208,7 +208,8 @@ def read_checks(recipe: Recipe, n_of: Mapping[str, int], known: Known | None = N
     return result, out
 
 
-def _always_failing(recipe: Recipe, found: StepChecks, fixed: tuple[str, tuple[int, int] | None], out: list[Problem]) -> None:
+def _always_failing(recipe: Recipe, found: StepChecks, fixed: tuple[str, tuple[int, int] | None],
+                    out: list[Problem]) -> None:
     fmt, size = fixed
     for spec in found.specs:
         if spec.kind == "size" and spec.size is not None and size is not None and spec.size != size:

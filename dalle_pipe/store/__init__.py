@@ -45,7 +45,7 @@ from ._fs import (
     utc_now_iso,
 )
 from .fileindex import FileIndex
-from .history import IMAGE_SUFFIXES, clean, history_stamp, move_to_history
+from .history import FREE_PROVIDERS, IMAGE_SUFFIXES, CleanItem, clean, history_stamp, move_to_history
 from .journal import Journal, JournalState, PendingIntent
 from .lock import RunLock
 from .manifest import (
@@ -59,6 +59,7 @@ from .reuse import ReuseIndex
 
 __all__ = [
     "BATCHES_DIRNAME",
+    "FREE_PROVIDERS",
     "HISTORY_DIRNAME",
     "IMAGE_SUFFIXES",
     "INDEX_NAME",
@@ -69,6 +70,7 @@ __all__ = [
     "REPORT_NAME",
     "STATE_DIRNAME",
     "THUMBS_DIRNAME",
+    "CleanItem",
     "FileIndex",
     "Journal",
     "JournalState",

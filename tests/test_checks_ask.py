@@ -180,3 +180,18 @@ def test_the_worst_case_counts_every_try_and_every_judgement() -> None:
     assert ask.checks_cost(PRICES, [planned(model="gpt-4.1-mini")], images=1, free=False) is None
     assert ask.worst_case(0.05, 0.01, retry=2) == 0.18
     assert ask.worst_case(None, 0.01, retry=0) is None
+
+
+def test_a_key_reflected_in_the_reason_is_scrubbed(provider: OpenAIProvider, api: FakeOpenAI) -> None:
+    api.judge = lambda question, images: (False, f"the server saw {KEY} in the request")
+    result = judge(provider, api)
+    assert result.passed is False
+    assert KEY not in result.reason and KEY not in json.dumps(result.to_json())
+
+
+def test_a_slow_judgement_stops_at_its_deadline(provider: OpenAIProvider, api: FakeOpenAI) -> None:
+    api.script([("sleep", 2)])
+    with pytest.raises(Transient) as info:
+        ask.judge(provider, planned(), IMAGE, [], provider_name="openai", base_url=api.base_url, prices=PRICES,
+                  timeout_s=0.3)
+    assert info.value.code == "timeout"

@@ -10,7 +10,6 @@ cost comes from the usage the answer reports, at the model's token prices in the
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ..config.checks import PlannedCheck
 from ..prices import CHARS_PER_TOKEN, PER_MILLION, PriceTable
+from ..providers import endpoint
 from ..providers.base import InputFile, Judge, JudgeRequest, Verdict
 from ..providers.judge import INSTRUCTIONS, MAX_OUTPUT_TOKENS, default_params
 from .result import CheckResult
@@ -31,13 +31,11 @@ def is_loopback(base_url: str | None) -> bool:
     if not base_url or not base_url.strip():
         return False
     url = base_url.strip() if "://" in base_url else "http://" + base_url.strip()
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        host = urlsplit(url).hostname or ""
     except ValueError:
         return False
+    return endpoint.is_loopback(host)
 
 
 def fingerprint(*, provider: str, loopback: bool, model: str, params: Mapping[str, Any], question: str,

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fakeapi import FakeOpenAI
@@ -195,3 +196,26 @@ def test_a_slow_judgement_stops_at_its_deadline(provider: OpenAIProvider, api: F
         ask.judge(provider, planned(), IMAGE, [], provider_name="openai", base_url=api.base_url, prices=PRICES,
                   timeout_s=0.3)
     assert info.value.code == "timeout"
+
+
+def test_input_files_are_sent_as_they_are_unless_too_large(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    small.write_bytes(IMAGE.data)
+    sent, sha = ask.input_file(small, "out/small.png")
+    assert (sent.data, sent.mime, sent.path, sha) == (IMAGE.data, "image/png", "out/small.png",
+                                                      hashlib.sha256(IMAGE.data).hexdigest())
+    wide = tmp_path / "wide.jpg"
+    Image.new("RGB", (4096, 64), "green").save(wide, "JPEG")
+    sent, sha = ask.input_file(wide, "wide.jpg")
+    assert sha == hashlib.sha256(wide.read_bytes()).hexdigest()
+    assert (sent.mime, sent.filename, Image.open(io.BytesIO(sent.data)).size) == ("image/png", "wide.png",
+                                                                                 (2048, 32))
+
+
+def test_the_fingerprint_uses_the_files_sha256_when_given(provider: OpenAIProvider, api: FakeOpenAI) -> None:
+    shas = ["1" * 64, "2" * 64]
+    result = ask.judge(provider, planned(), IMAGE, [REFERENCE], provider_name="openai", base_url=api.base_url,
+                       prices=PRICES, shas=shas)
+    req = ask.request(planned(), IMAGE, [REFERENCE])
+    assert result.fingerprint == ask.request_fingerprint(req, provider="openai", base_url=api.base_url, shas=shas)
+    assert result.fingerprint != ask.request_fingerprint(req, provider="openai", base_url=api.base_url)

@@ -13,10 +13,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from PIL import Image
+
 from ..config.checks import PlannedCheck
+from ..imaging.io import encode, load, probe
 from ..prices import CHARS_PER_TOKEN, PER_MILLION, PriceTable
 from ..providers import endpoint
 from ..providers.base import InputFile, Judge, JudgeRequest, Verdict
@@ -24,6 +28,8 @@ from ..providers.judge import INSTRUCTIONS, MAX_OUTPUT_TOKENS, default_params
 from .result import CheckResult
 
 FINGERPRINT_VERSION = 1
+MAX_JUDGE_SIDE = 2048  # the model sees at most this much: larger images are sent scaled down (PNG)
+MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 def is_loopback(base_url: str | None) -> bool:
@@ -80,6 +86,20 @@ def cost_from_usage(table: PriceTable, model: str, usage: Mapping[str, Any] | No
     return round((tokens_in * prices[0] + tokens_out * prices[1]) / PER_MILLION, 6)
 
 
+def input_file(path: Path, shown: str) -> tuple[InputFile, str]:
+    """An image as a judgement sends it, and the sha256 of the file itself (what the fingerprint uses,
+    so a change in how images are scaled never makes a cached judgement look new). A png, jpeg or
+    webp within MAX_JUDGE_SIDE is sent as it is; anything else is scaled to fit and sent as PNG."""
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    info = probe(path)
+    if info.format in MIMES and max(info.width, info.height) <= MAX_JUDGE_SIDE and info.orientation in (0, 1):
+        return InputFile("image", shown, data, path.name, MIMES[info.format]), sha
+    img = load(path)
+    img.thumbnail((MAX_JUDGE_SIDE, MAX_JUDGE_SIDE), Image.Resampling.LANCZOS)
+    return InputFile("image", shown, encode(img, "png"), f"{path.stem}.png", "image/png"), sha
+
+
 def request(check: PlannedCheck, image: InputFile, references: Sequence[InputFile], *,
             timeout_s: float = 300.0) -> JudgeRequest:
     """The judgement a planned `ask` check sends about `image`."""
@@ -89,10 +109,14 @@ def request(check: PlannedCheck, image: InputFile, references: Sequence[InputFil
     return JudgeRequest(spec.model, check.question, image, tuple(references), default_params(), timeout_s)
 
 
-def request_fingerprint(req: JudgeRequest, *, provider: str, base_url: str | None) -> str:
+def request_fingerprint(req: JudgeRequest, *, provider: str, base_url: str | None,
+                        shas: Sequence[str] | None = None) -> str:
+    """The judgement's fingerprint; `shas`: the files' sha256 (image first, as input_file gives them),
+    else the sha256 of the bytes sent."""
+    shas = list(shas) if shas is not None else [hashlib.sha256(f.data).hexdigest()
+                                                 for f in (req.image, *req.references)]
     return fingerprint(provider=provider, loopback=is_loopback(base_url), model=req.model, params=req.params,
-                       question=req.question, image_sha256=hashlib.sha256(req.image.data).hexdigest(),
-                       reference_sha256s=[hashlib.sha256(r.data).hexdigest() for r in req.references])
+                       question=req.question, image_sha256=shas[0], reference_sha256s=shas[1:])
 
 
 def result(check: PlannedCheck, verdict: Verdict, *, cost_usd: float | None, fingerprint: str) -> CheckResult:
@@ -103,10 +127,11 @@ def result(check: PlannedCheck, verdict: Verdict, *, cost_usd: float | None, fin
 
 
 def judge(provider: Judge, check: PlannedCheck, image: InputFile, references: Sequence[InputFile], *,
-          provider_name: str, base_url: str | None, prices: PriceTable, timeout_s: float = 300.0) -> CheckResult:
+          provider_name: str, base_url: str | None, prices: PriceTable, timeout_s: float = 300.0,
+          shas: Sequence[str] | None = None) -> CheckResult:
     """Send one judgement (one attempt: pacing and retries are the caller's) and cost it."""
     req = request(check, image, references, timeout_s=timeout_s)
-    fp = request_fingerprint(req, provider=provider_name, base_url=base_url)
+    fp = request_fingerprint(req, provider=provider_name, base_url=base_url, shas=shas)
     verdict = provider.judge(req)
     cost = 0.0 if verdict.passed is None and verdict.usage is None else cost_from_usage(prices, req.model,
                                                                                        verdict.usage)

@@ -219,3 +219,14 @@ def test_the_fingerprint_uses_the_files_sha256_when_given(provider: OpenAIProvid
     req = ask.request(planned(), IMAGE, [REFERENCE])
     assert result.fingerprint == ask.request_fingerprint(req, provider="openai", base_url=api.base_url, shas=shas)
     assert result.fingerprint != ask.request_fingerprint(req, provider="openai", base_url=api.base_url)
+
+
+def test_a_judgement_is_priced_from_the_shipped_text_models() -> None:
+    from dalle_pipe.prices import load_prices
+
+    table = load_prices()
+    price = table.text_models["gpt-5-mini"]
+    usage = {"input_tokens": 1000, "output_tokens": 200}
+    assert ask.cost_from_usage(table, "gpt-5-mini", usage) == round(
+        (1000 * price.input + 200 * price.output) / 1_000_000, 6)
+    assert (ask.estimate_cost(table, "gpt-5-mini", QUESTION, images=1) or 0) > 0

@@ -56,6 +56,9 @@ def fingerprint(*, provider: str, loopback: bool, model: str, params: Mapping[st
 
 def _token_prices(table: PriceTable, model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens of a text model; None when the table cannot tell."""
+    text = table.text_models.get(model)
+    if text is not None:
+        return text.input, text.output
     price = table.models.get(model)
     if price is None or price.tokens is None:
         return None

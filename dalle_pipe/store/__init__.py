@@ -49,10 +49,13 @@ from .history import IMAGE_SUFFIXES, clean, history_stamp, move_to_history
 from .journal import Journal, JournalState, PendingIntent
 from .lock import RunLock
 from .manifest import (
+    SHARD_MANIFEST_GLOB,
     ManifestCorruptError,
     load_manifest,
     load_previous_manifest,
+    manifest_files,
     manifest_path,
+    read_manifest_file,
     write_manifest,
 )
 from .reuse import ReuseIndex
@@ -67,6 +70,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PREV_MANIFEST_NAME",
     "REPORT_NAME",
+    "SHARD_MANIFEST_GLOB",
     "STATE_DIRNAME",
     "THUMBS_DIRNAME",
     "FileIndex",
@@ -88,8 +92,10 @@ __all__ = [
     "history_stamp",
     "load_manifest",
     "load_previous_manifest",
+    "manifest_files",
     "manifest_path",
     "move_to_history",
+    "read_manifest_file",
     "safe_join",
     "sha256_bytes",
     "sha256_file",

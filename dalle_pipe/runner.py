@@ -28,6 +28,8 @@ from .plan import Plan, Task
 from .prices import PriceTable, estimate_request
 from .providers.base import ImageRequest, ImageResponse, Provider
 from .recipe import Recipe, display_path, suggest
+from .store.manifest import SHARD_MANIFEST_GLOB as SHARD_MANIFEST_GLOB  # moved to the store; re-exported
+from .store.manifest import manifest_files as manifest_files  # until the engine's rewrite drops them
 from .throttle import Limiter, Limits, SystemClock
 
 STATUSES = ("generated", "up_to_date", "failed", "skipped", "modified")
@@ -147,9 +149,6 @@ def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, 
 # (manifest.shard-I-of-N.json); a whole run holds the folder's lock exclusively. Reuse, --check
 # and the report read every manifest*.json in the folder.
 
-SHARD_MANIFEST_GLOB = "manifest.shard-*-of-*.json"
-
-
 def shard_suffix(shard: tuple[int, int]) -> str:
     return f"shard-{shard[0]}-of-{shard[1]}"
 
@@ -157,13 +156,6 @@ def shard_suffix(shard: tuple[int, int]) -> str:
 def manifest_name(shard: tuple[int, int] | None) -> str:
     """``manifest.json``, or a shard's ``manifest.shard-I-of-N.json``."""
     return store.MANIFEST_NAME if shard is None else f"manifest.{shard_suffix(shard)}.json"
-
-
-def manifest_files(out_dir: Path) -> list[Path]:
-    """Every manifest in ``out_dir``: ``manifest.json`` first, then the shards' in name order."""
-    main = out_dir / store.MANIFEST_NAME
-    shards = sorted(p for p in out_dir.glob(SHARD_MANIFEST_GLOB) if p.is_file())
-    return [*([main] if main.is_file() else []), *shards]
 
 
 def _stat_key(path: Path) -> tuple[int, int] | None:

@@ -8,6 +8,7 @@ replaced goes to history first.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import threading
@@ -27,16 +28,19 @@ from .providers.base import (
     ImageRequest,
     ImageResponse,
     InputFile,
+    NoImage,
     Provider,
     ProviderError,
 )
 from .recipe import display_path
 from .steps.local import run_local
+from .store import ObjectRecord, ObjectStore, is_disk_error, rescue
 from .templating import RenderError, render
 from .throttle import Clock, Limiter, Stopped, call_with_retries
 from .throttle import Outcome as CallOutcome
 
 PAID_FREE = ("offline", "local")  # providers whose images cost nothing
+NO_IMAGE = "the server sent no readable image"
 
 
 @dataclass
@@ -85,6 +89,9 @@ class RunState:
     spent: float = 0.0
     stop_reason: str | None = None
     on_wait: Callable[[str, float], None] | None = None
+    objects: ObjectStore | None = None  # paid bytes, durable before anything else can fail
+    saved: dict[tuple[str, int], ObjectRecord] = field(default_factory=dict)  # (fp, index) -> stored, unplaced
+    disk_error: str | None = None  # what the disk refused, once it did (no new request after that)
     rng: random.Random = field(default_factory=random.Random)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _provider: Provider | None = None
@@ -95,6 +102,13 @@ class RunState:
                 assert self.provider_factory is not None
                 self._provider = self.provider_factory()
             return self._provider
+
+    def disk_failed(self, message: str) -> None:
+        """The disk refused a write: send nothing more; in-flight answers still land (or are rescued)."""
+        with self.lock:
+            if self.disk_error is None:
+                self.disk_error = message
+        self.stop(f"stopped: the disk refused a write ({message})")
 
     def stop(self, reason: str) -> None:
         with self.lock:
@@ -154,6 +168,12 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 entries.append(_place(state, task, i, f))
             return Outcome("up_to_date", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
     paths = [(ref, state.output_dir / p if isinstance(p, str) else p, sha) for ref, p, sha in inputs]
+    if state.saved and all((fp, i) in state.saved for i in range(task.n)) and not state.reuse_only:
+        if state.mode != "run":
+            return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
+                           reason="paid bytes saved by an earlier run will be placed", cost=0.0,
+                           in_scope=scoped)
+        return _place_saved(state, task, fp, prompt, paths, endpoint, scoped)
     if fp in state.pending_fps and state.mode == "run":
         adopted = _adopt(state, task, fp, prompt, paths, provider, endpoint)
         if adopted is not None:
@@ -354,16 +374,20 @@ def _input_entries(state: RunState, inputs: list[tuple[InputRef, Path, str]]) ->
     return out
 
 
-def _write(state: RunState, task: Task, index: int, data: bytes) -> dict[str, Any]:
+def _write(state: RunState, task: Task, index: int, data: bytes,
+           decoded: tuple[int, int, str] | None = None) -> dict[str, Any]:
     rel = task.outputs[index]
     path = store.safe_join(state.output_dir, rel)
     _retire(state, rel)
     store.atomic_write_bytes(path, data)
     sha = store.sha256_bytes(data)
     state.files.record(path, sha)
-    info = imgio.probe(path)
+    if decoded is None:
+        info = imgio.probe(path)
+        decoded = (info.width, info.height, info.format)
+    width, height, fmt = decoded
     return {"step": task.step.id, "key": task.unit.key, "index": index, "path": rel, "sha256": sha,
-            "width": info.width, "height": info.height, "format": info.format, "bytes": len(data)}
+            "width": width, "height": height, "format": fmt, "bytes": len(data)}
 
 
 def _make_local(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]], fp: str,
@@ -442,8 +466,9 @@ def _resize_mask(data: bytes, size: tuple[int, int]) -> bytes:
 def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]], fp: str,
               prompt: str | None, endpoint: str, started: float) -> Outcome:
     """Make a task's images: one call for n images, or, on the Responses route (one image per
-    call), n calls, each through the limiter and the retry loop. Every image is written and
-    journaled as it lands; attempts and possible_duplicate_charge are the task's, summed."""
+    call), n calls, each through the limiter and the retry loop. Every answer's bytes are put in
+    the object store before they are decoded or placed; every image is journaled as it lands;
+    attempts and possible_duplicate_charge are the task's, summed."""
     if state.max_cost is not None and state.spent >= state.max_cost:
         return Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
     try:
@@ -459,6 +484,8 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
     dup = fp in state.pending_fps
     total: float | None = 0.0
     failure: Outcome | None = None
+    unreadable = 0
+    placed: list[ObjectRecord] = []  # stored objects whose image is placed: removed once journaled
     while len(entries) < task.n:
         first = len(entries)
         if split and not state.force:  # a call of an earlier, partly failed run that landed
@@ -466,22 +493,38 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
             if found is not None:
                 entries.append(_place(state, task, first, found))
                 continue
-        if made and state.stop_reason is not None:
+        if (made or unreadable) and state.stop_reason is not None:
             failure = Outcome("skipped", reason=state.stop_reason)
             break
         if made and state.max_cost is not None and state.spent >= state.max_cost:
             failure = Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
             break
-        got = _call(state, task, request, fp, attempts, per_call)
+        call = _Call(state, task, request, fp, first, attempts, per_call)
+        got = call.run()
+        attempts = call.attempt
         if got is None:  # the run was stopped, or the budget spent, while this call waited for the limiter
             reason = (f"cost limit ${state.max_cost:.2f} reached" if _over_budget(state) and state.max_cost
                       is not None else state.stop_reason or "run stopped")
             failure = Outcome("skipped", reason=reason)
             break
-        attempts += got.attempts
         dup = dup or got.possible_duplicate_charge
+        if call.unreadable:
+            # A 2xx without a readable image may still have been billed: ask once more, no more.
+            dup = True
+            unreadable += 1
+            if unreadable == 1 and state.stop_reason is None:
+                continue
+            err = ProviderError(NO_IMAGE)
+            err.type = "no_image"
+            if state.journal is not None:
+                state.journal.failed(task.id, fp, err.as_dict())
+            failure = _failed(task, "no_image", NO_IMAGE, True, attempts=attempts, dup=dup)
+            break
+        if call.disk_error is not None:
+            failure = _failed(task, "disk", call.disk_error, True, attempts=attempts, dup=True)
+            break
         if got.error is not None or got.value is None:
-            err: ProviderError = got.error or ProviderError("no response")
+            err = got.error or ProviderError("no response")
             if isinstance(err, Fatal):
                 state.stop(f"stopped after a fatal error: {err.message}")
             if state.journal is not None:
@@ -500,20 +543,31 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
         images = resp.images[:per_call]
         landed = []
         for k, image in enumerate(images):
-            entry = _write(state, task, first + k, image.data)
-            entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, started))
-            entry.update({"endpoint": recorded, "revised_prompt": image.revised_prompt,
-                          "request_id": resp.request_id, "usage": resp.usage,
-                          "cost_usd": round(cost / len(images), 6) if cost is not None else None,
-                          "attempts": attempts, "possible_duplicate_charge": dup})
+            meta = {"revised_prompt": image.revised_prompt, "request_id": resp.request_id, "usage": resp.usage,
+                    "cost_usd": round(cost / len(images), 6) if cost is not None else None,
+                    "attempts": attempts, "possible_duplicate_charge": dup}
             if resp.response_id:
-                entry["response_id"] = resp.response_id
-                entry["mainline_model"] = request.mainline_model
+                meta.update({"response_id": resp.response_id, "mainline_model": request.mainline_model})
+            record = call.stored[k] if k < len(call.stored) else None
+            try:
+                entry = _write(state, task, first + k, image.data, call.decoded[k])
+            except (OSError, ValueError, imgio.ImageInputError) as exc:
+                failure = _placement_failed(state, task, exc, record, attempts, dup)
+                break
+            entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, started))
+            entry.update({"endpoint": recorded, **meta})
+            _check_size(task, entry)
             landed.append(entry)
+            if record is not None:
+                placed.append(record)
         entries.extend(landed)
         made.extend(landed)
         if split and landed and state.journal is not None:
             state.journal.done(task.id, fp, landed)  # durable now: a crash later never pays for it again
+            _forget_objects(state, placed)
+            placed = []
+        if failure is not None:
+            break
         if len(images) < per_call:
             failure = _failed(task, "short_response", f"asked for {per_call} images, got {len(images)}", True,
                               attempts=attempts, dup=dup)
@@ -529,38 +583,178 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
         failure.entries = [*entries, *failure.entries[len(entries):]]
         failure.prompt = prompt
         failure.cost = total
+        if made and state.journal is not None and not split:
+            state.journal.done(task.id, fp, made)
+            _forget_objects(state, placed)
         return failure
     if state.journal is not None and not split:
         state.journal.done(task.id, fp, entries)
+        _forget_objects(state, placed)
     revised = entries[0].get("revised_prompt") if entries else None
     return Outcome("generated", entries, prompt, revised, cost=total)
 
 
-def _call(state: RunState, task: Task, request: ImageRequest, fp: str, before: int,
-          images: int) -> CallOutcome[ImageResponse] | None:
-    """One request with its retries: an intent line before every attempt (numbered across the task)."""
-    provider = state.provider()
-    assert state.limiter is not None and state.clock is not None
-    attempt = [before]
-    journal = state.journal
+def _check_size(task: Task, entry: dict[str, Any]) -> None:
+    """An image whose size differs from an explicit `size` is kept, with a warning in its entry."""
+    want = task.params.get("size")
+    if not isinstance(want, str) or "x" not in want or entry.get("width") is None:
+        return
+    got = f"{entry['width']}x{entry['height']}"
+    if got != want:
+        entry["warnings"] = [f"asked for size {want}, the server sent {got}"]
 
-    def call() -> ImageResponse:
-        if _over_budget(state):  # checked once the limiter let us through: spend may have grown meanwhile
-            raise _BudgetReached
-        attempt[0] += 1
-        if journal is not None:
-            journal.intent(task.id, fp, attempt[0])
-        return provider.send(request)
+
+def _forget_objects(state: RunState, records: list[ObjectRecord]) -> None:
+    if state.objects is None:
+        return
+    for record in records:
+        with contextlib.suppress(OSError):
+            state.objects.remove(record)
+
+
+def _placement_failed(state: RunState, task: Task, exc: BaseException, record: ObjectRecord | None,
+                      attempts: int, dup: bool) -> Outcome:
+    """A paid image that could not be placed: its bytes stay in the store for the next run."""
+    message = str(getattr(exc, "message", None) or exc)
+    if is_disk_error(exc):
+        state.disk_failed(message)
+    where = (f"; its bytes are kept in {display_path(state.objects.dir)}, and a rerun places them without paying"
+             if record is not None and state.objects is not None else "")
+    return _failed(task, "placement", f"the image could not be written: {message}{where}", True,
+                   attempts=attempts, dup=dup)
+
+
+def _decode(data: bytes) -> tuple[int, int, str] | None:
+    """Width, height and format of an answer's bytes, decoded whole; None when they are no image."""
+    import io
+
+    from PIL import Image
 
     try:
-        return call_with_retries(call, state.limiter, images=images, max_retries=state.max_retries,
-                                 clock=state.clock, rng=state.rng, on_wait=state.on_wait)
-    except (Stopped, _BudgetReached):
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            fmt = (img.format or "").lower()
+            return img.width, img.height, "jpeg" if fmt == "jpg" else fmt
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+class _Call:
+    """One request with its retries: an intent line before every attempt (numbered across the
+    task); the answer's bytes put in the object store before they are decoded."""
+
+    def __init__(self, state: RunState, task: Task, request: ImageRequest, fp: str, first: int, before: int,
+                 images: int) -> None:
+        self.state, self.task, self.request, self.fp = state, task, request, fp
+        self.first, self.attempt, self.images = first, before, images
+        self.stored: list[ObjectRecord] = []
+        self.decoded: list[tuple[int, int, str]] = []
+        self.unreadable = False
+        self.disk_error: str | None = None
+
+    def _send(self) -> ImageResponse:
+        state = self.state
+        if _over_budget(state):  # checked once the limiter let us through: spend may have grown meanwhile
+            raise _BudgetReached
+        if state.disk_error is not None:
+            raise _Halt
+        self.attempt += 1
+        if state.journal is not None:
+            state.journal.intent(self.task.id, self.fp, self.attempt)
+        try:
+            resp = state.provider().send(self.request)
+        except NoImage:
+            raise _Unreadable from None
+        self._keep(resp)
+        decoded = [_decode(img.data) for img in resp.images]
+        if not resp.images or any(d is None for d in decoded):
+            raise _Unreadable
+        self.decoded = [d for d in decoded if d is not None]
+        return resp
+
+    def _keep(self, resp: ImageResponse) -> None:
+        """Durable first: the raw bytes and their record, fsynced, before anything can fail."""
+        state = self.state
+        self.stored = []
+        for k, image in enumerate(resp.images):
+            index = self.first + k
+            try:
+                if state.objects is not None:
+                    self.stored.append(state.objects.put(image.data, task=self.task.id, fingerprint=self.fp,
+                                                         index=index))
+            except OSError as exc:
+                if not is_disk_error(exc):
+                    raise
+                where = rescue(image.data, task=self.task.id, fingerprint=self.fp, index=index)
+                message = (f"the disk refused the paid image ({exc.strerror}); its bytes were rescued to "
+                           f"{where}")
+                state.disk_failed(message)
+                self.disk_error = message
+                raise _Halt from None
+
+    def run(self) -> CallOutcome[ImageResponse] | None:
+        state = self.state
+        assert state.limiter is not None and state.clock is not None
+        try:
+            return call_with_retries(self._send, state.limiter, images=self.images,
+                                     max_retries=state.max_retries, clock=state.clock, rng=state.rng,
+                                     on_wait=state.on_wait)
+        except _Unreadable:
+            self.unreadable = True
+            return CallOutcome(None, None, self.attempt, True)
+        except _Halt:
+            return CallOutcome(None, None, self.attempt, True) if self.disk_error else None
+        except (Stopped, _BudgetReached):
+            return None
+
+
+def _place_saved(state: RunState, task: Task, fp: str, prompt: str | None,
+                 inputs: list[tuple[InputRef, Path, str]], endpoint: str, scoped: bool) -> Outcome:
+    """Paid bytes an earlier run stored but never placed: place them now, paying nothing."""
+    assert state.objects is not None
+    entries = []
+    records = [state.saved[(fp, i)] for i in range(task.n)]
+    for i, record in enumerate(records):
+        try:
+            data = state.objects.read(record)
+            decoded = _decode(data)
+            if decoded is None:
+                raise ValueError(NO_IMAGE)
+            entry = _write(state, task, i, data, decoded)
+        except (OSError, ValueError, imgio.ImageInputError) as exc:
+            failed = _placement_failed(state, task, exc, record, int(record.meta.get("attempts") or 1), True)
+            failed.in_scope = scoped
+            return failed
+        entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, time.monotonic()))
+        entry.update({"endpoint": _recorded_endpoint(endpoint), "revised_prompt": None, "request_id": None,
+                      "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False})
+        entry.update({k: v for k, v in record.meta.items() if k in _SAVED_META})
+        entry["recovered"] = True
+        _check_size(task, entry)
+        entries.append(entry)
+    if state.journal is not None:
+        state.journal.done(task.id, fp, entries)
+    _forget_objects(state, records)
+    with state.lock:
+        for i in range(task.n):
+            state.saved.pop((fp, i), None)
+    return Outcome("generated", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
+
+
+_SAVED_META = frozenset({"revised_prompt", "request_id", "usage", "cost_usd", "attempts",
+                         "possible_duplicate_charge", "response_id", "mainline_model"})
 
 
 class _BudgetReached(Exception):
     """--max-cost: actual spend reached the limit before this request was sent."""
+
+
+class _Unreadable(Exception):
+    """A 2xx answer without a readable image (no data, bad base64, bytes that are no image)."""
+
+
+class _Halt(Exception):
+    """The disk refused a write: no new request."""
 
 
 def _over_budget(state: RunState) -> bool:

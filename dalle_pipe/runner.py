@@ -397,6 +397,8 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
     reuse = store.ReuseIndex([*orphans, *others, *prev, *landed], files, out_dir)
     by_path = {str(e["path"]).lower(): e for e in [*others, *prev, *landed] if isinstance(e.get("path"), str)}
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
+    objects = store.ObjectStore(out_dir)
+    saved = {(r.fingerprint, r.index): r for r in objects.pending()}
     clock = SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
@@ -406,7 +408,7 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
         pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
-        timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait,
+        timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait, objects=objects, saved=saved,
     )
 
 

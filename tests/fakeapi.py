@@ -37,6 +37,8 @@ Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image 
     ("url_gone",)                data[i].url pointing at a file that answers 404
     ("sleep", s)                 wait s seconds, then a normal answer (for client timeouts)
     ("noimage",)                 /v1/responses only: a 200 with a text message and no image call
+    ("emptydata",) ("badb64",) ("notimage",)   Images API: a 200 whose `data` is empty, whose
+                                 b64_json is not base64, or whose b64_json decodes to bytes that are no image
                                  (and ("moderation",) there is a 200 whose call has status "failed")
 A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
 
@@ -104,6 +106,9 @@ KNOWN = {
     "url_gone",
     "sleep",
     "noimage",
+    "emptydata",
+    "badb64",
+    "notimage",
 }
 
 
@@ -458,6 +463,13 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 payload = _error(f"Fake error {status}.", "invalid_request_error", f"fake_{status}")
             self._send_json(status, payload, base_headers)
+            return
+        if what in ("emptydata", "badb64", "notimage"):
+            rec.status = 200
+            item = {"b64_json": "@@not base64@@" if what == "badb64"
+                    else base64.b64encode(b"<html>this is not an image</html>").decode()}
+            self._send_json(200, {"created": int(time.time()), "data": [] if what == "emptydata" else [item]},
+                            base_headers)
             return
         if what == "notjson":
             rec.status = 200

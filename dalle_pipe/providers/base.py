@@ -123,6 +123,19 @@ class Transient(ProviderError):
         self.maybe_charged = maybe_charged
 
 
+class NoImage(Transient):
+    """A 2xx answer without a readable image (no `data`, an empty one, bad base64, not an image).
+
+    It may have been billed: the runner asks once more at most, then records a failed entry.
+    """
+
+    type = "no_image"
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("maybe_charged", True)
+        super().__init__(message, **kw)
+
+
 class Refused(ProviderError):
     """A moderation / content-policy refusal: recorded as a failed entry, never retried."""
 

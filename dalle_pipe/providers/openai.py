@@ -66,6 +66,7 @@ from .base import (
     ImageRequest,
     ImageResponse,
     InputFile,
+    NoImage,
     ProviderError,
     RateLimited,
     Refused,
@@ -175,7 +176,7 @@ class OpenAIProvider:
             raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
         items = parsed.data or []
         if not items:
-            raise self._transient_charged("the response holds no image", raw)
+            raise self._no_image("the response holds no image", raw)
         fallback = _normalise_format(parsed.output_format) or _normalise_format(
             request.params.get("output_format")
         )
@@ -186,7 +187,7 @@ class OpenAIProvider:
             elif item.url:
                 data = self._download(item.url, request.timeout_s, raw)
             else:
-                raise self._transient_charged("an image in the response has neither b64_json nor url", raw)
+                raise self._no_image("an image in the response has neither b64_json nor url", raw)
             fmt = sniff_format(data) or fallback or "png"
             images.append(GeneratedImage(data=data, format=fmt, revised_prompt=item.revised_prompt))
         usage = parsed.usage.model_dump(exclude_none=True) if parsed.usage is not None else None
@@ -402,7 +403,7 @@ class OpenAIProvider:
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise self._transient_charged("an image in the response is not valid base64", raw) from None
+            raise self._no_image("an image in the response is not valid base64", raw) from None
 
     def _download(self, url: str, timeout_s: float, raw: Any) -> bytes:
         """Fetch a `url` answer now (it expires after an hour). The API key is not sent."""
@@ -420,6 +421,16 @@ class OpenAIProvider:
         if resp.status_code != 200:
             raise self._transient_charged(f"downloading {shown} failed: HTTP {resp.status_code}", raw)
         return resp.content
+
+    def _no_image(self, message: str, raw: Any) -> NoImage:
+        """A 2xx without a readable image: the runner's rule (ask once more at most) applies."""
+        return NoImage(
+            self._scrub(message),
+            status=getattr(raw, "status_code", None),
+            code="no_image",
+            request_id=getattr(raw, "request_id", None),
+            headers=self._error_headers(getattr(raw, "headers", {})),
+        )
 
     def _transient_charged(self, message: str, raw: Any) -> Transient:
         return Transient(

@@ -55,6 +55,7 @@ from .manifest import (
     manifest_path,
     write_manifest,
 )
+from .objects import ObjectRecord, ObjectStore, is_disk_error, rescue
 from .reuse import ReuseIndex
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "Journal",
     "JournalState",
     "ManifestCorruptError",
+    "ObjectRecord",
+    "ObjectStore",
     "PendingIntent",
     "ReuseIndex",
     "RunLock",
@@ -86,10 +89,12 @@ __all__ = [
     "fsync_dir",
     "history_dir",
     "history_stamp",
+    "is_disk_error",
     "load_manifest",
     "load_previous_manifest",
     "manifest_path",
     "move_to_history",
+    "rescue",
     "safe_join",
     "sha256_bytes",
     "sha256_file",

@@ -1,0 +1,83 @@
+"""Paid bytes are durable first: every 2xx answer is stored before it is decoded or placed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fakeapi import FakeOpenAI
+from test_run import RECIPE, by_task, invoke, make_project, manifest
+
+ONE = RECIPE.replace("scarf,wool scarf,no", "")
+
+
+def env(api: FakeOpenAI) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.base_url, "DALLE_PIPE_NO_REPORT": "1"}
+
+
+def objects(root: Path) -> list[Path]:
+    folder = root / "out/shots/.dalle-pipe/objects"
+    return sorted(p for p in folder.iterdir() if not p.name.endswith(".json")) if folder.is_dir() else []
+
+
+def hero(root: Path, api: FakeOpenAI) -> object:
+    return invoke(root, "run", "recipe.yaml", "--items", "mug", "--only", "hero", env=env(api))
+
+
+def test_a_200_without_a_readable_image_is_asked_once_more_then_a_failed_entry(tmp_path: Path,
+                                                                               api: FakeOpenAI) -> None:
+    root = make_project(tmp_path / "p")
+    api.script([("emptydata",), ("notimage",)])
+    r = hero(root, api)
+    assert r.exit_code == 1, r.output  # type: ignore[attr-defined]
+    assert len(api.image_requests) == 2
+    entry = by_task(manifest(root))["hero@mug#0"]
+    assert entry["status"] == "failed"
+    assert entry["error"]["message"] == "the server sent no readable image"
+    assert entry["error"]["type"] == "no_image"
+    assert entry["possible_duplicate_charge"] is True and entry["attempts"] == 2
+    assert not (root / "out/shots/mug/hero.png").exists()
+
+
+def test_bad_base64_then_an_image_is_generated_and_flagged(tmp_path: Path, api: FakeOpenAI) -> None:
+    root = make_project(tmp_path / "p")
+    api.script([("badb64",)])
+    r = hero(root, api)
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    assert len(api.image_requests) == 2
+    entry = by_task(manifest(root))["hero@mug#0"]
+    assert entry["status"] == "generated"
+    assert entry["possible_duplicate_charge"] is True and entry["attempts"] == 2
+    assert objects(root) == []  # placed and recorded: the stored bytes are gone
+
+
+def test_an_image_that_cannot_be_placed_is_kept_and_placed_by_the_rerun_without_paying(
+        tmp_path: Path, api: FakeOpenAI) -> None:
+    root = make_project(tmp_path / "p")
+    (root / "out/shots").mkdir(parents=True)
+    (root / "out/shots/mug").write_text("a file where the unit's folder goes")
+    r = hero(root, api)
+    assert r.exit_code == 1, r.output  # type: ignore[attr-defined]
+    assert len(api.image_requests) == 1
+    entry = by_task(manifest(root))["hero@mug#0"]
+    assert entry["status"] == "failed"
+    assert entry["error"]["message"].startswith("the image could not be written: ")
+    assert "a rerun places them without paying" in entry["error"]["message"]
+    stored = objects(root)
+    assert len(stored) == 1
+    record = json.loads(stored[0].with_name(stored[0].name + ".json").read_text())
+    assert record["task"] == "hero@mug" and record["index"] == 0
+    paid = stored[0].read_bytes()
+    # the plan says it will be placed, at no cost
+    plan = invoke(root, "plan", "recipe.yaml", "--json", env=env(api))
+    assert plan.exit_code == 0, plan.output
+    (root / "out/shots/mug").unlink()
+    api.clear()
+    r = hero(root, api)
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    assert api.image_requests == []
+    placed = by_task(manifest(root))["hero@mug#0"]
+    assert placed["status"] == "generated" and placed["recovered"] is True
+    assert (root / "out/shots/mug/hero.png").read_bytes() == paid
+    assert placed["sha256"] == stored[0].name
+    assert objects(root) == []

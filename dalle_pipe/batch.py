@@ -48,11 +48,12 @@ from typing import Any
 
 from . import __version__, store
 from .batch_api import META_KEY, TERMINAL, BatchAPIError, BatchClient, BatchInfo
+from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .errors import CostLimitError, UsageError
 from .execute import Outcome, RunState, _failed, _input_entries, _retire, process
 from .imaging import io as imgio
 from .plan import Plan, Task
-from .prices import PriceTable, cost_from_usage, estimate_request
+from .prices import PriceTable, cost_from_usage
 from .providers.base import Provider
 from .recipe import Overrides, Recipe, display_path
 from .runner import (
@@ -412,16 +413,8 @@ class _Drive:
         return [i for i in units if self.plan.units[i].key in keys]
 
     def _estimate_selected(self, units: list[int]) -> float | None:
-        total = 0.0
-        for i in units:
-            for task in self.plan.tasks_of(i):
-                if task.is_api and task.enabled:
-                    cost = estimate_request(self.prices, task.model or "", task.kind, task.params,
-                                            batch=batchable(task))
-                    if cost is None:
-                        return None
-                    total += cost
-        return round(total, 6)
+        return sum_costs([task_cost(self.prices, task, "openai", batch=batchable(task))
+                          for i in units for task in self.plan.tasks_of(i) if task.is_api and task.enabled])
 
     def _gate(self, units: list[int], states: list[dict[str, Any]]) -> None:
         """--max-cost: what would be sent now (batch price for batched requests); reads only."""
@@ -440,8 +433,11 @@ class _Drive:
                     continue
                 if batchable(task) and _fingerprint(peek, task, done, out.prompt)[0] in flight:
                     continue
-                todo += estimate_request(self.prices, task.model or "", task.kind, task.params,
-                                         batch=batchable(task)) or 0.0
+                cost = task_cost(self.prices, task, "openai", prompt=out.prompt, batch=batchable(task))
+                if cost is None:
+                    raise CostLimitError(unknown_price_message(task),
+                                         "add its price with --prices FILE, or submit without --max-cost")
+                todo += cost
         if todo > self.opts.max_cost:
             raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${self.opts.max_cost:.2f}",
                                  "raise --max-cost, or submit fewer units with --limit or --items")

@@ -241,13 +241,16 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
          var: tuple[str, ...], as_json: bool, prices: Path | None) -> int:
     """Show, per step and in total, what a run would request and what it would cost."""
-    from .app import get_prices, load, plan_summary
+    from .app import get_prices, grand_total, load, plan_summary
 
     table = get_prices(prices)
     loaded = load(list(targets), _overrides(offline, provider, base_url, var))
     rows = plan_summary(loaded, table)
+    total = grand_total(rows)
+    placeholders = sorted({m for r in rows for m in r["placeholders"]})
     if as_json:
-        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows}, indent=2))
+        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows, "total": total,
+                               "placeholder_prices": placeholders}, indent=2))
         return 0
     _print_warnings(loaded.warnings)
     for r in rows:
@@ -258,7 +261,13 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
             click.echo(f"  {s['step']:<16}{s['kind']:<11}{s['requests']:>9}{s['images']:>8}"
                        f"{s['up_to_date']:>12}{s['to_make']:>9}{_usd(s['cost_usd']):>11}"
                        f"{_usd(s['batch_cost_usd']):>11}")
+    if len(rows) > 1:
+        click.echo(f"all recipes: {total['units']} units, {total['requests']} requests, {total['images']} images, "
+                   f"{total['up_to_date']} up to date, {total['to_make']} to make, "
+                   f"{_usd(total['cost_usd'])} (batch {_usd(total['batch_cost_usd'])})")
     click.echo(f"prices as checked on {table.checked}")
+    if placeholders:
+        click.echo(f"placeholder prices (verify against your invoice): {', '.join(placeholders)}")
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models, store
+from .engine.estimate import task_cost
 from .imaging import io as imgio
 from .plan import InputRef, Task
 from .prices import PriceTable, cost_from_usage
@@ -55,6 +56,7 @@ class Outcome:
     in_scope: bool = True
     stale: bool = False
     cost: float | None = None
+    size: tuple[int, int] | None = None  # a pending task's output size, when its params fix it
 
     @property
     def usable(self) -> bool:
@@ -132,7 +134,10 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 return Outcome("skipped", reason=f"needs step {ref.step!r}, which is {status}", in_scope=scoped)
             idx = ref.index or 0
             if up.status == "pending":
-                inputs.append((ref, task.outputs[0], ""))
+                if ref.role == "size_of" and up.size is not None:  # the size is known before it is made
+                    inputs.append((ref, up.entries[idx]["path"], f"size:{up.size[0]}x{up.size[1]}"))
+                else:
+                    inputs.append((ref, task.outputs[0], ""))
                 continue
             entry = up.entries[idx]
             sha = str(entry.get("current_sha256") or entry["sha256"])
@@ -152,9 +157,10 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
             prompt = render(task.prompt_template, ctx)
         except RenderError as exc:
             return _failed(task, "template", exc.message, scoped)
-    if any(done[r.step].status == "pending" for r, _, _ in inputs if r.step):
+    if any(r.step and not sha for r, _, sha in inputs):
         return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
-                       entries=[{"path": p} for p in task.outputs])
+                       entries=[{"path": p} for p in task.outputs], size=_fixed_size(task),
+                       cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
     provider = state.provider_name if task.is_api else "local"
     endpoint = _endpoint(task, state)
     fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint, params=task.params,
@@ -185,7 +191,8 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         return Outcome("skipped", reason="not selected (--only) and not up to date", in_scope=False)
     if state.mode != "run" or state.reuse_only:
         return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
-                       reason="would be made", cost=_estimate(state, task))
+                       reason="would be made", size=_fixed_size(task),
+                       cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
     if state.stop_reason is not None:
         return Outcome("skipped", reason=state.stop_reason)
     started = time.monotonic()
@@ -347,12 +354,11 @@ def _failed(task: Task, etype: str, message: str, scoped: bool, **extra: Any) ->
                              "possible_duplicate_charge": extra.get("dup", False)}] * max(task.n, 1))
 
 
-def _estimate(state: RunState, task: Task) -> float | None:
-    if not task.is_api or state.provider_name == "offline":
-        return 0.0
-    from .prices import estimate_request
-
-    return estimate_request(state.prices, task.model or "", task.kind, task.params)
+def _fixed_size(task: Task) -> tuple[int, int] | None:
+    """The size a task's image will have when its params (or its kind) fix it before it is made."""
+    if task.is_api and not models.parse_size(task.params.get("size")):
+        return None  # `auto`, or no size: the server decides
+    return task.size
 
 
 def _shown(state: RunState, path: Path) -> str:

@@ -21,10 +21,11 @@ from typing import Any
 
 from . import __version__, store
 from .catalog import Unit
+from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .errors import EXIT_INTERRUPTED, CostLimitError, UsageError
 from .execute import Outcome, RunState, process
 from .plan import Plan, Task
-from .prices import PriceTable, estimate_request
+from .prices import PriceTable
 from .providers.base import ImageRequest, ImageResponse, Provider
 from .recipe import Recipe, display_path, suggest
 from .throttle import Limiter, Limits, SystemClock
@@ -123,18 +124,11 @@ def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
 def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, batch: bool = False,
              provider: str | None = None) -> float | None:
     """The list-price cost of every paid request in the plan (None when some price is unknown)."""
-    if (provider or plan.recipe.provider.name) == "offline":
-        return 0.0
-    total = 0.0
-    for i in units if units is not None else range(len(plan.units)):
-        for task in plan.tasks_of(i):
-            if not task.is_api or not task.enabled:
-                continue
-            cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch)
-            if cost is None:
-                return None
-            total += cost
-    return round(total, 6)
+    name = provider or plan.recipe.provider.name
+    costs = [task_cost(prices, task, name, batch=batch)
+             for i in (units if units is not None else range(len(plan.units)))
+             for task in plan.tasks_of(i) if task.is_api and task.enabled]
+    return sum_costs(costs)
 
 
 # --------------------------------------------------------------------------- shards
@@ -413,18 +407,21 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
 
 
 def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
-    """What the tasks that would actually be sent cost (reused ones are free)."""
+    """What the tasks a run would send cost, from the same decisions and estimate `plan` shows;
+    a price that is not known stops the gate."""
     dry = RunState(**{**state.__dict__, "mode": "dry", "lock": threading.Lock()})
-    total = 0.0
+    costs: list[float] = []
     for i in units:
         done: dict[str, Outcome] = {}
         for task in plan.tasks_of(i):
             out = process(dry, task, done)
             done[task.step.id] = out
-            if out.status == "pending" and task.is_api:
-                cost = estimate_request(state.prices, task.model or "", task.kind, task.params)
-                total += cost or 0.0
-    return total
+            if out.status == "pending" and out.in_scope:
+                if out.cost is None:
+                    raise CostLimitError(unknown_price_message(task),
+                                         "add its price with --prices FILE, or run without --max-cost")
+                costs.append(out.cost)
+    return round(sum(costs), 6)
 
 
 def _fast_pass(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],

@@ -35,7 +35,7 @@ from .providers.base import (
 )
 from .recipe import display_path
 from .steps.local import run_local
-from .store import ObjectRecord, ObjectStore, is_disk_error, rescue
+from .store import DiskError, ObjectRecord, ObjectStore, is_disk_error, rescue
 from .templating import RenderError, render
 from .throttle import Clock, Limiter, Stopped, call_with_retries
 from .throttle import Outcome as CallOutcome
@@ -615,7 +615,7 @@ def _forget_objects(state: RunState, records: list[ObjectRecord]) -> None:
         return
     for record in records:
         with contextlib.suppress(OSError):
-            state.objects.remove(record)
+            state.objects.discard(record)
 
 
 def _placement_failed(state: RunState, task: Task, exc: BaseException, record: ObjectRecord | None,
@@ -624,7 +624,7 @@ def _placement_failed(state: RunState, task: Task, exc: BaseException, record: O
     message = str(getattr(exc, "message", None) or exc)
     if is_disk_error(exc):
         state.disk_failed(message)
-    where = (f"; its bytes are kept in {display_path(state.objects.dir)}, and a rerun places them without paying"
+    where = (f"; its bytes are kept in {display_path(state.objects.root)}, and a rerun places them without paying"
              if record is not None and state.objects is not None else "")
     return _failed(task, "placement", f"the image could not be written: {message}{where}", True,
                    attempts=attempts, dup=dup)
@@ -686,14 +686,20 @@ class _Call:
             index = self.first + k
             try:
                 if state.objects is not None:
+                    meta = {"revised_prompt": image.revised_prompt, "request_id": resp.request_id,
+                            "usage": resp.usage, "attempts": self.attempt, "format": image.format,
+                            "images_in_answer": len(resp.images), "response_id": resp.response_id}
                     self.stored.append(state.objects.put(image.data, task=self.task.id, fingerprint=self.fp,
-                                                         index=index))
+                                                         index=index, meta=meta))
             except OSError as exc:
                 if not is_disk_error(exc):
                     raise
-                where = rescue(image.data, task=self.task.id, fingerprint=self.fp, index=index)
-                message = (f"the disk refused the paid image ({exc.strerror}); its bytes were rescued to "
-                           f"{where}")
+                name = f"{self.task.id.replace('/', '_')}-{index}.{image.format}"
+                where = rescue(state.output_dir, image.data, name=name,
+                               meta={"task": self.task.id, "fingerprint": self.fp, "index": index})
+                problem = DiskError.from_exception(exc, what="the paid image")
+                message = f"{problem.message()}; its bytes were rescued to {where}"
+
                 state.disk_failed(message)
                 self.disk_error = message
                 raise _Halt from None
@@ -734,7 +740,12 @@ def _place_saved(state: RunState, task: Task, fp: str, prompt: str | None,
         entry.update(_common(state, task, state.provider_name, fp, prompt, inputs, time.monotonic()))
         entry.update({"endpoint": _recorded_endpoint(endpoint), "revised_prompt": None, "request_id": None,
                       "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False})
-        entry.update({k: v for k, v in record.meta.items() if k in _SAVED_META})
+        entry.update({k: v for k, v in record.meta.items() if k in _SAVED_META and v is not None})
+        usage = record.meta.get("usage")
+        if isinstance(usage, dict) and state.provider_name not in PAID_FREE:
+            share = int(record.meta.get("images_in_answer") or 1)
+            cost = cost_from_usage(state.prices, task.model or "", usage, {**task.params, "n": share})
+            entry["cost_usd"] = None if cost is None else round(cost / share, 6)
         entry["recovered"] = True
         _check_size(task, entry)
         entries.append(entry)
@@ -747,8 +758,7 @@ def _place_saved(state: RunState, task: Task, fp: str, prompt: str | None,
     return Outcome("generated", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
 
 
-_SAVED_META = frozenset({"revised_prompt", "request_id", "usage", "cost_usd", "attempts",
-                         "possible_duplicate_charge", "response_id", "mainline_model"})
+_SAVED_META = frozenset({"revised_prompt", "request_id", "usage", "attempts", "response_id"})
 
 
 class _BudgetReached(Exception):

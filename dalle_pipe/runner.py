@@ -392,7 +392,7 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
     by_path = {str(e["path"]).lower(): e for e in [*others, *prev, *landed] if isinstance(e.get("path"), str)}
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
     objects = store.ObjectStore(out_dir)
-    saved = {(r.fingerprint, r.index): r for r in objects.pending()}
+    saved = {(r.fingerprint, r.index): r for r in objects.pending()}  # oldest wins: pending() is sorted
     clock = SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None

@@ -17,7 +17,12 @@ def env(api: FakeOpenAI) -> dict[str, str]:
 
 def objects(root: Path) -> list[Path]:
     folder = root / "out/shots/.dalle-pipe/objects"
-    return sorted(p for p in folder.iterdir() if not p.name.endswith(".json")) if folder.is_dir() else []
+    return sorted(p for p in folder.glob("??/*") if p.is_file())
+
+
+def records(root: Path) -> list[dict[str, object]]:
+    folder = root / "out/shots/.dalle-pipe/objects/records"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def hero(root: Path, api: FakeOpenAI) -> object:
@@ -65,8 +70,9 @@ def test_an_image_that_cannot_be_placed_is_kept_and_placed_by_the_rerun_without_
     assert "a rerun places them without paying" in entry["error"]["message"]
     stored = objects(root)
     assert len(stored) == 1
-    record = json.loads(stored[0].with_name(stored[0].name + ".json").read_text())
-    assert record["task"] == "hero@mug" and record["index"] == 0
+    (record,) = records(root)
+    assert record["task"] == "hero@mug" and record["index"] == 0 and record["sha256"] == stored[0].name
+    assert record["meta"]["request_id"]  # what the answer said, kept for the entry
     paid = stored[0].read_bytes()
     # the plan says it will be placed, at no cost
     plan = invoke(root, "plan", "recipe.yaml", "--json", env=env(api))
@@ -80,4 +86,6 @@ def test_an_image_that_cannot_be_placed_is_kept_and_placed_by_the_rerun_without_
     assert placed["status"] == "generated" and placed["recovered"] is True
     assert (root / "out/shots/mug/hero.png").read_bytes() == paid
     assert placed["sha256"] == stored[0].name
-    assert objects(root) == []
+    assert placed["request_id"] == record["meta"]["request_id"]  # type: ignore[index]
+    assert placed["cost_usd"] is not None and placed["cost_usd"] > 0
+    assert objects(root) == [] and records(root) == []

@@ -122,14 +122,16 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="Refuse a run estimated above this.")
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Write outputs here.")
+@click.option("--no-space-check", is_flag=True,
+              help="Send even when the output disk has less free space than the run may write.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
 @handled
 def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
         var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
         check: bool, dry_run: bool, batch: bool, shard: str | None, concurrency: int | None, fail_fast: bool,
-        max_cost: float | None, prices: Path | None, output_dir: Path | None, as_json: bool,
-        quiet: bool) -> int:
+        max_cost: float | None, prices: Path | None, output_dir: Path | None, no_space_check: bool,
+        as_json: bool, quiet: bool) -> int:
     """Make every image that is missing or out of date."""
     from .app import exit_code, get_prices, load
     from .app import run as run_all
@@ -152,7 +154,7 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
         _print_warnings(loaded.warnings)
     opts = RunOptions(mode="check" if check else "dry" if dry_run else "run", force=force, only=only,
                       items=items, limit=limit, shard=_shard(shard), concurrency=concurrency,
-                      fail_fast=fail_fast, max_cost=max_cost)
+                      fail_fast=fail_fast, max_cost=max_cost, space_check=not no_space_check)
     if opts.mode == "run" and not quiet:
         from .batch import open_requests
 

@@ -69,6 +69,10 @@ class CostLimitError(DallePipeError):
     """The estimate exceeds --max-cost: nothing is sent; exit 2."""
 
 
+class DiskSpaceError(DallePipeError):
+    """The output disk has less free space than the run would write: nothing is sent; exit 2."""
+
+
 class InterruptedRun(DallePipeError):
     """Ctrl-C or SIGTERM: the manifest is written, a rerun resumes: exit 130."""
 

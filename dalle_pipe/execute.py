@@ -110,7 +110,7 @@ class RunState:
         with self.lock:
             if self.disk_error is None:
                 self.disk_error = message
-        self.stop(f"stopped: the disk refused a write ({message})")
+        self.stop(f"stopped sending: {message}")
 
     def stop(self, reason: str) -> None:
         with self.lock:
@@ -623,6 +623,7 @@ def _placement_failed(state: RunState, task: Task, exc: BaseException, record: O
     """A paid image that could not be placed: its bytes stay in the store for the next run."""
     message = str(getattr(exc, "message", None) or exc)
     if is_disk_error(exc):
+        message = DiskError.from_exception(exc, what=f"the image of {task.id}").message()
         state.disk_failed(message)
     where = (f"; its bytes are kept in {display_path(state.objects.root)}, and a rerun places them without paying"
              if record is not None and state.objects is not None else "")

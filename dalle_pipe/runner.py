@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__, store
 from .catalog import Unit
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
-from .errors import EXIT_INTERRUPTED, CostLimitError, UsageError
+from .errors import EXIT_INTERRUPTED, CostLimitError, DiskSpaceError, UsageError
 from .execute import Outcome, RunState, process
 from .plan import Plan, Task
 from .prices import PriceTable
@@ -44,6 +44,7 @@ class RunOptions:
     concurrency: int | None = None
     fail_fast: bool = False
     max_cost: float | None = None
+    space_check: bool = True  # before sending, compare the disk's free space with what the run writes
 
 
 @dataclass
@@ -348,6 +349,10 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
         interrupt = _Interrupt(lambda: state.stop("interrupted"))
         with _signals(interrupt):
             pending = _fast_pass(plan, units, state, reports, progress)
+            if pending and opts.space_check and provider_name != "offline":
+                short = store.check_free_space(out_dir, _disk_needs(pending, limits.concurrency))
+                if short is not None:
+                    raise DiskSpaceError(short, "free some space, or run with --no-space-check")
             if pending:
                 _parallel(plan, pending, state, reports, progress, limits.concurrency, opts.fail_fast)
         result.reports = [r for i in units for r in reports.get(i, [])]
@@ -358,7 +363,15 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
             st = state.limiter.stats
             result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
         if writing:
-            _write_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
+            try:
+                _write_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
+            except OSError as exc:
+                if not store.is_disk_error(exc):
+                    raise
+                problem = store.DiskError.from_exception(exc, what="the manifest")
+                result.stop_reason = (f"{result.stop_reason}; " if result.stop_reason else "") + (
+                    f"{problem.message()}: the journal keeps what was made, and a rerun with space "
+                    f"writes the manifest without paying")
     finally:
         for lock in reversed(locks):
             lock.release()
@@ -425,31 +438,58 @@ def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
 
 
 def _fast_pass(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],
-               progress: Callable[[TaskReport], None] | None) -> list[int]:
-    """Resolve every unit that needs no work on this thread (the no-op rerun path); return the rest."""
+               progress: Callable[[TaskReport], None] | None) -> dict[int, list[TaskReport]]:
+    """Resolve every unit that needs no work on this thread (the no-op rerun path). Return the rest:
+    for each unit with work, its tasks decided so far (up to its first task to make) and the
+    decisions of the tasks to make, from which the run's disk needs are known."""
     if state.mode != "run":
         for i in units:
             reports[i] = _run_unit(plan, i, state, progress)
-        return []
+        return {}
     fast = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
-    rest = []
+    rest: dict[int, list[TaskReport]] = {}
     for i in units:
         trial = _run_unit(plan, i, fast, None)
-        if any(r.outcome.status == "pending" for r in trial):
-            rest.append(i)
-        else:
+        first = next((n for n, r in enumerate(trial) if r.outcome.status == "pending"), None)
+        if first is None:
             reports[i] = trial
             if progress:
                 for r in trial:
                     progress(r)
+        else:
+            rest[i] = trial
     return rest
 
 
-def _run_unit(plan: Plan, index: int, state: RunState,
-              progress: Callable[[TaskReport], None] | None) -> list[TaskReport]:
+def _disk_needs(rest: dict[int, list[TaskReport]], concurrency: int) -> int:
+    """An upper bound of what making the pending tasks writes (plus the answers in flight in the store)."""
+    shapes: list[tuple[int | None, int | None, str | None]] = []
+    for trial in rest.values():
+        for r in trial:
+            if r.outcome.status == "pending":
+                w, h = r.task.size or (None, None)
+                shapes.extend([(w, h, r.task.fmt)] * r.task.n)
+    if not shapes:
+        return 0
+    largest = max(store.bytes_for_images([s]) for s in shapes)
+    return store.bytes_for_images(shapes) + largest * concurrency
+
+
+def _run_unit(plan: Plan, index: int, state: RunState, progress: Callable[[TaskReport], None] | None,
+              decided: list[TaskReport] | None = None) -> list[TaskReport]:
+    """Decide and make one unit's tasks in step order; `decided` holds the fast pass's reports, of
+    which those before the first task to make are kept (the rest are decided again, now that their
+    inputs land)."""
     done: dict[str, Outcome] = {}
     out: list[TaskReport] = []
-    for task in plan.tasks_of(index):
+    for r in decided or []:
+        if r.outcome.status == "pending":
+            break
+        done[r.task.step.id] = r.outcome
+        out.append(r)
+        if progress:
+            progress(r)
+    for task in plan.tasks_of(index)[len(out):]:
         outcome = process(state, task, done)
         done[task.step.id] = outcome
         report = TaskReport(task, outcome)
@@ -459,8 +499,9 @@ def _run_unit(plan: Plan, index: int, state: RunState,
     return out
 
 
-def _parallel(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],
-              progress: Callable[[TaskReport], None] | None, concurrency: int, fail_fast: bool) -> None:
+def _parallel(plan: Plan, units: dict[int, list[TaskReport]], state: RunState,
+              reports: dict[int, list[TaskReport]], progress: Callable[[TaskReport], None] | None,
+              concurrency: int, fail_fast: bool) -> None:
     lock = threading.Lock()
 
     def report(r: TaskReport) -> None:
@@ -472,7 +513,7 @@ def _parallel(plan: Plan, units: list[int], state: RunState, reports: dict[int, 
 
     workers = max(1, min(concurrency * 2, len(units), 64))
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
-        futures = {pool.submit(_run_unit, plan, i, state, report): i for i in units}
+        futures = {pool.submit(_run_unit, plan, i, state, report, decided): i for i, decided in units.items()}
         remaining = set(futures)
         while remaining:
             finished, remaining = cf.wait(remaining, timeout=0.2)

@@ -22,6 +22,7 @@ from typing import Any
 from . import __version__, store
 from .catalog import Unit
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
+from .engine.migrate import MANIFEST_FORMAT, upgrade
 from .errors import EXIT_INTERRUPTED, CostLimitError, DiskSpaceError, UsageError
 from .execute import Outcome, RunState, process
 from .plan import Plan, Task
@@ -387,9 +388,10 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
     own = manifest_name(opts.shard)
     manifest_stat = _stat_key(out_dir / own)
     manifest = _read_manifest(out_dir / own)
-    prev = list((manifest or {}).get("entries", []))
-    others = [e for d in _other_manifests(out_dir, own) for e in d.get("entries", []) if isinstance(e, dict)]
-    orphans = _load_orphans(out_dir)
+    prev = upgrade(list((manifest or {}).get("entries", [])), (manifest or {}).get("format"))
+    others = [e for d in _other_manifests(out_dir, own) for e in upgrade(d.get("entries", []), d.get("format"))
+              if isinstance(e, dict)]
+    orphans = upgrade(_load_orphans(out_dir), None)
     journal_state = None
     journal = None
     own_journal = journal_for(out_dir, opts.shard)
@@ -398,7 +400,7 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
         journal_state = journal.read()
     elif own_journal.path.exists():
         journal_state = own_journal.read()
-    landed = journal_state.done_entries if journal_state else []
+    landed = upgrade(journal_state.done_entries, None) if journal_state else []
     others += _other_journal_entries(out_dir, own_journal.path)
     files = store.FileIndex(out_dir)
     reuse = store.ReuseIndex([*orphans, *others, *prev, *landed], files, out_dir)
@@ -542,7 +544,7 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     manifest = state.prev_manifest  # read at the start; read again only if it was written since
     if state.prev_manifest_stat != _stat_key(out_dir / own):
         manifest = _read_manifest(out_dir / own)
-    prev = list((manifest or {}).get("entries", []))
+    prev = upgrade(list((manifest or {}).get("entries", [])), (manifest or {}).get("format"))
     covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
     all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
     kept: list[dict[str, Any]] = []
@@ -560,12 +562,13 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
     counts = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
     doc = {
-        "tool": "dalle-pipe", "version": __version__,
+        "tool": "dalle-pipe", "version": __version__, "format": MANIFEST_FORMAT,
         "recipe": {"path": display_path(recipe.source.path), "name": recipe.name, "sha256": recipe.sha256},
         "provider": provider_name, "started_at": started_at, "finished_at": store.utc_now_iso(),
         "counts": counts, "entries": entries,
     }
-    same = (manifest is not None and not orphans and manifest.get("entries") == entries
+    same = (manifest is not None and not orphans and manifest.get("format") == MANIFEST_FORMAT
+            and manifest.get("entries") == entries
             and manifest.get("recipe") == doc["recipe"] and manifest.get("provider") == provider_name)
     if same:
         pass  # nothing changed: the manifest stays byte-identical, so committed outputs do not churn

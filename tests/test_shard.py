@@ -60,8 +60,8 @@ def test_shards_write_their_own_manifests_and_check_and_report_read_them_all(tmp
         assert r.exit_code == 0, r.output
         m = load(out(root) / f"manifest.shard-{i}-of-3.json")
         keys.append({e["key"] for e in m["entries"]})
-        assert set(m) == {"tool", "version", "recipe", "provider", "started_at", "finished_at", "counts",
-                          "entries"}
+        assert set(m) == {"tool", "version", "format", "recipe", "provider", "started_at", "finished_at",
+                          "counts", "entries"}
         assert m["counts"]["generated"] == 2 * len(keys[-1])
     assert not (out(root) / "manifest.json").exists()
     assert sorted(k for ks in keys for k in ks) == [f"p{i}" for i in range(8)]  # a partition of the units

@@ -24,5 +24,6 @@ def test_upgrading_from_the_previous_manifest_pays_nothing(tmp_path: Path, api: 
     after = json.loads((root / "out/shots/manifest.json").read_text())
     assert [e["sha256"] for e in after["entries"]] == [e["sha256"] for e in before["entries"]]
     assert all(e["status"] == "up_to_date" for e in after["entries"])
+    assert after["format"] == 2
     # --check agrees, and plan shows nothing to make
     assert invoke(root, "run", "--check", "recipe.yaml", env=env).exit_code == 0

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import models
-from .batch import batchable
+from . import batch, models
+from .batch import BatchRun, batchable
 from .engine.estimate import task_cost
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Problem, RecipeError, UsageError
 from .plan import Plan, build_plan
@@ -121,10 +121,46 @@ def run(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrid
     for plan in loaded.plans:
         result = run_plan(plan, opts, prices, provider_name(plan.recipe),
                           make_provider_factory(plan.recipe, overrides), progress, on_wait)
+        write_pages([result])
         results.append(result)
         if result.interrupted:
             break
     return results
+
+
+def run_batches(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+                progress: Callable[[TaskReport], None] | None = None,
+                on_wait: Callable[[str, float], None] | None = None, *, collecting: bool = False) -> list[BatchRun]:
+    """`run --batch` / `batch submit` (collecting=False) or `batch collect` over the plans, in order."""
+    check_selection(loaded.plans, opts)
+    for plan in loaded.plans:
+        batch.check_recipe(plan.recipe)
+        require_key(plan.recipe)
+    runs = []
+    step = batch.collect if collecting else batch.submit
+    for plan in loaded.plans:
+        done = step(plan, opts, prices, make_provider_factory(plan.recipe, overrides), progress, on_wait)
+        write_pages([done.result])
+        runs.append(done)
+        if done.result.interrupted:
+            break
+    return runs
+
+
+def write_pages(results: list[RecipeResult]) -> None:
+    """report.html of each output folder whose manifest changed (the page never blocks a run)."""
+    if os.environ.get("DALLE_PIPE_NO_REPORT") == "1":
+        return
+    from .report import write_report
+
+    for r in results:
+        if not r.page_due:
+            continue
+        if r.manifest is not None:
+            write_report(r.output_dir, manifest=r.manifest, previous=r.previous)
+        else:
+            write_report(r.output_dir)
+        r.manifest = r.previous = None  # a 25 MB manifest is not kept alive after its page
 
 
 def _needs_requests(plan: Plan) -> bool:

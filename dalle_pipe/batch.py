@@ -50,25 +50,25 @@ from . import __version__, store
 from .batch_api import META_KEY, TERMINAL, BatchAPIError, BatchClient, BatchInfo
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .errors import CostLimitError, UsageError
-from .execute import Outcome, RunState, _failed, _input_entries, _retire, process
+from .execute import Outcome, RunState, failed_outcome, input_entries, process, retire_replaced
 from .imaging import io as imgio
 from .plan import Plan, Task
 from .prices import PriceTable, cost_from_usage
 from .providers.base import Provider
-from .recipe import Overrides, Recipe, display_path
+from .recipe import Recipe, display_path
 from .runner import (
+    Interrupt,
     RecipeResult,
     RunOptions,
     TaskReport,
-    _Interrupt,
-    _limits,
-    _load_state,
-    _signals,
-    _write_manifest,
+    limits_for,
+    load_state,
     manifest_name,
     run_locks,
     select_units,
     shard_provider,
+    trap_signals,
+    write_run_manifest,
 )
 
 ENDPOINT = "/v1/images/generations"
@@ -234,20 +234,20 @@ def check_recipe(recipe: Recipe) -> None:
                          "openai", "drop --batch, or use --provider openai")
 
 
-def submit(plan: Plan, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+def submit(plan: Plan, opts: RunOptions, prices: PriceTable,
            provider_factory: Callable[[], Provider],
            progress: Callable[[TaskReport], None] | None = None,
            on_wait: Callable[[str, float], None] | None = None) -> BatchRun:
     """`run --batch`: make what can be made now, send the generations of this wave as batches."""
-    return _Drive(plan, opts, prices, overrides, provider_factory, progress, on_wait, collect=False).run()
+    return _Drive(plan, opts, prices, provider_factory, progress, on_wait, collect=False).run()
 
 
-def collect(plan: Plan, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+def collect(plan: Plan, opts: RunOptions, prices: PriceTable,
             provider_factory: Callable[[], Provider],
             progress: Callable[[TaskReport], None] | None = None,
             on_wait: Callable[[str, float], None] | None = None) -> BatchRun:
     """`batch collect`: land finished batches, make what follows from them, submit the next wave."""
-    return _Drive(plan, opts, prices, overrides, provider_factory, progress, on_wait, collect=True).run()
+    return _Drive(plan, opts, prices, provider_factory, progress, on_wait, collect=True).run()
 
 
 @dataclass
@@ -312,7 +312,7 @@ class _Queued:
 class _Drive:
     """One recipe's submit or collect, under its output folder's lock(s)."""
 
-    def __init__(self, plan: Plan, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+    def __init__(self, plan: Plan, opts: RunOptions, prices: PriceTable,
                  provider_factory: Callable[[], Provider], progress: Callable[[TaskReport], None] | None,
                  on_wait: Callable[[str, float], None] | None, *, collect: bool) -> None:
         check_recipe(plan.recipe)
@@ -325,7 +325,7 @@ class _Drive:
         self.provider_factory = provider_factory
         self.progress = progress
         self.on_wait = on_wait
-        self.limits = _limits(self.recipe, self.opts)
+        self.limits = limits_for(self.recipe, self.opts)
         self.run_ = BatchRun(RecipeResult(self.recipe, self.out_dir))
         self._client: BatchClient | None = None
         self.lock = threading.Lock()
@@ -357,7 +357,7 @@ class _Drive:
             self._recover(states)
             if self.collect:
                 self._land(states)
-            state = _load_state(self.plan, self.opts, self.prices, "openai",
+            state = load_state(self.plan, self.opts, self.prices, "openai",
                                 shard_provider(self.provider_factory, self.opts.shard), self.limits, self.on_wait)
             journal_had = bool(state.journal and state.journal.path.exists() and state.journal.path.stat().st_size)
             self.flight = in_flight(states)
@@ -375,7 +375,7 @@ class _Drive:
             changed = (not self.collect or bool(self.run_.collected or self.run_.submitted or journal_had)
                        or self.made_now > 0 or not (self.out_dir / manifest_name(self.opts.shard)).exists())
             if changed:
-                _write_manifest(self.plan, result, state, units, started_at, "openai", shard=self.opts.shard)
+                write_run_manifest(self.plan, result, state, units, started_at, "openai", shard=self.opts.shard)
                 self.run_.wrote_manifest = True
             elif state.journal is not None:
                 state.journal.close()
@@ -421,7 +421,7 @@ class _Drive:
         if self.opts.max_cost is None:
             return
         dry = RunOptions(**{**self.opts.__dict__, "mode": "dry"})
-        peek = _load_state(self.plan, dry, self.prices, "openai", None, self.limits, None)
+        peek = load_state(self.plan, dry, self.prices, "openai", None, self.limits, None)
         flight = in_flight(states)
         todo = 0.0
         for i in units:
@@ -465,7 +465,7 @@ class _Drive:
         docs = [d for d in states if is_open(d) and d.get("batch_id") and _in_shard(d, self.opts.shard)]
         if not docs:
             return
-        state = _load_state(self.plan, self.opts, self.prices, "openai", None, self.limits, None)
+        state = load_state(self.plan, self.opts, self.prices, "openai", None, self.limits, None)
         try:
             for doc in docs:
                 info = self.client.retrieve(str(doc["batch_id"]))
@@ -553,7 +553,7 @@ class _Drive:
         path = store.safe_join(self.out_dir, rel)
         sha = store.sha256_bytes(data)
         if state.files.sha(path) != sha:  # else it landed already (a collect that crashed)
-            _retire(state, rel)
+            retire_replaced(state, rel)
             store.atomic_write_bytes(path, data)
             state.files.record(path, sha)
         info = imgio.probe(path)
@@ -597,7 +597,7 @@ class _Drive:
     def _pass(self, state: RunState, units: list[int]) -> list[TaskReport]:
         peek = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
         reports: dict[int, list[TaskReport]] = {}
-        interrupt = _Interrupt(lambda: state.stop("interrupted"))
+        interrupt = Interrupt(lambda: state.stop("interrupted"))
         fail_fast = self.opts.fail_fast
 
         def unit(i: int) -> list[TaskReport]:
@@ -615,7 +615,7 @@ class _Drive:
                         state.stop("stopped at the first failure (--fail-fast)")
             return out
 
-        with _signals(interrupt):
+        with trap_signals(interrupt):
             workers = max(1, min(self.limits.concurrency * 2, len(units), 64))
             with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
                 futures = {pool.submit(unit, i): i for i in units}
@@ -674,7 +674,7 @@ class _Drive:
             return _pending(task, f"in batch {self.flight[fp]}", out.prompt)
         error = self.failed.get(fp)
         if error is not None:
-            failed = _failed(task, str(error.get("type")), str(error.get("message")), True,
+            failed = failed_outcome(task, str(error.get("type")), str(error.get("message")), True,
                              status=error.get("status"), code=error.get("code"), attempts=1)
             failed.prompt = out.prompt
             return failed
@@ -798,7 +798,7 @@ def _fingerprint(state: RunState, task: Task, done: dict[str, Outcome],
             resolved.append((ref, ref.path, state.files.sha(ref.path) or ""))
     fp = store.fingerprint(provider=state.provider_name, model=task.model, endpoint=ENDPOINT, params=task.params,
                            prompt=prompt, input_shas=[s for _, _, s in resolved])
-    return fp, _input_entries(state, resolved)
+    return fp, input_entries(state, resolved)
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -817,27 +817,6 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- every recipe
-
-
-def run_all(plans: list[Plan], opts: RunOptions, prices: PriceTable, overrides: Overrides,
-            progress: Callable[[TaskReport], None] | None = None,
-            on_wait: Callable[[str, float], None] | None = None, *, collecting: bool = False) -> list[BatchRun]:
-    """`run --batch` / `batch submit` (collecting=False) or `batch collect` over the plans, in order."""
-    from .app import make_provider_factory, require_key
-    from .runner import check_selection
-
-    check_selection(plans, opts)
-    for plan in plans:
-        check_recipe(plan.recipe)
-        require_key(plan.recipe)
-    runs = []
-    step = collect if collecting else submit
-    for plan in plans:
-        run = step(plan, opts, prices, overrides, make_provider_factory(plan.recipe, overrides), progress, on_wait)
-        runs.append(run)
-        if run.result.interrupted:
-            break
-    return runs
 
 
 def status_all(plans: list[Plan], shard: tuple[int, int] | None) -> list[StatusLine]:

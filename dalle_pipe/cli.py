@@ -191,9 +191,9 @@ def _batch(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
            shard: str | None, concurrency: int | None, fail_fast: bool, max_cost: float | None,
            prices: Path | None, output_dir: Path | None, as_json: bool, quiet: bool, *, collecting: bool) -> int:
     """`run --batch` / `batch submit` / `batch collect`."""
-    from .app import get_prices, load
+    from .app import get_prices, load, run_batches
     from .batch import as_json as batch_json
-    from .batch import exit_code, run_all, summary
+    from .batch import exit_code, summary
     from .progress import Progress, failures
     from .runner import RunOptions
 
@@ -206,7 +206,7 @@ def _batch(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
                       concurrency=concurrency, fail_fast=fail_fast, max_cost=max_cost)
     bar = Progress(sum(len(p.tasks) for p in loaded.plans), live=None if not (quiet or as_json) else False)
     try:
-        runs = run_all(loaded.plans, opts, table, overrides, bar.task, bar.wait, collecting=collecting)
+        runs = run_batches(loaded, opts, table, overrides, bar.task, bar.wait, collecting=collecting)
     finally:
         bar.close()
     code = exit_code(runs, collect=collecting)

@@ -73,11 +73,5 @@ class DiskSpaceError(DallePipeError):
     """The output disk has less free space than the run would write: nothing is sent; exit 2."""
 
 
-class InterruptedRun(DallePipeError):
-    """Ctrl-C or SIGTERM: the manifest is written, a rerun resumes: exit 130."""
-
-    exit_code = EXIT_INTERRUPTED
-
-
 class LockedError(DallePipeError):
     """Another run holds the lock on this output_dir: exit 2."""

@@ -156,7 +156,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         try:
             prompt = render(task.prompt_template, ctx)
         except RenderError as exc:
-            return _failed(task, "template", exc.message, scoped)
+            return failed_outcome(task, "template", exc.message, scoped)
     if any(r.step and not sha for r, _, sha in inputs):
         return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
                        entries=[{"path": p} for p in task.outputs], size=_fixed_size(task),
@@ -270,7 +270,7 @@ def _place(state: RunState, task: Task, index: int, found: dict[str, Any]) -> di
     return entry
 
 
-def _retire(state: RunState, rel: str) -> None:
+def retire_replaced(state: RunState, rel: str) -> None:
     """Before a file is replaced: a paid or hand-edited image goes to history; a free one is replaced."""
     prev = state.prev_by_path.get(rel.lower())
     path = state.output_dir / rel
@@ -347,7 +347,7 @@ def _bare_entry(task: Task, index: int, rel: str) -> dict[str, Any]:
             "model": task.model, "fingerprint": None, "approved": False, "sha256": None}
 
 
-def _failed(task: Task, etype: str, message: str, scoped: bool, **extra: Any) -> Outcome:
+def failed_outcome(task: Task, etype: str, message: str, scoped: bool, **extra: Any) -> Outcome:
     error = {"type": etype, "status": extra.get("status"), "code": extra.get("code"), "message": message}
     return Outcome("failed", reason=message, in_scope=scoped,
                    entries=[{"error": error, "attempts": extra.get("attempts", 0),
@@ -372,7 +372,7 @@ def _shown(state: RunState, path: Path) -> str:
     return display_path(path)
 
 
-def _input_entries(state: RunState, inputs: list[tuple[InputRef, Path, str]]) -> list[dict[str, Any]]:
+def input_entries(state: RunState, inputs: list[tuple[InputRef, Path, str]]) -> list[dict[str, Any]]:
     out = []
     for ref, path, sha in inputs:
         shown = _shown(state, path)
@@ -384,7 +384,7 @@ def _write(state: RunState, task: Task, index: int, data: bytes,
            decoded: tuple[int, int, str] | None = None) -> dict[str, Any]:
     rel = task.outputs[index]
     path = store.safe_join(state.output_dir, rel)
-    _retire(state, rel)
+    retire_replaced(state, rel)
     store.atomic_write_bytes(path, data)
     sha = store.sha256_bytes(data)
     state.files.record(path, sha)
@@ -404,7 +404,7 @@ def _make_local(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, 
     try:
         data = run_local(task.kind, task.params, by_role, task.fmt)
     except (ValueError, OSError, imgio.ImageInputError) as exc:
-        return _failed(task, "local", str(getattr(exc, "message", exc)), True)
+        return failed_outcome(task, "local", str(getattr(exc, "message", exc)), True)
     entry = _write(state, task, 0, data)
     entry.update(_common(state, task, "local", fp, prompt, inputs, started))
     entry.update({"revised_prompt": None, "request_id": None, "usage": None, "cost_usd": 0.0, "attempts": 1,
@@ -415,7 +415,7 @@ def _make_local(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, 
 def _common(state: RunState, task: Task, provider: str, fp: str, prompt: str | None,
             inputs: list[tuple[InputRef, Path, str]], started: float) -> dict[str, Any]:
     return {"provider": provider, "model": task.model, "endpoint": _endpoint(task, state),
-            "params": task.params, "prompt": prompt, "inputs": _input_entries(state, inputs),
+            "params": task.params, "prompt": prompt, "inputs": input_entries(state, inputs),
             "fingerprint": fp, "approved": False, "created_at": store.utc_now_iso(),
             "duration_s": round(time.monotonic() - started, 3), "status": "generated", "error": None}
 
@@ -430,7 +430,7 @@ def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str
     mask: InputFile | None = None
     first_size: tuple[int, int] | None = None
     for ref, path, _ in inputs:
-        shown = _input_entries(state, [(ref, path, "")])[0]["path"]
+        shown = input_entries(state, [(ref, path, "")])[0]["path"]
         if ref.role == "mask":
             info = imgio.probe(path)
             resize = task.step.body.get("fit") == "resize" and first_size not in (None, info.size)
@@ -480,7 +480,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
     try:
         request = _request(state, task, inputs, prompt)
     except (imgio.ImageInputError, OSError, ValueError) as exc:
-        return _failed(task, "input", str(getattr(exc, "message", exc)), True)
+        return failed_outcome(task, "input", str(getattr(exc, "message", exc)), True)
     split = request.api == "responses"
     per_call = 1 if split else task.n
     recorded = _recorded_endpoint(endpoint)
@@ -524,10 +524,10 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
             err.type = "no_image"
             if state.journal is not None:
                 state.journal.failed(task.id, fp, err.as_dict())
-            failure = _failed(task, "no_image", NO_IMAGE, True, attempts=attempts, dup=dup)
+            failure = failed_outcome(task, "no_image", NO_IMAGE, True, attempts=attempts, dup=dup)
             break
         if call.disk_error is not None:
-            failure = _failed(task, "disk", call.disk_error, True, attempts=attempts, dup=True)
+            failure = failed_outcome(task, "disk", call.disk_error, True, attempts=attempts, dup=True)
             break
         if got.error is not None or got.value is None:
             err = got.error or ProviderError("no response")
@@ -535,7 +535,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
                 state.stop(f"stopped after a fatal error: {err.message}")
             if state.journal is not None:
                 state.journal.failed(task.id, fp, err.as_dict())
-            failure = _failed(task, err.type, err.message, True, status=err.status, code=err.code,
+            failure = failed_outcome(task, err.type, err.message, True, status=err.status, code=err.code,
                               attempts=attempts, dup=dup)
             break
         resp = got.value
@@ -575,7 +575,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
         if failure is not None:
             break
         if len(images) < per_call:
-            failure = _failed(task, "short_response", f"asked for {per_call} images, got {len(images)}", True,
+            failure = failed_outcome(task, "short_response", f"asked for {per_call} images, got {len(images)}", True,
                               attempts=attempts, dup=dup)
             break
     for entry in made:
@@ -627,7 +627,7 @@ def _placement_failed(state: RunState, task: Task, exc: BaseException, record: O
         state.disk_failed(message)
     where = (f"; its bytes are kept in {display_path(state.objects.root)}, and a rerun places them without paying"
              if record is not None and state.objects is not None else "")
-    return _failed(task, "placement", f"the image could not be written: {message}{where}", True,
+    return failed_outcome(task, "placement", f"the image could not be written: {message}{where}", True,
                    attempts=attempts, dup=dup)
 
 

@@ -214,7 +214,7 @@ def _read_all(paths: Iterable[Path], *, strict: bool) -> list[dict[str, Any]]:
 
 def load_manifests(output_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(current, previous): manifest.json and the shards' manifests merged, and their previous copies."""
-    from .runner import SHARD_MANIFEST_GLOB, manifest_files
+    from .store import SHARD_MANIFEST_GLOB, manifest_files
 
     current = _merge(_read_all(manifest_files(output_dir), strict=True))
     state = store.state_dir(output_dir)
@@ -260,7 +260,7 @@ def rebuild_reports(targets: list[Path], overrides: Overrides) -> list[tuple[str
 
     A target is a recipe or pipeline file (none means ./pipeline.yaml), or an output folder.
     """
-    from .runner import manifest_files
+    from .store import manifest_files
 
     dirs = [(t.name, t) for t in targets if t.is_dir()]
     files = [t for t in targets if not t.is_dir()]

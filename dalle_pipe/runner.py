@@ -64,6 +64,9 @@ class RecipeResult:
     estimate_usd: float | None = 0.0
     spent_usd: float = 0.0
     waits: dict[str, float] = field(default_factory=dict)
+    page_due: bool = False  # the manifest changed (or no page exists): the command layer writes report.html
+    manifest: dict[str, Any] | None = None  # the manifest written, and the one before, for the page
+    previous: dict[str, Any] | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.reports if r.outcome.in_scope and r.outcome.status == status)
@@ -110,7 +113,7 @@ def check_selection(plans: list[Plan], opts: RunOptions) -> None:
                                  suggest(item, sorted(heads | keys)) or None)
 
 
-def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
+def limits_for(recipe: Recipe, opts: RunOptions) -> Limits:
     t = dict(recipe.throttle)
     share = opts.shard[1] if opts.shard else 1  # each of n shards takes 1/n of the account's rates
     rpm, ipm = t.get("requests_per_minute"), t.get("images_per_minute")
@@ -140,9 +143,6 @@ def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, 
 # (manifest.shard-I-of-N.json); a whole run holds the folder's lock exclusively. Reuse, --check
 # and the report read every manifest*.json in the folder.
 
-SHARD_MANIFEST_GLOB = "manifest.shard-*-of-*.json"
-
-
 def shard_suffix(shard: tuple[int, int]) -> str:
     return f"shard-{shard[0]}-of-{shard[1]}"
 
@@ -150,13 +150,6 @@ def shard_suffix(shard: tuple[int, int]) -> str:
 def manifest_name(shard: tuple[int, int] | None) -> str:
     """``manifest.json``, or a shard's ``manifest.shard-I-of-N.json``."""
     return store.MANIFEST_NAME if shard is None else f"manifest.{shard_suffix(shard)}.json"
-
-
-def manifest_files(out_dir: Path) -> list[Path]:
-    """Every manifest in ``out_dir``: ``manifest.json`` first, then the shards' in name order."""
-    main = out_dir / store.MANIFEST_NAME
-    shards = sorted(p for p in out_dir.glob(SHARD_MANIFEST_GLOB) if p.is_file())
-    return [*([main] if main.is_file() else []), *shards]
 
 
 def _stat_key(path: Path) -> tuple[int, int] | None:
@@ -171,16 +164,14 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     """A manifest by path (its own name), or None when absent; a corrupt one raises."""
     if not path.is_file():
         return None
-    from .store.manifest import _parse_manifest
-
-    return _parse_manifest(path)
+    return store.read_manifest_file(path)
 
 
 def _other_manifests(out_dir: Path, own: str) -> list[dict[str, Any]]:
     """The other manifests of the folder (other shards, or the whole run's), oldest first; corrupt ones
     are skipped: they only feed reuse."""
     docs = []
-    for path in manifest_files(out_dir):
+    for path in store.manifest_files(out_dir):
         if path.name == own:
             continue
         try:
@@ -190,29 +181,6 @@ def _other_manifests(out_dir: Path, own: str) -> list[dict[str, Any]]:
         if doc is not None:
             docs.append(doc)
     return sorted(docs, key=lambda d: str(d.get("finished_at") or ""))
-
-
-def merged_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """One manifest of every manifest in ``out_dir`` (the whole run's and the shards'): entries by
-    (step, key, index), the most recently finished manifest winning; None when there is none."""
-    paths = manifest_files(out_dir)
-    if not paths:
-        return None
-    docs = [d for d in (_read_manifest(p) for p in paths) if d is not None]
-    if len(docs) == 1:
-        return docs[0]
-    docs.sort(key=lambda d: str(d.get("finished_at") or ""))
-    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    for doc in docs:
-        for e in doc.get("entries", []):
-            if isinstance(e, dict):
-                merged[(e.get("step"), e.get("key"), e.get("index"))] = e
-    entries = list(merged.values())
-    head = dict(docs[-1])
-    head["started_at"] = min((str(d.get("started_at") or "") for d in docs), default=None)
-    head["counts"] = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
-    head["entries"] = entries
-    return head
 
 
 def run_locks(out_dir: Path, shard: tuple[int, int] | None) -> list[store.RunLock]:
@@ -284,7 +252,7 @@ def shard_provider(factory: Callable[[], Provider] | None,
     return lambda: _ShardShare(factory(), n)
 
 
-class _Interrupt:
+class Interrupt:
     """Turns SIGINT/SIGTERM into a flag the run checks (the second signal aborts at once)."""
 
     def __init__(self, on_signal: Callable[[], None]) -> None:
@@ -302,7 +270,7 @@ class _Interrupt:
 
 
 @contextmanager
-def _signals(handler: _Interrupt) -> Iterator[None]:
+def trap_signals(handler: Interrupt) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -325,13 +293,13 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     out_dir = recipe.output_dir
     result = RecipeResult(recipe, out_dir)
     units = select_units(plan, opts)
-    limits = _limits(recipe, opts)
+    limits = limits_for(recipe, opts)
     if provider_name == "offline":  # a local renderer has no account to protect
         limits = Limits(None, None, max(limits.concurrency, os.cpu_count() or 1), 0, limits.timeout_s)
     writing = opts.mode == "run"
     if writing and opts.max_cost is not None:  # the gate reads only: nothing is written when it refuses
         dry_opts = RunOptions(**{**opts.__dict__, "mode": "dry"})
-        peek = _load_state(plan, dry_opts, prices, provider_name, None, limits, None)
+        peek = load_state(plan, dry_opts, prices, provider_name, None, limits, None)
         todo = _todo_estimate(plan, units, peek)
         if todo > opts.max_cost:
             raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${opts.max_cost:.2f}",
@@ -342,13 +310,13 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     try:
         for lock in locks:
             lock.acquire()
-        state = _load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
+        state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
                             limits, on_wait)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
-        interrupt = _Interrupt(lambda: state.stop("interrupted"))
-        with _signals(interrupt):
+        interrupt = Interrupt(lambda: state.stop("interrupted"))
+        with trap_signals(interrupt):
             pending = _fast_pass(plan, units, state, reports, progress)
             if pending and opts.space_check and provider_name != "offline":
                 short = store.check_free_space(out_dir, _disk_needs(pending, limits.concurrency))
@@ -365,7 +333,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
             result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
         if writing:
             try:
-                _write_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
+                write_run_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
             except OSError as exc:
                 if not store.is_disk_error(exc):
                     raise
@@ -381,7 +349,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     return result
 
 
-def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
+def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
                 provider_factory: Callable[[], Provider] | None, limits: Limits,
                 on_wait: Callable[[str, float], None] | None) -> RunState:
     out_dir = plan.recipe.output_dir
@@ -536,7 +504,7 @@ def _load_orphans(out_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: list[int], started_at: str,
+def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units: list[int], started_at: str,
                     provider_name: str, *, shard: tuple[int, int] | None = None) -> None:
     recipe = plan.recipe
     out_dir = recipe.output_dir
@@ -587,17 +555,10 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     if state.journal is not None:
         state.journal.reset()
         state.journal.close()
-    if same and (out_dir / store.REPORT_NAME).exists():
-        return  # a no-op rerun: the page still shows the last run that changed anything
-    if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
-        try:
-            from .report import write_report
-        except ImportError:
-            return
-        if shard is None and len(manifest_files(out_dir)) == 1:
-            write_report(out_dir, manifest=doc, previous=manifest)
-        else:
-            write_report(out_dir)
+    # the page is the command layer's: it is told what to show (a no-op rerun keeps the last page)
+    result.page_due = not (same and (out_dir / store.REPORT_NAME).exists())
+    if result.page_due and shard is None and len(store.manifest_files(out_dir)) == 1:
+        result.manifest, result.previous = doc, manifest
 
 
 _ENTRY_KEYS = frozenset({

@@ -209,7 +209,7 @@ class Limiter:
     """Paces every request of a run: rates, concurrency, and global 429 pauses. Thread-safe."""
 
     def __init__(self, limits: Limits, clock: Clock, *, stated: bool) -> None:
-        self._limits = limits
+        self.limits_for = limits
         self._clock = clock
         self._cond = threading.Condition()
         self._learned: dict[str, float] = {}  # "requests" / "images" -> limit per minute
@@ -232,7 +232,7 @@ class Limiter:
 
     @property
     def limits(self) -> Limits:
-        return self._limits
+        return self.limits_for
 
     @property
     def paused_until(self) -> float:
@@ -313,7 +313,7 @@ class Limiter:
                 if self._learned:
                     self._adopt_learned()
                 else:
-                    self._window = min(self._limits.concurrency, self._window + 1)
+                    self._window = min(self.limits_for.concurrency, self._window + 1)
             self._cond.notify_all()
 
     def on_rate_limited(self, retry_after_s: float | None, rate_headers: Mapping[str, str]) -> None:
@@ -354,8 +354,8 @@ class Limiter:
 
     def _rates(self) -> tuple[float | None, float | None]:
         return (
-            _lowest(self._limits.requests_per_minute, self._learned.get("requests")),
-            _lowest(self._limits.images_per_minute, self._learned.get("images")),
+            _lowest(self.limits_for.requests_per_minute, self._learned.get("requests")),
+            _lowest(self.limits_for.images_per_minute, self._learned.get("images")),
         )
 
     def _earliest(self, now: float, weight: int) -> float:
@@ -377,7 +377,7 @@ class Limiter:
 
     def _adopt_learned(self) -> None:
         self._learning = False
-        self._window = self._limits.concurrency
+        self._window = self.limits_for.concurrency
 
     def _learn(self, headers: Mapping[str, str]) -> None:
         h = _lower(headers)

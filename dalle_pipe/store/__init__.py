@@ -65,10 +65,13 @@ from .history import IMAGE_SUFFIXES, clean, history_stamp, move_to_history
 from .journal import Journal, JournalState, PendingIntent
 from .lock import RunLock
 from .manifest import (
+    SHARD_MANIFEST_GLOB,
     ManifestCorruptError,
     load_manifest,
     load_previous_manifest,
+    manifest_files,
     manifest_path,
+    read_manifest_file,
     write_manifest,
 )
 from .objects import (
@@ -94,6 +97,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PREV_MANIFEST_NAME",
     "REPORT_NAME",
+    "SHARD_MANIFEST_GLOB",
     "STATE_DIRNAME",
     "THUMBS_DIRNAME",
     "CorruptRecord",
@@ -128,11 +132,13 @@ __all__ = [
     "is_disk_error",
     "load_manifest",
     "load_previous_manifest",
+    "manifest_files",
     "manifest_path",
     "margin_for",
     "mount_point",
     "move_to_history",
     "objects_dir",
+    "read_manifest_file",
     "rescue",
     "rescue_dir",
     "safe_join",

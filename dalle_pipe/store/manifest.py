@@ -43,6 +43,25 @@ def _parse_manifest(path: Path, raw: bytes | None = None) -> dict[str, Any]:
     return doc
 
 
+def read_manifest_file(path: Path) -> dict[str, Any]:
+    """One manifest file (``manifest.json``, a shard's, or a previous copy) as a dict.
+
+    Raises ``FileNotFoundError``/``OSError`` when unreadable and :class:`ManifestCorruptError`
+    when it is not a JSON object with an ``entries`` list.
+    """
+    return _parse_manifest(Path(path))
+
+
+SHARD_MANIFEST_GLOB = "manifest.shard-*-of-*.json"
+
+
+def manifest_files(out_dir: Path) -> list[Path]:
+    """Every manifest in ``out_dir``: ``manifest.json`` first, then the shards' in name order."""
+    main = Path(out_dir) / MANIFEST_NAME
+    shards = sorted(p for p in Path(out_dir).glob(SHARD_MANIFEST_GLOB) if p.is_file())
+    return [*([main] if main.is_file() else []), *shards]
+
+
 def load_manifest(output_dir: Path) -> dict[str, Any] | None:
     """``output_dir/manifest.json``, or None when there is none.
 

@@ -11,7 +11,7 @@ from typing import Any
 from . import batch, models
 from .batch import BatchRun, batchable
 from .engine.estimate import task_cost
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Problem, RecipeError, UsageError
+from .errors import Problem, RecipeError, UsageError, reduce_exit
 from .plan import Plan, build_plan
 from .prices import PriceTable, load_prices
 from .providers.base import Provider
@@ -147,6 +147,29 @@ def run_batches(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides:
     return runs
 
 
+def notes(result: RecipeResult) -> list[str]:
+    """Warning lines for the terminal: stale approvals, images whose size differs from the one asked
+    for, and images reused from another endpoint host."""
+    out: list[str] = []
+    hosts: dict[str, int] = {}
+    for r in result.reports:
+        o = r.outcome
+        if not o.in_scope:
+            continue
+        if o.stale:
+            out.append(f"warning: {r.task.id}: approved image is stale (its recipe or inputs changed): kept and "
+                       f"still approved (dalle-pipe approve --revoke lets it be made again)")
+        for e in o.entries:
+            out.extend(f"warning: {r.task.id}: {w}" for w in e.get("warnings") or [] if o.status == "generated")
+            host = e.get("endpoint_host")
+            if (o.status == "up_to_date" and isinstance(host, str) and result.endpoint_host is not None
+                    and host != result.endpoint_host):
+                hosts[host] = hosts.get(host, 0) + 1
+    for host, n in sorted(hosts.items()):
+        out.append(f"note: {n} image(s) reused were made against {host}, not {result.endpoint_host}")
+    return out
+
+
 def write_pages(results: list[RecipeResult]) -> None:
     """report.html of each output folder whose manifest changed (the page never blocks a run)."""
     if os.environ.get("DALLE_PIPE_NO_REPORT") == "1":
@@ -169,13 +192,10 @@ def _needs_requests(plan: Plan) -> bool:
 
 def exit_code(results: list[RecipeResult], opts: RunOptions) -> int:
     """0 all done; 1 failures or work found by --check; 130 interrupted."""
-    if any(r.interrupted for r in results):
-        return EXIT_INTERRUPTED
-    if opts.mode == "check" and any(r.count("pending") for r in results):
-        return EXIT_FAILED
-    if any(r.count("failed") or (r.stop_reason and r.stop_reason != "interrupted") for r in results):
-        return EXIT_FAILED
-    return EXIT_OK
+    return reduce_exit(
+        interrupted=any(r.interrupted for r in results),
+        failed=any(r.count("failed") or (r.stop_reason and r.stop_reason != "interrupted") for r in results),
+        work_left=opts.mode == "check" and any(r.count("pending") for r in results))
 
 
 def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:

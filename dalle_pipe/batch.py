@@ -49,7 +49,7 @@ from typing import Any
 from . import __version__, store
 from .batch_api import META_KEY, TERMINAL, BatchAPIError, BatchClient, BatchInfo
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
-from .errors import CostLimitError, UsageError
+from .errors import CostLimitError, UsageError, reduce_exit
 from .execute import Outcome, RunState, failed_outcome, input_entries, process, retire_replaced
 from .imaging import io as imgio
 from .plan import Plan, Task
@@ -215,14 +215,11 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
 
 def exit_code(runs: list[BatchRun], *, collect: bool) -> int:
     """0 all done; 1 failures, a submission that failed, or (collect) batches still in flight; 130 interrupted."""
-    if any(r.result.interrupted for r in runs):
-        return 130
-    if any(r.result.count("failed") or r.errors or (r.result.stop_reason and r.result.stop_reason != "interrupted")
-           for r in runs):
-        return 1
-    if collect and any(r.running for r in runs):
-        return 1
-    return 0
+    return reduce_exit(
+        interrupted=any(r.result.interrupted for r in runs),
+        failed=any(r.result.count("failed") or r.errors
+                   or (r.result.stop_reason and r.result.stop_reason != "interrupted") for r in runs),
+        work_left=collect and any(r.running for r in runs))
 
 
 # --------------------------------------------------------------------------- the commands

@@ -133,7 +133,7 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
         max_cost: float | None, prices: Path | None, output_dir: Path | None, no_space_check: bool,
         as_json: bool, quiet: bool) -> int:
     """Make every image that is missing or out of date."""
-    from .app import exit_code, get_prices, load
+    from .app import exit_code, get_prices, load, notes
     from .app import run as run_all
     from .progress import Progress, failures, summary_line
     from .progress import as_json as summary_json
@@ -178,6 +178,8 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
         for r in results:
             click.echo(summary_line(r))
             for line in failures(r)[:20]:
+                click.echo(line)
+            for line in notes(r):
                 click.echo(line)
             if opts.mode != "run":
                 for t in r.reports:

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import models, store
 from .engine.estimate import task_cost
+from .engine.hosts import reusable_from
 from .imaging import io as imgio
 from .plan import InputRef, Task
 from .prices import PriceTable, cost_from_usage
@@ -94,6 +95,7 @@ class RunState:
     objects: ObjectStore | None = None  # paid bytes, durable before anything else can fail
     saved: dict[tuple[str, int], ObjectRecord] = field(default_factory=dict)  # (fp, index) -> stored, unplaced
     disk_error: str | None = None  # what the disk refused, once it did (no new request after that)
+    endpoint_host: str | None = None  # host[:port] this run sends to (None: offline)
     rng: random.Random = field(default_factory=random.Random)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _provider: Provider | None = None
@@ -244,6 +246,8 @@ def _own(state: RunState, task: Task, fp: str, index: int) -> dict[str, Any] | N
     prev = state.prev_by_path.get(rel.lower())
     if prev is None or prev.get("fingerprint") != fp or prev.get("index", 0) != index:
         return None
+    if not reusable_from(prev.get("endpoint_host"), state.endpoint_host):
+        return None
     return prev if state.files.sha_rel(rel) == prev.get("sha256") else None
 
 
@@ -291,6 +295,9 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
         path = state.output_dir / rel
         sha = state.files.sha(path)
         if prev is not None and prev.get("approved") and sha == prev.get("sha256") and not state.force:
+            if state.mode == "check" and prev.get("provider") == "offline" and provider != "offline":
+                return Outcome("pending", entries=[{"path": p} for p in task.outputs], in_scope=scoped,
+                               reason="approved, but made offline: the approval covered a placeholder")
             entries.append({**prev, "status": "up_to_date", "stale": True})
             status = status or "up_to_date"
             continue
@@ -414,10 +421,13 @@ def _make_local(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, 
 
 def _common(state: RunState, task: Task, provider: str, fp: str, prompt: str | None,
             inputs: list[tuple[InputRef, Path, str]], started: float) -> dict[str, Any]:
-    return {"provider": provider, "model": task.model, "endpoint": _endpoint(task, state),
-            "params": task.params, "prompt": prompt, "inputs": input_entries(state, inputs),
-            "fingerprint": fp, "approved": False, "created_at": store.utc_now_iso(),
-            "duration_s": round(time.monotonic() - started, 3), "status": "generated", "error": None}
+    common = {"provider": provider, "model": task.model, "endpoint": _endpoint(task, state),
+              "params": task.params, "prompt": prompt, "inputs": input_entries(state, inputs),
+              "fingerprint": fp, "approved": False, "created_at": store.utc_now_iso(),
+              "duration_s": round(time.monotonic() - started, 3), "status": "generated", "error": None}
+    if provider not in PAID_FREE and state.endpoint_host is not None:
+        common["endpoint_host"] = state.endpoint_host  # `endpoint` stays a path
+    return common
 
 
 def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]],

@@ -22,6 +22,7 @@ from typing import Any
 from . import __version__, store
 from .catalog import Unit
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
+from .engine.hosts import endpoint_host, is_loopback, reusable_from
 from .engine.migrate import MANIFEST_FORMAT, upgrade
 from .errors import EXIT_INTERRUPTED, CostLimitError, DiskSpaceError, UsageError
 from .execute import Outcome, RunState, process
@@ -64,6 +65,7 @@ class RecipeResult:
     estimate_usd: float | None = 0.0
     spent_usd: float = 0.0
     waits: dict[str, float] = field(default_factory=dict)
+    endpoint_host: str | None = None  # the host this run sent to (None: offline)
     page_due: bool = False  # the manifest changed (or no page exists): the command layer writes report.html
     manifest: dict[str, Any] | None = None  # the manifest written, and the one before, for the page
     previous: dict[str, Any] | None = None
@@ -327,6 +329,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
         result.reports = [r for i in units for r in reports.get(i, [])]
         result.interrupted = interrupt.fired
         result.stop_reason = state.stop_reason
+        result.endpoint_host = state.endpoint_host
         result.spent_usd = round(state.spent, 6)
         if state.limiter is not None:
             st = state.limiter.stats
@@ -371,7 +374,11 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
     landed = upgrade(journal_state.done_entries, None) if journal_state else []
     others += _other_journal_entries(out_dir, own_journal.path)
     files = store.FileIndex(out_dir)
-    reuse = store.ReuseIndex([*orphans, *others, *prev, *landed], files, out_dir)
+    host = None if provider_name == "offline" else endpoint_host(_endpoint_url(plan.recipe, provider_name))
+    sources = [*orphans, *others, *prev, *landed]
+    if host is not None and not is_loopback(host):  # a local stand-in's images never satisfy a real endpoint
+        sources = [e for e in sources if reusable_from(e.get("endpoint_host"), host)]
+    reuse = store.ReuseIndex(sources, files, out_dir)
     by_path = {str(e["path"]).lower(): e for e in [*others, *prev, *landed] if isinstance(e.get("path"), str)}
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
     objects = store.ObjectStore(out_dir)
@@ -386,7 +393,15 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
         timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait, objects=objects, saved=saved,
+        endpoint_host=host,
     )
+
+
+def _endpoint_url(recipe: Recipe, provider_name: str) -> str | None:
+    """The URL requests go to (azure: its endpoint; else --base-url / OPENAI_BASE_URL / the default)."""
+    if provider_name == "azure":
+        return recipe.base_url or os.environ.get("AZURE_OPENAI_ENDPOINT")
+    return recipe.base_url
 
 
 def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:

@@ -28,6 +28,7 @@ class Approval:
     task: str  # step@key
     path: str
     changed: bool  # False: it already was in the wanted state
+    offline: bool = False  # the image is an offline placeholder: `run --check` against a real provider fails on it
 
 
 def matches(selector: str, key: str, step: str) -> bool:
@@ -122,7 +123,8 @@ def approve_dirs(dirs: Sequence[tuple[str, Path]], selectors: Sequence[str], *,
                 touched = touched or changed
                 ident = (name, e.get("step"), e.get("key"), e.get("index"))
                 old = done.get(ident)
-                done[ident] = Approval(name, _task(e), str(e.get("path")), changed or bool(old and old.changed))
+                done[ident] = Approval(name, _task(e), str(e.get("path")), changed or bool(old and old.changed),
+                                       offline=e.get("provider") == "offline")
             if touched:
                 store.atomic_write_bytes(path, dumps_manifest(doc).encode("utf-8"))
                 if out_dir not in touched_dirs:

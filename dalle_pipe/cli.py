@@ -485,6 +485,9 @@ def approve(selectors: tuple[str, ...], recipes: tuple[Path, ...], revoke: bool,
     verb = "unapproved" if revoke else "approved"
     for a in done:
         click.echo(f"{a.recipe}: {verb if a.changed else 'already ' + verb} {a.task} ({a.path})")
+        if a.offline and a.changed and not revoke:
+            click.echo(f"warning: {a.task}: this is an offline placeholder; `run --check` against a real "
+                       f"provider fails on it until it is made again", err=True)
     return 0
 
 

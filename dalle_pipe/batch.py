@@ -536,6 +536,8 @@ class _Drive:
                 "cost_usd": round(cost / len(images), 6) if cost is not None else None,
                 "attempts": 1, "possible_duplicate_charge": False,
             })
+            if state.endpoint_host is not None:
+                entry["endpoint_host"] = state.endpoint_host
             entries.append(entry)
         if state.journal is not None:
             state.journal.done(str(req["task"]), str(req["fingerprint"]), entries)

@@ -528,13 +528,14 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
             # A 2xx without a readable image may still have been billed: ask once more, no more.
             dup = True
             unreadable += 1
-            if unreadable == 1 and state.stop_reason is None:
+            if unreadable <= min(1, state.max_retries) and state.stop_reason is None:
                 continue
-            err = ProviderError(NO_IMAGE)
-            err.type = "no_image"
+            status = (call.no_image.status if call.no_image is not None else None) or 200
             if state.journal is not None:
-                state.journal.failed(task.id, fp, err.as_dict())
-            failure = failed_outcome(task, "no_image", NO_IMAGE, True, attempts=attempts, dup=dup)
+                state.journal.failed(task.id, fp, {"type": "no_image", "status": status, "code": "no_image",
+                                                   "message": NO_IMAGE})
+            failure = failed_outcome(task, "no_image", NO_IMAGE, True, status=status, code="no_image",
+                                     attempts=attempts, dup=dup)
             break
         if call.disk_error is not None:
             failure = failed_outcome(task, "disk", call.disk_error, True, attempts=attempts, dup=True)
@@ -667,6 +668,7 @@ class _Call:
         self.stored: list[ObjectRecord] = []
         self.decoded: list[tuple[int, int, str]] = []
         self.unreadable = False
+        self.no_image: NoImage | None = None
         self.disk_error: str | None = None
 
     def _send(self) -> ImageResponse:
@@ -680,7 +682,8 @@ class _Call:
             state.journal.intent(self.task.id, self.fp, self.attempt)
         try:
             resp = state.provider().send(self.request)
-        except NoImage:
+        except NoImage as exc:
+            self.no_image = exc
             raise _Unreadable from None
         self._keep(resp)
         decoded = [_decode(img.data) for img in resp.images]

@@ -8,6 +8,7 @@ in-flight requests land, write the manifest and exit 130.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import os
 import signal
@@ -125,6 +126,8 @@ def limits_for(recipe: Recipe, opts: RunOptions) -> Limits:
     if opts.concurrency:
         lim = Limits(lim.requests_per_minute, lim.images_per_minute, min(lim.concurrency, opts.concurrency)
                      if "concurrency" in t else opts.concurrency, lim.max_retries, lim.timeout_s)
+    # ports: the cap on a server-requested wait (throttle.max_wait_s), carried over the rebuild above.
+    lim = dataclasses.replace(lim, max_wait_s=float(t.get("max_wait_s", lim.max_wait_s)))
     return lim
 
 
@@ -496,7 +499,8 @@ def _parallel(plan: Plan, units: dict[int, list[TaskReport]], state: RunState,
             if fail_fast and r.outcome.status == "failed":
                 state.stop("stopped at the first failure (--fail-fast)")
 
-    workers = max(1, min(concurrency * 2, len(units), 64))
+    # two units per request slot keep the next one ready; with one slot, units go strictly in order
+    workers = max(1, min(concurrency * 2 if concurrency > 1 else 1, len(units), 64))
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
         futures = {pool.submit(_run_unit, plan, i, state, report, decided): i for i, decided in units.items()}
         remaining = set(futures)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -9,6 +10,11 @@ from fakeapi import FakeOpenAI
 from test_run import RECIPE, by_task, invoke, make_project, manifest
 
 ONE = RECIPE.replace("scarf,wool scarf,no", "")
+JSON = {"content-type": "application/json"}
+EMPTY = ("raw", 200, json.dumps({"created": 1, "data": []}), JSON)
+NOT_AN_IMAGE = ("raw", 200, json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(b"<html>").decode()}]}),
+                JSON)
+BAD_BASE64 = ("raw", 200, json.dumps({"created": 1, "data": [{"b64_json": "@@not base64@@"}]}), JSON)
 
 
 def env(api: FakeOpenAI) -> dict[str, str]:
@@ -32,7 +38,7 @@ def hero(root: Path, api: FakeOpenAI) -> object:
 def test_a_200_without_a_readable_image_is_asked_once_more_then_a_failed_entry(tmp_path: Path,
                                                                                api: FakeOpenAI) -> None:
     root = make_project(tmp_path / "p")
-    api.script([("emptydata",), ("notimage",)])
+    api.script([EMPTY, NOT_AN_IMAGE])
     r = hero(root, api)
     assert r.exit_code == 1, r.output  # type: ignore[attr-defined]
     assert len(api.image_requests) == 2
@@ -46,7 +52,7 @@ def test_a_200_without_a_readable_image_is_asked_once_more_then_a_failed_entry(t
 
 def test_bad_base64_then_an_image_is_generated_and_flagged(tmp_path: Path, api: FakeOpenAI) -> None:
     root = make_project(tmp_path / "p")
-    api.script([("badb64",)])
+    api.script([BAD_BASE64])
     r = hero(root, api)
     assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
     assert len(api.image_requests) == 2

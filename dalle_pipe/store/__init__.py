@@ -61,7 +61,7 @@ from .diskspace import (
     mount_point,
 )
 from .fileindex import FileIndex
-from .history import IMAGE_SUFFIXES, clean, history_stamp, move_to_history
+from .history import FREE_PROVIDERS, IMAGE_SUFFIXES, CleanItem, clean, history_stamp, move_to_history
 from .journal import Journal, JournalState, PendingIntent
 from .lock import RunLock
 from .manifest import (
@@ -89,6 +89,7 @@ from .reuse import ReuseIndex
 __all__ = [
     "BATCHES_DIRNAME",
     "DISK_ERRNOS",
+    "FREE_PROVIDERS",
     "HISTORY_DIRNAME",
     "IMAGE_SUFFIXES",
     "INDEX_NAME",
@@ -100,6 +101,7 @@ __all__ = [
     "SHARD_MANIFEST_GLOB",
     "STATE_DIRNAME",
     "THUMBS_DIRNAME",
+    "CleanItem",
     "CorruptRecord",
     "DiskError",
     "FileIndex",

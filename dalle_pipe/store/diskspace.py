@@ -138,11 +138,17 @@ def check_free_space(
     :func:`margin_for`) free; else the message, with the figures::
 
         not enough free space: this run needs about 40.2 MB (plus a 16.0 MB margin), 2.1 MB free on /mnt/out
+
+    Also None when the free space cannot be read (``statvfs`` refused): the check never blocks a
+    run on a guess; the disk errors of the run itself still stop it.
     """
     if needed_bytes <= 0:
         return None
     extra = margin_for(needed_bytes) if margin is None else max(margin, 0)
-    free = free_bytes(output_dir)
+    try:
+        free = free_bytes(output_dir)
+    except OSError:
+        return None
     if free >= needed_bytes + extra:
         return None
     return (

@@ -189,6 +189,7 @@ class ObjectStore:
         self._lock = threading.Lock()
         self._index: dict[tuple[str, int], list[ObjectRecord]] | None = None
         self._refs: dict[str, int] = {}
+        self._writing = 0  # puts between making their folders and recording: no folder may go then
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -231,6 +232,7 @@ class ObjectStore:
         with self._lock:
             self._load_index()
             self._refs[sha] = self._refs.get(sha, 0) + 1  # pinned: a discard cannot take the blob now
+            self._writing += 1
         try:
             _makedirs(blob.parent)
             _makedirs(self.records_dir)
@@ -238,9 +240,11 @@ class ObjectStore:
             _write_durable(rpath, text)
         except BaseException:
             with self._lock:
+                self._writing -= 1
                 self._release(sha)  # removes bytes that no record names
             raise
         with self._lock:
+            self._writing -= 1
             index_ = self._load_index()
             old = self._drop_from_index(index_, task, fingerprint, index)
             index_.setdefault((fingerprint, index), []).append(record)
@@ -250,18 +254,27 @@ class ObjectStore:
 
     def discard(self, record: ObjectRecord) -> None:
         """Forget ``record`` once its image is placed and recorded; its bytes go with the last
-        record naming them. Idempotent."""
+        record naming them. Idempotent. A record that a later :meth:`put` for the same (task,
+        fingerprint, index) replaced is already gone: discarding it leaves the newer one alone."""
         rpath = self.record_path(record)
         with self._lock:
             index_ = self._load_index()
+            current = next(
+                (r for r in index_.get((record.fingerprint, record.index), []) if r.task == record.task), None
+            )
+            if current is None or current != record:
+                return
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(rpath)
                 fsync_dir(rpath.parent)
-            old = self._drop_from_index(index_, record.task, record.fingerprint, record.index)
-            if old is not None:
-                self._release(old.sha256)
-            elif not self._refs.get(record.sha256):
-                self._unlink_blob(record.sha256)
+            self._drop_from_index(index_, record.task, record.fingerprint, record.index)
+            self._release(record.sha256)
+            if not index_ and not self._writing:
+                # The last one: leave no empty folders behind (other files keep theirs).
+                shards = [self.root / d for d in _listdir(self.root) if len(d) == 2]
+                for folder in (*shards, self.records_dir, self.root):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
 
     def _release(self, sha: str) -> None:
         n = self._refs.get(sha, 0) - 1
@@ -278,8 +291,9 @@ class ObjectStore:
         except FileNotFoundError:
             return
         fsync_dir(blob.parent)
-        with contextlib.suppress(OSError):
-            blob.parent.rmdir()  # only when empty
+        if not self._writing:  # a put may have just made this folder for its own bytes
+            with contextlib.suppress(OSError):
+                blob.parent.rmdir()  # only when empty
 
     @staticmethod
     def _drop_from_index(
@@ -481,6 +495,7 @@ def rescue(output_dir: Path, data: bytes, *, name: str, meta: Mapping[str, Any] 
     The folders are created private (mode 0700) and must be ours (not another user's, not a
     symlink); otherwise a fresh private folder from ``tempfile.mkdtemp`` is used. An existing
     file of another content is never overwritten: the name gets the sha256's first 12 digits.
+    Raises ``OSError`` when the temp folder's disk refuses too: the caller reports the bytes lost.
     """
     sha = sha256_bytes(data)
     folder = rescue_dir(Path(output_dir))

@@ -184,3 +184,44 @@ def test_a_run_over_a_journal_with_wrong_typed_lines_does_not_crash(tmp_path: Pa
     assert "shots: 1 generated, 0 up to date, 0 failed, 0 skipped, 0 modified" in r.output
     assert len([p for p in out.rglob("*.png") if ".dalle-pipe" not in p.parts]) == 1
 
+
+
+# -- the manifest ---------------------------------------------------------------------------------------
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda doc: doc["entries"].append(5), "entries[1] is not an object"),
+        (lambda doc: doc["entries"].insert(0, ["hero", "mug"]), "entries[0] is not an object"),
+        (lambda doc: "[" * 100_000, "it is nested too deeply"),
+    ],
+    ids=["number", "list", "deep"],
+)
+def test_a_manifest_entry_of_the_wrong_type_stops_with_exit_2_naming_the_file(
+    tmp_path: Path, edit: Any, reason: str
+) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "recipe.yaml").write_text(RECIPE)
+    (root / "products.csv").write_text("sku,name\nmug,ceramic mug\n")
+    assert invoke(root, "run", "--offline", "recipe.yaml").exit_code == 0
+    out = root / "out" / "shots"
+    path = out / "manifest.json"
+    doc = json.loads(path.read_text())
+    changed = edit(doc)
+    path.write_text(changed if isinstance(changed, str) else json.dumps(doc))
+    before = snapshot(out)
+
+    for command in (["run", "--offline", "recipe.yaml"], ["plan", "recipe.yaml"]):
+        r = invoke(root, *command)
+        assert r.exit_code == 2, r.output
+        assert r.output == (
+            f"error: {path}: not a valid dalle-pipe manifest: {reason} "
+            f"(fix or remove it; the previous one is {out / '.dalle-pipe' / 'manifest.prev.json'})\n"
+        )
+    assert snapshot(out) == before  # nothing written, nothing lost

@@ -114,6 +114,16 @@ def test_no_estimate_needs_no_space(tmp_path: Path) -> None:
     assert store.check_free_space(tmp_path, 0) is None
 
 
+def test_a_free_space_that_cannot_be_read_does_not_block_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(path: object) -> os.statvfs_result:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "statvfs", refused)
+    assert store.check_free_space(tmp_path, 10**15) is None
+
+
 def test_free_space_of_a_folder_not_made_yet_is_its_disk_s(tmp_path: Path) -> None:
     assert store.mount_point(tmp_path / "out" / "shots") == store.mount_point(tmp_path)
     assert abs(store.free_bytes(tmp_path / "out" / "shots") - store.free_bytes(tmp_path)) < 50_000_000

@@ -51,7 +51,7 @@ def test_put_then_pending_read_find_and_discard_round_trip(tmp_path: Path) -> No
     fresh.discard(rec)
     assert fresh.pending() == []
     assert fresh.find(FP, 0) is None
-    assert files_under(tmp_path) == []  # bytes and record gone; only empty folders remain
+    assert list((tmp_path / ".dalle-pipe").iterdir()) == []  # bytes, record and their folders gone
     fresh.discard(rec)  # idempotent
 
 
@@ -75,6 +75,18 @@ def test_records_are_sorted_and_a_second_put_for_the_same_image_replaces_the_fir
     assert objects.read(a0_new) == b"first, index 0, new"
 
 
+def test_discarding_a_replaced_record_keeps_the_newer_answer(tmp_path: Path) -> None:
+    objects = ObjectStore(tmp_path)
+    unreadable = objects.put(b"not an image", task="hero@mug", fingerprint=FP, index=0, meta={"attempts": 1})
+    retried = objects.put(PNG, task="hero@mug", fingerprint=FP, index=0, meta={"attempts": 2})
+    objects.discard(unreadable)
+    assert ObjectStore(tmp_path).pending() == [retried]
+    assert objects.find(FP, 0) == retried
+    assert objects.read(retried) == PNG
+    objects.discard(retried)
+    assert not objects.root.exists()
+
+
 def test_equal_bytes_for_two_tasks_are_stored_once_and_kept_until_both_are_discarded(tmp_path: Path) -> None:
     objects = ObjectStore(tmp_path)
     r1 = objects.put(PNG, task="hero@mug", fingerprint=FP, index=0)
@@ -86,7 +98,7 @@ def test_equal_bytes_for_two_tasks_are_stored_once_and_kept_until_both_are_disca
     objects.discard(r1)
     assert ObjectStore(tmp_path).read(r2) == PNG
     objects.discard(r2)
-    assert not objects.blob_path(r1.sha256).exists()
+    assert not objects.root.exists()
 
 
 def test_discard_by_another_store_instance_keeps_bytes_a_remaining_record_names(tmp_path: Path) -> None:
@@ -259,10 +271,14 @@ def test_concurrent_workers_put_and_discard_without_losing_a_record(tmp_path: Pa
     for t in threads:
         t.join()
     assert errors == []
+    assert len(kept) == 80
     fresh = ObjectStore(tmp_path)
     assert fresh.pending() == sorted(kept, key=lambda r: (r.task, r.fingerprint, r.index))
     assert all(fresh.read(r) for r in kept)
     assert fresh.scan().corrupt == [] and fresh.scan().orphans == []
+    for rec in kept:
+        fresh.discard(rec)
+    assert not fresh.root.exists()
 
 
 # -- disk errors at the file layer ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from .plan import Plan, build_plan
 from .prices import PriceTable, load_prices
 from .providers.base import Provider
 from .recipe import Overrides, Project, Recipe, load_targets
-from .runner import RecipeResult, RunOptions, TaskReport, check_selection, estimate, run_plan
+from .runner import RecipeResult, RunOptions, TaskReport, check_selection, run_plan
 
 
 @dataclass
@@ -262,7 +262,7 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
                     "output_dir": str(plan.recipe.output_dir), "units": len(plan.units),
                     "steps": list(steps.values()), "total": {"units": total.pop("units"), **total},
                     "placeholders": sorted(placeholders),
-                    "estimate_all_usd": estimate(plan, prices)})
+                    "estimate_all_usd": result.estimate_usd})  # every unit: a dry run selects them all
     return out
 
 

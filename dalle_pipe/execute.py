@@ -45,7 +45,7 @@ PAID_FREE = ("offline", "local")  # providers whose images cost nothing
 NO_IMAGE = "the server sent no readable image"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What became of one task."""
 
@@ -96,6 +96,7 @@ class RunState:
     saved: dict[tuple[str, int], ObjectRecord] = field(default_factory=dict)  # (fp, index) -> stored, unplaced
     disk_error: str | None = None  # what the disk refused, once it did (no new request after that)
     endpoint_host: str | None = None  # host[:port] this run sends to (None: offline)
+    empty_dir: bool = False  # the output folder did not exist when the run started
     rng: random.Random = field(default_factory=random.Random)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _provider: Provider | None = None
@@ -292,8 +293,9 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
     status = None
     for i, rel in enumerate(task.outputs):
         prev = state.prev_by_path.get(rel.lower())
-        path = state.output_dir / rel
-        sha = state.files.sha(path)
+        if prev is None and state.empty_dir:
+            return None  # no output folder yet: nothing to keep
+        sha = state.files.sha_rel(rel)
         if prev is not None and prev.get("approved") and sha == prev.get("sha256") and not state.force:
             if state.mode == "check" and prev.get("provider") == "offline" and provider != "offline":
                 return Outcome("pending", entries=[{"path": p} for p in task.outputs], in_scope=scoped,
@@ -363,9 +365,18 @@ def failed_outcome(task: Task, etype: str, message: str, scoped: bool, **extra: 
 
 def _fixed_size(task: Task) -> tuple[int, int] | None:
     """The size a task's image will have when its params (or its kind) fix it before it is made."""
-    if task.is_api and not models.parse_size(task.params.get("size")):
-        return None  # `auto`, or no size: the server decides
+    if task.is_api:
+        size = task.params.get("size")
+        if not isinstance(size, str):
+            return None
+        if size not in _SIZES:
+            _SIZES[size] = models.parse_size(size)
+        if _SIZES[size] is None:
+            return None  # `auto`, or no size: the server decides
     return task.size
+
+
+_SIZES: dict[str, tuple[int, int] | None] = {}
 
 
 def _shown(state: RunState, path: Path) -> str:

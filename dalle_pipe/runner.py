@@ -50,7 +50,7 @@ class RunOptions:
     space_check: bool = True  # before sending, compare the disk's free space with what the run writes
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskReport:
     task: Task
     outcome: Outcome
@@ -396,7 +396,7 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
         timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait, objects=objects, saved=saved,
-        endpoint_host=host,
+        endpoint_host=host, empty_dir=not out_dir.is_dir(),
     )
 
 

@@ -19,12 +19,26 @@ def task_cost(prices: PriceTable, task: Task, provider: str, *, prompt: str | No
         return 0.0
     text = prompt if prompt is not None else task.prompt
     inputs = len(task.images) if task.kind == "edit" else 0
-    if task.recipe.provider.api == "responses" and task.n > 1:
+    split = task.recipe.provider.api == "responses" and task.n > 1
+    # The cost depends on the prompt only through its length: one computation per step and length.
+    key = (id(prices), id(task.params), task.model, task.kind, inputs, len(text or ""), batch, split, task.n)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is task.params and hit[1] is prices:
+        return hit[2]
+    if split:
         one = estimate_request(prices, task.model or "", task.kind, {**task.params, "n": 1}, batch=batch,
                                input_images=inputs, prompt=text)
-        return None if one is None else round(one * task.n, 6)  # one call per image, each with its prompt
-    return estimate_request(prices, task.model or "", task.kind, task.params, batch=batch,
-                            input_images=inputs, prompt=text)
+        cost = None if one is None else round(one * task.n, 6)  # one call per image, each with its prompt
+    else:
+        cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch,
+                                input_images=inputs, prompt=text)
+    if len(_CACHE) > 65536:
+        _CACHE.clear()
+    _CACHE[key] = (task.params, prices, cost)
+    return cost
+
+
+_CACHE: dict[tuple[object, ...], tuple[object, PriceTable, float | None]] = {}
 
 
 def unknown_price_message(task: Task) -> str:

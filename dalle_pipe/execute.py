@@ -36,7 +36,7 @@ from .providers.base import (
 )
 from .recipe import display_path
 from .steps.local import run_local
-from .store import DiskError, ObjectRecord, ObjectStore, is_disk_error, rescue
+from .store import DiskError, ObjectCorruptError, ObjectRecord, ObjectStore, is_disk_error, rescue
 from .templating import RenderError, render
 from .throttle import Clock, Limiter, Stopped, call_with_retries
 from .throttle import Outcome as CallOutcome
@@ -182,7 +182,9 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
             return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
                            reason="paid bytes saved by an earlier run will be placed", cost=0.0,
                            in_scope=scoped)
-        return _place_saved(state, task, fp, prompt, paths, endpoint, scoped)
+        placed = _place_saved(state, task, fp, prompt, paths, endpoint, scoped)
+        if placed is not None:
+            return placed
     if fp in state.pending_fps and state.mode == "run":
         adopted = _adopt(state, task, fp, prompt, paths, provider, endpoint)
         if adopted is not None:
@@ -699,6 +701,8 @@ class _Call:
         self._keep(resp)
         decoded = [_decode(img.data) for img in resp.images]
         if not resp.images or any(d is None for d in decoded):
+            _forget_objects(state, self.stored)  # bytes that are no image can never be placed
+            self.stored = []
             raise _Unreadable
         self.decoded = [d for d in decoded if d is not None]
         return resp
@@ -746,17 +750,25 @@ class _Call:
 
 
 def _place_saved(state: RunState, task: Task, fp: str, prompt: str | None,
-                 inputs: list[tuple[InputRef, Path, str]], endpoint: str, scoped: bool) -> Outcome:
+                 inputs: list[tuple[InputRef, Path, str]], endpoint: str, scoped: bool) -> Outcome | None:
     """Paid bytes an earlier run stored but never placed: place them now, paying nothing."""
     assert state.objects is not None
     entries = []
     records = [state.saved[(fp, i)] for i in range(task.n)]
     for i, record in enumerate(records):
         try:
-            data = state.objects.read(record)
+            try:
+                data = state.objects.read(record)
+            except ObjectCorruptError:  # damaged: left where it is for inspection; the task is made again
+                with state.lock:
+                    state.saved.pop((fp, i), None)
+                return None
             decoded = _decode(data)
-            if decoded is None:
-                raise ValueError(NO_IMAGE)
+            if decoded is None:  # no image after all: forget it, and make the task as if it were not there
+                _forget_objects(state, [record])
+                with state.lock:
+                    state.saved.pop((fp, i), None)
+                return None
             entry = _write(state, task, i, data, decoded)
         except (OSError, ValueError, imgio.ImageInputError) as exc:
             failed = _placement_failed(state, task, exc, record, int(record.meta.get("attempts") or 1), True)

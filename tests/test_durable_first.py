@@ -95,3 +95,20 @@ def test_an_image_that_cannot_be_placed_is_kept_and_placed_by_the_rerun_without_
     assert placed["request_id"] == record["meta"]["request_id"]  # type: ignore[index]
     assert placed["cost_usd"] is not None and placed["cost_usd"] > 0
     assert objects(root) == [] and records(root) == []
+
+
+def test_damaged_saved_bytes_are_not_placed_and_the_image_is_made_again(
+        tmp_path: Path, api: FakeOpenAI) -> None:
+    root = make_project(tmp_path / "p")
+    (root / "out/shots").mkdir(parents=True)
+    (root / "out/shots/mug").write_text("a file where the unit's folder goes")
+    assert hero(root, api).exit_code == 1  # type: ignore[attr-defined]
+    (blob,) = objects(root)
+    blob.write_bytes(b"\0" * blob.stat().st_size)  # same size, other bytes: it no longer matches its sha256
+    (root / "out/shots/mug").unlink()
+    api.clear()
+    r = hero(root, api)
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    assert len(api.image_requests) == 1
+    assert by_task(manifest(root))["hero@mug#0"]["status"] == "generated"
+    assert records(root) == []  # the new answer replaced the damaged one, and was placed

@@ -31,6 +31,7 @@ from .plan import Plan, Task
 from .prices import PriceTable
 from .providers.base import ImageRequest, ImageResponse, Provider
 from .recipe import Recipe, display_path, suggest
+from .store.manifest import Entry
 from .throttle import Limiter, Limits, SystemClock
 
 STATUSES = ("generated", "up_to_date", "failed", "skipped", "modified")
@@ -598,13 +599,8 @@ def _entries(r: TaskReport) -> list[dict[str, Any]]:
             base["status"] = "up_to_date"
             out.append(base)
             continue
-        defaults: dict[str, Any] = {
-            "step": t.step.id, "key": t.unit.key, "index": i, "path": rel, "sha256": None, "width": None,
-            "height": None, "format": None, "bytes": None, "provider": None, "model": t.model,
-            "endpoint": None, "params": t.params, "prompt": o.prompt, "revised_prompt": None, "inputs": [],
-            "fingerprint": None, "request_id": None, "usage": None, "cost_usd": None, "attempts": 0,
-            "possible_duplicate_charge": False, "approved": False, "created_at": None, "duration_s": None,
-        }
+        defaults = Entry(t.step.id, t.unit.key, i, rel, model=t.model, params=t.params, prompt=o.prompt).to_json()
+        del defaults["status"], defaults["error"]  # set below, from the outcome
         if base and id(base) not in used and len(base) >= len(defaults):
             entry = base  # a complete entry (generated or reused) is used as it is: no copy per image
             for k, v in defaults.items():

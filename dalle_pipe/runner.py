@@ -32,7 +32,7 @@ from .prices import PriceTable
 from .providers.base import ImageRequest, ImageResponse, Provider
 from .recipe import Recipe, display_path, suggest
 from .store.manifest import Entry
-from .throttle import Limiter, Limits, SystemClock
+from .throttle import Clock, Limiter, Limits, SystemClock
 
 STATUSES = ("generated", "up_to_date", "failed", "skipped", "modified")
 
@@ -293,8 +293,9 @@ def trap_signals(handler: Interrupt) -> Iterator[None]:
 def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
              provider_factory: Callable[[], Provider] | None,
              progress: Callable[[TaskReport], None] | None = None,
-             on_wait: Callable[[str, float], None] | None = None) -> RecipeResult:
-    """Run (or check / dry-run) one recipe's plan."""
+             on_wait: Callable[[str, float], None] | None = None, *,
+             clock: Clock | None = None) -> RecipeResult:
+    """Run (or check / dry-run) one recipe's plan; `clock` paces and backs off (the system's by default)."""
     recipe = plan.recipe
     out_dir = recipe.output_dir
     result = RecipeResult(recipe, out_dir)
@@ -317,7 +318,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
         for lock in locks:
             lock.acquire()
         state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
-                            limits, on_wait)
+                           limits, on_wait, clock)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
@@ -358,7 +359,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
 
 def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
                 provider_factory: Callable[[], Provider] | None, limits: Limits,
-                on_wait: Callable[[str, float], None] | None) -> RunState:
+                on_wait: Callable[[str, float], None] | None, clock: Clock | None = None) -> RunState:
     out_dir = plan.recipe.output_dir
     own = manifest_name(opts.shard)
     manifest_stat = _stat_key(out_dir / own)
@@ -387,7 +388,7 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
     objects = store.ObjectStore(out_dir)
     saved = {(r.fingerprint, r.index): r for r in objects.pending()}  # oldest wins: pending() is sorted
-    clock = SystemClock()
+    clock = clock or SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
     return RunState(

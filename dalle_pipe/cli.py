@@ -271,10 +271,13 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
         click.echo(f"{r['recipe']} ({r['provider']}, {r['units']} units) -> {r['output_dir']}")
         click.echo(f"  {'step':<16}{'kind':<11}{'requests':>9}{'images':>8}{'up to date':>12}"
                    f"{'to make':>9}{'cost':>11}{'batch':>11}")
+        guessed = [s for s in r["steps"] if s.get("model") and table.is_placeholder(s["model"])]
         for s in [*r["steps"], {**r["total"], "step": "total", "kind": ""}]:
+            # a cost from a placeholder price (no public figure yet) says so (api helper, issue 13)
+            mark = "  placeholder" if s in guessed or (s["step"] == "total" and guessed) else ""
             click.echo(f"  {s['step']:<16}{s['kind']:<11}{s['requests']:>9}{s['images']:>8}"
                        f"{s['up_to_date']:>12}{s['to_make']:>9}{_usd(s['cost_usd']):>11}"
-                       f"{_usd(s['batch_cost_usd']):>11}")
+                       f"{_usd(s['batch_cost_usd']):>11}{mark}")
     if len(rows) > 1:
         click.echo(f"all recipes: {total['units']} units, {total['requests']} requests, {total['images']} images, "
                    f"{total['up_to_date']} up to date, {total['to_make']} to make, "
@@ -434,6 +437,49 @@ def mask(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, ..
             raise UsageError(f"--polygon {p!r}: expected at least 3 X,Y pairs")
         shapes.append({"polygon": {"points": [pts[i:i + 2] for i in range(0, len(pts), 2)]}})
     w, h = make_mask(image, out, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
+    click.echo(f"wrote {out} ({w}x{h})")
+    return 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The PNG to write.")
+@click.option("--circle", multiple=True, metavar="CX,CY,R", help="A circle: centre and radius, fractions.")
+@click.option("--ellipse", multiple=True, metavar="X0,Y0,X1,Y1", help="An ellipse in a box, fractions.")
+@click.option("--rect", multiple=True, metavar="X0,Y0,X1,Y1", help="A rectangle, fractions.")
+@click.option("--polygon", multiple=True, metavar="X,Y,X,Y,...", help="A polygon, fractions.")
+@click.option("--arrow", multiple=True, metavar="X0,Y0,X1,Y1", help="An arrow from X0,Y0 to X1,Y1, fractions.")
+@click.option("--color", default="#ff0000", show_default=True, help="Stroke colour: #rgb, #rrggbb or #rrggbbaa.")
+@click.option("--width", type=float, default=8.0, show_default=True, help="Stroke width in pixels.")
+@click.option("--fill", is_flag=True, help="Fill closed shapes too.")
+@handled
+def markup(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, ...], rect: tuple[str, ...],
+           polygon: tuple[str, ...], arrow: tuple[str, ...], color: str, width: float, fill: bool) -> int:
+    """Draw a markup the size of IMAGE: visible strokes on a transparent PNG that guide an edit.
+
+    Coordinates are fractions of IMAGE's width and height from the top-left (a circle's radius: of the
+    shorter side), as in a markup step. Send it as an edit's `markup` (GPT Image 2.5 models).
+    """
+    from .markupcmd import make_markup
+
+    shapes: list[dict[str, Any]] = []
+    for c in circle:
+        cx, cy, r = _floats(c, 3, "--circle") or []
+        shapes.append({"circle": {"center": [cx, cy], "radius": r}})
+    for e in ellipse:
+        shapes.append({"ellipse": {"box": _floats(e, 4, "--ellipse")}})
+    for r_ in rect:
+        shapes.append({"rect": {"box": _floats(r_, 4, "--rect")}})
+    for p in polygon:
+        pts = _floats(p, None, "--polygon") or []
+        if len(pts) < 6 or len(pts) % 2:
+            raise UsageError(f"--polygon {p!r}: expected at least 3 X,Y pairs")
+        shapes.append({"polygon": {"points": [pts[i:i + 2] for i in range(0, len(pts), 2)]}})
+    for a in arrow:
+        x0, y0, x1, y1 = _floats(a, 4, "--arrow") or []
+        shapes.append({"arrow": {"from": [x0, y0], "to": [x1, y1]}})
+    w, h = make_markup(image, out, shapes, color=color, width=width, fill=fill)
     click.echo(f"wrote {out} ({w}x{h})")
     return 0
 

@@ -451,10 +451,15 @@ def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str
     square_png = bool(rules and rules.square)
     images: list[InputFile] = []
     mask: InputFile | None = None
+    markup: InputFile | None = None
     first_size: tuple[int, int] | None = None
     for ref, path, _ in inputs:
         shown = input_entries(state, [(ref, path, "")])[0]["path"]
-        if ref.role == "mask":
+        if ref.role == "markup":  # api helper (issue 13): size and transparency checked before sending
+            from .imaging.markup import prepare_markup
+
+            markup = InputFile("markup", shown, prepare_markup(path, first_size), "markup.png", "image/png")
+        elif ref.role == "mask":
             info = imgio.probe(path)
             resize = task.step.body.get("fit") == "resize" and first_size not in (None, info.size)
             if info.format == "png" and info.mode == "RGBA" and info.orientation == 1 and not resize:
@@ -477,9 +482,12 @@ def _request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str
     if responses:  # the tool's settings: no n (one image per call), nothing the tool does not take
         params = models.request_params(task.model or "", task.kind, params, api="responses")  # type: ignore[arg-type]
     return ImageRequest(kind=task.kind, model=task.model or "", prompt=prompt,  # type: ignore[arg-type]
-                        params=params, images=tuple(images), mask=mask, timeout_s=state.timeout_s,
+                        params=params, images=tuple(images), mask=mask, markup=markup,
+                        timeout_s=state.timeout_s,
                         api="responses" if responses else "images",
-                        mainline_model=provider.model if responses else None)
+                        # api helper (issue 12.6): offline gets the mainline model too, so it can
+                        # mirror the Responses route's shape (a revised prompt)
+                        mainline_model=provider.model if provider.api == "responses" else None)
 
 
 def _resize_mask(data: bytes, size: tuple[int, int]) -> bytes:
@@ -565,7 +573,8 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
         resp = got.value
         params = {**task.params, "n": per_call} if split else task.params
         cost = (0.0 if state.provider_name in PAID_FREE
-                else cost_from_usage(state.prices, task.model or "", resp.usage, params))
+                else cost_from_usage(state.prices, task.model or "", resp.usage, params,
+                                     mainline_model=request.mainline_model))  # api helper: + text model
         if cost is not None:
             with state.lock:
                 state.spent += cost

@@ -34,6 +34,7 @@ KNOWN_PARAMS: tuple[str, ...] = (
     "output_compression",
     "moderation",
     "input_fidelity",
+    "complexity",
     "style",
     "response_format",
     "safety_identifier",
@@ -45,11 +46,72 @@ ENUM_PARAMS: tuple[str, ...] = (
     "output_format",
     "moderation",
     "input_fidelity",
+    "complexity",
     "style",
     "response_format",
 )
 # Parameters sent under another name on one kind: the legacy variations endpoint only knows `user`.
 SENT_AS: dict[tuple[Kind, str], str] = {("variation", "safety_identifier"): "user"}
+# Fields newer than the tool, sent as given: `extra_params:` on a step or under the recipe's params.
+EXTRA_PARAMS = "extra_params"
+
+# ---------------------------------------------------------------------------------------------
+# Every field the installed SDK defines, classified (tests/test_sdk_drift.py reads the SDK's
+# TypedDicts and fails on a field or model literal that is in none of these).
+# ---------------------------------------------------------------------------------------------
+
+Endpoint = Literal["generate", "edit", "variation", "responses"]
+GIF_SVG = "GIF and SVG output are previews this tool does not produce yet"
+STREAMING = "streaming only: dalle-pipe waits for whole images"
+# Fields a recipe may not set, with the reason and what to do instead.
+REFUSED_FIELDS: dict[str, tuple[str, str]] = {
+    "frame_count": (f"frame_count is for GIF output; {GIF_SVG}", "use output_format png, jpeg or webp"),
+    "frame_duration_ms": (f"frame_duration_ms is for GIF output; {GIF_SVG}", "use output_format png, jpeg or webp"),
+    "svg": (f"svg is for SVG output; {GIF_SVG}", "use output_format png, jpeg or webp"),
+    "partial_images": ("partial_images is not supported: streaming only", "dalle-pipe waits for whole images"),
+    "stream": ("stream is not supported: streaming only", "dalle-pipe waits for whole images"),
+    "user": ("user is the SDK's deprecated name for safety_identifier", "use safety_identifier"),
+}
+# Fields the tool fills in from the step itself (prompt, inputs, model) or sets on its own.
+STRUCTURAL_FIELDS: dict[str, str] = {
+    "prompt": "the step's prompt or prompt_file",
+    "image": "the step's image",
+    "mask": "the step's mask",
+    "markup": "the edit step's markup",
+    "input_image_mask": "the step's mask (Responses route)",
+    "model": "the step's or recipe's model",
+    "type": "always image_generation (set by the tool)",
+    "action": "generate or edit, from the step's kind (set by the tool)",
+}
+# Endpoint -> the SDK fields it defines and how each is handled: "param" (a recipe parameter,
+# checked per model), "input" / "tool" (STRUCTURAL_FIELDS) or "refused" (REFUSED_FIELDS).
+_IMAGE_COMMON = {
+    "prompt": "input", "model": "input", "background": "param", "complexity": "param",
+    "frame_count": "refused", "frame_duration_ms": "refused", "n": "param", "output_compression": "param",
+    "output_format": "param", "partial_images": "refused", "quality": "param", "response_format": "param",
+    "safety_identifier": "param", "size": "param", "svg": "refused", "user": "refused", "stream": "refused",
+}
+SDK_FIELDS: dict[Endpoint, dict[str, str]] = {
+    "generate": {**_IMAGE_COMMON, "moderation": "param", "style": "param"},
+    "edit": {**_IMAGE_COMMON, "image": "input", "input_fidelity": "param", "markup": "input", "mask": "input"},
+    "variation": {
+        "image": "input", "model": "input", "n": "param", "response_format": "param", "size": "param",
+        "user": "param",  # safety_identifier is sent under this name (SENT_AS)
+    },
+    "responses": {
+        "type": "tool", "action": "tool", "model": "input", "input_image_mask": "input",
+        "background": "param", "complexity": "param", "frame_count": "refused", "frame_duration_ms": "refused",
+        "input_fidelity": "param", "moderation": "param", "output_compression": "param",
+        "output_format": "param", "partial_images": "refused", "quality": "param", "size": "param",
+        "svg": "refused",
+    },
+}
+# Model literals in the SDK this tool deliberately does not run (none today: every one has a row).
+UNSUPPORTED_MODELS: dict[str, str] = {}
+# What extra_params may not name: everything the tool already knows.
+TOOL_FIELDS: frozenset[str] = frozenset(
+    {*KNOWN_PARAMS, *REFUSED_FIELDS, *STRUCTURAL_FIELDS, *(f for e in SDK_FIELDS.values() for f in e)}
+)
 
 MB = 1024 * 1024
 PREVIEW_FORMAT_HINT = "gif and svg output are previews; use png, jpeg or webp"
@@ -121,6 +183,7 @@ class InputRules:
     mask_allowed: bool = True
     mask_max_bytes: int = 4 * MB
     alpha_without_mask: bool = False  # dall-e-2 edits: no mask -> the image's transparency is the mask
+    markup_allowed: bool = False  # a `markup` PNG guiding the edit (GPT Image 2.5 models)
 
 
 @dataclass(frozen=True)
@@ -169,10 +232,14 @@ GPT_COMMON = frozenset(
         "output_format",
         "output_compression",
         "moderation",
+        "complexity",
         "safety_identifier",
     }
 )
 GPT_EDIT_INPUTS = InputRules(max_images=16, formats=("png", "webp", "jpeg"), max_bytes=50 * MB)
+GPT_EDIT_INPUTS_MARKUP = InputRules(
+    max_images=16, formats=("png", "webp", "jpeg"), max_bytes=50 * MB, markup_allowed=True
+)
 DALLE2_EDIT_INPUTS = InputRules(
     max_images=1, formats=("png",), max_bytes=4 * MB, square=True, alpha_without_mask=True
 )
@@ -201,6 +268,7 @@ def _dalle_rejected(name: str) -> dict[str, tuple[str, str]]:
         "background": (f"background is not accepted by {name}", gpt_only),
         "moderation": (f"moderation is not accepted by {name}", gpt_only),
         "input_fidelity": (f"input_fidelity is not accepted by {name}", gpt_only),
+        "complexity": (f"complexity is not accepted by {name}", gpt_only),
     }
 
 
@@ -211,6 +279,7 @@ def _gpt(
     qualities: tuple[str, ...] = GPT_QUALITIES,
     fidelity: tuple[str, ...] | None = None,
     transparent_preview: bool = False,
+    markup: bool = False,
     retired: str | None = None,
     replacement: str | None = None,
 ) -> ModelSpec:
@@ -219,9 +288,10 @@ def _gpt(
         "background": ("transparent", "opaque", "auto"),
         "output_format": GPT_FORMATS,
         "moderation": ("low", "auto"),
+        "complexity": ("low", "medium", "high"),
     }
     rejected = dict(GPT_REJECTED)
-    edit = set(GPT_COMMON)
+    edit = set(GPT_COMMON) - {"moderation"}  # moderation is not an edit field (ImageEditParams)
     if fidelity:
         values["input_fidelity"] = fidelity
         edit.add("input_fidelity")
@@ -244,7 +314,7 @@ def _gpt(
         accepts={"generate": GPT_COMMON, "edit": frozenset(edit)},
         rejected=rejected,
         max_prompt=32000,
-        edit_inputs=GPT_EDIT_INPUTS,
+        edit_inputs=GPT_EDIT_INPUTS_MARKUP if markup else GPT_EDIT_INPUTS,
         preview_formats=("gif", "svg"),
         preview_values={"background": ("transparent",)} if transparent_preview else {},
         transparent_formats=("png", "webp"),
@@ -262,10 +332,10 @@ _SPECS: tuple[ModelSpec, ...] = (
     _gpt("gpt-image-1-mini", fidelity=("low",)),
     _gpt("gpt-image-2", free=True, transparent_preview=True),
     _gpt("gpt-image-2-2026-04-21", free=True, transparent_preview=True),
-    _gpt("gpt-image-2.5-sunburst", free=True, qualities=GPT_QUALITIES_25),
-    _gpt("gpt-image-2.5-flare", free=True, qualities=GPT_QUALITIES_25),
-    _gpt("gpt-image-2.5-sunburst-2026-09-08", free=True, qualities=GPT_QUALITIES_25),
-    _gpt("gpt-image-2.5-flare-2026-09-08", free=True, qualities=GPT_QUALITIES_25),
+    _gpt("gpt-image-2.5-sunburst", free=True, qualities=GPT_QUALITIES_25, markup=True),
+    _gpt("gpt-image-2.5-flare", free=True, qualities=GPT_QUALITIES_25, markup=True),
+    _gpt("gpt-image-2.5-sunburst-2026-09-08", free=True, qualities=GPT_QUALITIES_25, markup=True),
+    _gpt("gpt-image-2.5-flare-2026-09-08", free=True, qualities=GPT_QUALITIES_25, markup=True),
     _gpt("gpt-image-2.6-sunburst"),
     _gpt("gpt-image-2.6-flare"),
     _gpt("chatgpt-image-latest"),
@@ -355,9 +425,14 @@ RESPONSES_PARAMS = frozenset(
         "output_compression",
         "moderation",
         "input_fidelity",
+        "complexity",
         "safety_identifier",
     }
 )
+# Responses-route parameters sent with responses.create itself, not in the tool's settings.
+RESPONSES_TOP_LEVEL = frozenset({"safety_identifier"})
+# Parameters the tool takes on every action, though the Images API takes them on generations only.
+RESPONSES_EVERY_KIND = frozenset({"moderation"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +528,12 @@ def check_request(
     given = {k: v for k, v in params.items() if v is not None}
 
     for name in sorted(given):
-        if name not in KNOWN_PARAMS:
+        if name == EXTRA_PARAMS:
+            issues.extend(_check_extra(given[name]))
+        elif name in REFUSED_FIELDS:
+            message, hint = REFUSED_FIELDS[name]
+            issues.append(ParamIssue(name, message, hint))
+        elif name not in KNOWN_PARAMS:
             close = difflib.get_close_matches(name, KNOWN_PARAMS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else "known parameters: " + ", ".join(KNOWN_PARAMS)
             issues.append(ParamIssue(name, f"unknown parameter '{name}'", hint))
@@ -493,7 +573,8 @@ def check_request(
         issues.extend(_check_responses(spec, kind, given))
 
     known = {k: v for k, v in given.items() if k in KNOWN_PARAMS}
-    accepted = spec.accepts.get(kind, frozenset())
+    # n is checked against the model on either route (the Responses route makes n calls).
+    accepted = _accepted(spec, kind, api) | (spec.accepts.get(kind, frozenset()) & {"n"})
     for name in KNOWN_PARAMS:
         if name not in known:
             continue
@@ -503,12 +584,12 @@ def check_request(
             message, hint = spec.rejected[name]
             issues.append(ParamIssue(name, message, hint))
         elif name not in accepted:
+            takes = [KIND_NOUN[k] for k in KINDS if name in spec.accepts.get(k, ())]
             issues.append(
                 ParamIssue(
                     name,
                     f"{name} is not sent with {KIND_NOUN[kind]}",
-                    f"{model} takes it only for "
-                    + _join_or([KIND_NOUN[k] for k in KINDS if name in spec.accepts.get(k, ())]),
+                    f"{model} takes it only for " + _join_or(takes) if takes else f"{model} does not take it",
                     severity="warning",
                 )
             )
@@ -517,6 +598,44 @@ def check_request(
 
     issues.extend(_check_combinations(spec, kind, known))
     issues.extend(_check_prompt(spec, kind, prompt))
+    return issues
+
+
+def _accepted(spec: ModelSpec, kind: Kind, api: Api) -> frozenset[str]:
+    """The parameters sent for this model, kind and route."""
+    accepted = spec.accepts.get(kind, frozenset())
+    if api == "responses":
+        every = spec.accepts.get("generate", frozenset()) & RESPONSES_EVERY_KIND
+        accepted = (accepted | every) & RESPONSES_PARAMS
+    return accepted
+
+
+def _check_extra(value: object) -> list[ParamIssue]:
+    """extra_params: sent as given, with a warning; never a field the tool already knows."""
+    if not isinstance(value, Mapping):
+        return [ParamIssue(EXTRA_PARAMS, "extra_params must be a mapping of field names to values")]
+    issues: list[ParamIssue] = []
+    known = sorted(str(k) for k in value if k in TOOL_FIELDS)
+    for name in known:
+        how = "set it directly" if name in KNOWN_PARAMS else (
+            REFUSED_FIELDS[name][1] if name in REFUSED_FIELDS else STRUCTURAL_FIELDS.get(name, "set it directly"))
+        issues.append(
+            ParamIssue(
+                EXTRA_PARAMS,
+                f"extra_params may not name '{name}': dalle-pipe already knows that field",
+                how,
+            )
+        )
+    extra = sorted(str(k) for k in value if k not in TOOL_FIELDS)
+    if extra:
+        issues.append(
+            ParamIssue(
+                EXTRA_PARAMS,
+                "extra_params sends " + ", ".join(extra) + " as given, unchecked",
+                "the capability table cannot check fields newer than dalle-pipe",
+                severity="warning",
+            )
+        )
     return issues
 
 
@@ -745,6 +864,65 @@ def _mb(n: int) -> str:
     return f"{n / MB:.1f} MB"
 
 
+def check_markup(
+    model: str,
+    kind: Kind,
+    *,
+    api: Api = "images",
+    has_mask: bool = False,
+    markup: InputInfo | None = None,
+    first: InputInfo | None = None,
+    transparent: bool | None = None,
+) -> list[ParamIssue]:
+    """Why a `markup` cannot go with this request: a GPT Image 2.5 model, the Images route, no mask,
+    a PNG the size of the first image with some transparent pixels (`transparent`: None = unknown yet).
+
+    What is not known yet (a markup made by an earlier step) is checked again before sending.
+    """
+    issues: list[ParamIssue] = []
+    if kind != "edit":
+        return [ParamIssue("markup", f"{KIND_NOUN[kind]} take no markup", "markup guides an edit")]
+    spec = MODELS.get(model)
+    with_markup = [s.name for s in _SPECS if s.edit_inputs is not None and s.edit_inputs.markup_allowed]
+    if spec is not None and (spec.edit_inputs is None or not spec.edit_inputs.markup_allowed):
+        issues.append(
+            ParamIssue("markup", f"{model} takes no markup", "markup needs a GPT Image 2.5 model: "
+                       + _join_or(with_markup))
+        )
+    if api == "responses":
+        issues.append(
+            ParamIssue(
+                "markup",
+                "the Responses API image_generation tool takes no markup",
+                "use api: images for markup edits, or a mask",
+            )
+        )
+    if has_mask:
+        issues.append(ParamIssue("markup", "markup cannot be combined with mask", "drop the mask or the markup"))
+    if markup is not None:
+        if _norm_format(markup.format) != "png":
+            issues.append(ParamIssue("markup", f"markup is {markup.format}; a markup must be a PNG",
+                                     "draw it with a markup step"))
+        elif not markup.has_alpha or transparent is False:
+            issues.append(
+                ParamIssue(
+                    "markup",
+                    "markup has no transparent pixels",
+                    "a markup is a transparent PNG with strokes on it; a markup step draws one",
+                )
+            )
+        if first is not None and (markup.width, markup.height) != (first.width, first.height):
+            issues.append(
+                ParamIssue(
+                    "markup",
+                    f"markup size {markup.width}x{markup.height} differs from the first input image's "
+                    f"{first.width}x{first.height}",
+                    "a markup must be the size of the first image; use a markup step with size_of",
+                )
+            )
+    return issues
+
+
 def check_inputs(
     model: str,
     kind: Kind,
@@ -754,7 +932,7 @@ def check_inputs(
     """Problems with the files an edit or variation would upload (count, format, bytes, size, mask).
 
     An unknown model, or a kind the model does not support, gives no issues here:
-    check_request reports those.
+    check_request reports those. check_markup checks a markup.
     """
     spec = MODELS.get(model)
     if kind == "generate":
@@ -913,15 +1091,22 @@ def request_params(
     one image per call: n images are n calls); dall-e's `response_format` defaults to b64_json (base64
     rather than a URL that expires in an hour). No other defaults are added.
     On variations, safety_identifier is sent as `user` (the only name that endpoint has).
+    `extra_params` (a mapping) is flattened in last, sorted by name, as given; a name the
+    tool does not know in `params` is taken for an extra flattened by an earlier call.
     """
     spec = MODELS.get(model)
     given = {k: v for k, v in params.items() if v is not None}
+    extra = given.pop(EXTRA_PARAMS, None)
+    # Fields the tool does not know can only be extra_params flattened by an earlier call.
+    extras = {k: v for k, v in given.items() if k not in TOOL_FIELDS}
+    if isinstance(extra, Mapping):
+        extras.update({str(k): v for k, v in extra.items() if k not in TOOL_FIELDS})
     if spec is None:
         accepted: frozenset[str] = frozenset(KNOWN_PARAMS)
+        if api == "responses":
+            accepted = accepted & RESPONSES_PARAMS
     else:
-        accepted = spec.accepts.get(kind, frozenset())
-    if api == "responses":
-        accepted = accepted & RESPONSES_PARAMS
+        accepted = _accepted(spec, kind, api)
     out: dict[str, object] = {}
     if api != "responses":
         out["n"] = given.get("n", 1)
@@ -937,4 +1122,6 @@ def request_params(
         and "response_format" not in out
     ):
         out["response_format"] = spec.default_response_format
+    for name in sorted(extras):
+        out[name] = extras[name]
     return out

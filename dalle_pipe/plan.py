@@ -32,10 +32,10 @@ from .yamlload import PathKey, format_path, read_text
 
 CONFINED_HINT = ("paths are relative to the recipe and must stay inside the project root: "
                  "the nearest folder above with a pipeline.yaml, else the recipe's folder")
-NON_PARAM_KEYS = {"prompt", "prompt_file", "image", "mask", "model", "fit", "description"}
-VARIATION_PARAMS = {"n", "size", "response_format", "safety_identifier"}
+NON_PARAM_KEYS = {"prompt", "prompt_file", "image", "mask", "markup", "model", "fit", "description"}
+VARIATION_PARAMS = {"n", "size", "response_format", "safety_identifier", "extra_params"}
 RESERVED = {"manifest.json", "report.html"}
-IMAGE_KEYS = ("image", "mask", "background", "size_of", "from_alpha")
+IMAGE_KEYS = ("image", "mask", "markup", "background", "size_of", "from_alpha")
 CONTEXT_NAMES = frozenset({"item", "key", "matrix", "vars", "recipe", "step", "steps"})
 OUTPUT_NAMES = CONTEXT_NAMES | {"index", "ext"}
 MAX_PROMPT_FILE_BYTES = 1024 * 1024
@@ -70,6 +70,7 @@ class Task:
     outputs: list[str]  # relative to output_dir
     fmt: str
     size: tuple[int, int] | None
+    markup: InputRef | None = None  # an edit's markup (GPT Image 2.5)
 
     @property
     def id(self) -> str:
@@ -89,7 +90,7 @@ class Task:
 
     @property
     def inputs(self) -> list[InputRef]:
-        return [*self.images, *([self.mask] if self.mask else [])]
+        return [*self.images, *([self.mask] if self.mask else []), *([self.markup] if self.markup else [])]
 
 
 @dataclass
@@ -110,7 +111,11 @@ def step_params(recipe: Recipe, step: Step) -> dict[str, Any]:
     defaults = dict(recipe.params)
     if step.kind == "variation":
         defaults = {k: v for k, v in defaults.items() if k in VARIATION_PARAMS}
-    return {**defaults, **body}
+    merged = {**defaults, **body}
+    extra = {**(defaults.get("extra_params") or {}), **(body.get("extra_params") or {})}
+    if extra:  # a step's extra_params adds to the recipe's (api helper: issue 13)
+        merged["extra_params"] = extra
+    return merged
 
 
 def default_output(key: str, step_id: str, ext: str, n: int, index: int) -> str:
@@ -239,7 +244,11 @@ def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     if step.kind in API_KINDS:
         info.model = str(body.get("model", recipe.model))
         info.merged = merged = step_params(recipe, step)
-        info.params = models.request_params(info.model, step.kind, merged)  # type: ignore[arg-type]
+        provider = recipe.provider
+        api = provider.api if provider.name in ("openai", "azure") else "images"
+        info.params = models.request_params(info.model, step.kind, merged, api=api)  # type: ignore[arg-type]
+        if api == "responses":  # n calls of one image each: n stays in the plan (not sent)
+            info.params = {"n": merged.get("n", 1), **info.params}
         n = info.params.get("n", 1)
         info.n = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10 else 1
         info.fmt = models.output_format(info.model, merged)
@@ -364,7 +373,7 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
                 continue
             info.refs[path] = value
         body = step.body
-        if step.kind == "mask" and not any(k in body for k in ("size", "size_of", "from_alpha")):
+        if step.kind in ("mask", "markup") and not any(k in body for k in ("size", "size_of", "from_alpha")):
             out.append(src.problem(step.body_path, "a mask needs its size", "set size, size_of or from_alpha"))
         if step.kind == "pad" and not any(k in body for k in ("aspect", "size")):
             out.append(src.problem(step.body_path, "pad needs aspect or size"))
@@ -382,13 +391,18 @@ def _check_capabilities(recipe: Recipe, infos: list[_StepInfo], out: list[Proble
             continue
         issues = models.check_request(info.model, step.kind, info.merged, prompt=None,  # type: ignore[arg-type]
                                       official=official, api=api)  # type: ignore[arg-type]
+        if "markup" in step.body:
+            issues += models.check_markup(info.model, step.kind, api=api,  # type: ignore[arg-type]
+                                          has_mask="mask" in step.body)
         for issue in issues:
-            out.append(_issue(recipe, step, issue))
+            problem = _issue(recipe, step, issue)
+            if problem not in out:  # a recipe-level setting: once at its own line, not once per step
+                out.append(problem)
 
 
 def _issue(recipe: Recipe, step: Step, issue: models.ParamIssue) -> Problem:
     key = issue.param or "model"
-    if key in ("prompt", "image", "mask"):
+    if key in ("prompt", "image", "mask", "markup"):
         source, path = recipe.source, (*step.body_path, key if key in step.body else "prompt_file")
         if key not in step.body and "prompt_file" not in step.body:
             path = step.body_path
@@ -436,6 +450,7 @@ class _Planner:
             prompt = None
             images: list[InputRef] = []
             mask: InputRef | None = None
+            markup: InputRef | None = None
             inputs: list[tuple[str, models.InputInfo | None]] = []
             if enabled:
                 if info.prompt is not None and info.prompt.compiled is not None:
@@ -445,7 +460,7 @@ class _Planner:
                         self.fail(info.prompt.at(exc.line), info.prompt.path, unit, exc.message, exc.hint)
                     else:
                         self._check_prompt(info, unit, prompt)
-                images, mask, inputs, complete = self._inputs(info, unit, ctx, planned)
+                images, mask, inputs, complete, markup = self._inputs(info, unit, ctx, planned)
                 if complete:
                     self._check_inputs(info, unit, inputs)
             fmt, size = self._predict(info, inputs)
@@ -453,7 +468,7 @@ class _Planner:
             task = Task(self.recipe, step, unit, enabled, info.model, info.params, prompt,
                         info.prompt.compiled if info.prompt is not None and info.prompt.compiled is not None
                         and info.prompt.compiled.uses("steps") else None,
-                        images, mask, outputs, fmt, size)
+                        images, mask, outputs, fmt, size, markup)
             planned[step.id] = task
             tasks.append(task)
             steps_ctx[step.id] = {"path": outputs[0] if outputs else None, "paths": outputs,
@@ -477,9 +492,14 @@ class _Planner:
             return  # unknown until run (or already reported)
         imgs = tuple(i for r, i in inputs if r == "image" and i is not None)
         mask = next((i for r, i in inputs if r == "mask"), None)
-        key = (info.model, step.kind, imgs, mask)
+        markup = next((i for r, i in inputs if r == "markup"), None)
+        key = (info.model, step.kind, imgs, mask, markup)
         if key not in self.checked:
             self.checked[key] = models.check_inputs(info.model, step.kind, list(imgs), mask)  # type: ignore[arg-type]
+            if markup is not None:  # its size and alpha; the model, route and mask: _check_capabilities
+                self.checked[key] += [i for i in models.check_markup(
+                    info.model, step.kind, markup=markup, first=imgs[0] if imgs else None)  # type: ignore[arg-type]
+                    if i.message.startswith("markup ")]
         for issue in self.checked[key]:
             if issue.param == "mask" and step.body.get("fit") == "resize" and "size" in issue.message:
                 continue
@@ -487,11 +507,13 @@ class _Planner:
             self.fail(self.recipe.source.at(path), path, unit, issue.message, issue.hint)
 
     def _inputs(self, info: _StepInfo, unit: Unit, ctx: Mapping[str, Any], planned: Mapping[str, Task]
-                ) -> tuple[list[InputRef], InputRef | None, list[tuple[str, models.InputInfo | None]], bool]:
+                ) -> tuple[list[InputRef], InputRef | None, list[tuple[str, models.InputInfo | None]], bool,
+                           InputRef | None]:
         """The inputs of a task, what is known of each, and whether every one of them could be resolved."""
         complete = True
         images: list[InputRef] = []
         mask: InputRef | None = None
+        markup: InputRef | None = None
         infos: list[tuple[str, models.InputInfo | None]] = []
         for path, value in info.fields:
             role = str(path[-1] if isinstance(path[-1], str) else path[-2])
@@ -536,9 +558,11 @@ class _Planner:
                 infos.append((role, probed))
             if role == "mask":
                 mask = refs[0]
+            elif role == "markup":
+                markup = refs[0]
             else:
                 images.extend(refs)
-        return images, mask, infos, complete
+        return images, mask, infos, complete, markup
 
     def _file(self, rel: str) -> str | tuple[Path, models.InputInfo | ImageInputError]:
         """A literal input file: (path, what its header says) or why it cannot be used."""
@@ -633,7 +657,7 @@ def _predict(info: _StepInfo, inputs: list[tuple[str, models.InputInfo | None]]
         first_fmt = "png"
     if info.model is not None:
         return info.fmt, models.output_size(info.model, info.merged, first_size)
-    if step.kind == "mask":
+    if step.kind in ("mask", "markup"):
         if "size" in body:
             return "png", models.parse_size(body["size"])
         src = next((i for r, i in inputs if r in ("size_of", "from_alpha")), None)

@@ -9,6 +9,8 @@ Costing rules (also written in the JSON's "rules"):
 - size auto (or none when `default_size` is auto) is priced as the dearest listed size;
 - a free-form WxH not listed is the 1024x1024 price scaled by pixel count (w*h / 1024²);
 - usage-billed models are costed from the response's token usage when there is one;
+- the Responses route: tool_usage.image_gen when present, else the image model's estimate
+  (never $0), plus the mainline model's `usage` at its `text_models` price;
 - the Batch API costs `batch_multiplier` (0.5) times as much.
 Costs are rounded to 6 decimals.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -41,6 +43,17 @@ class TokenPrices:
     image_input: float
     image_output: float
     text_output: float | None = None  # None: priced as image_output (the dearer, to be safe)
+    text_input_cached: float | None = None  # list prices, recorded; usage does not split cached tokens by kind
+    image_input_cached: float | None = None
+
+
+@dataclass(frozen=True)
+class TextPrice:
+    """A mainline (text) model of the Responses route: USD per 1M tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None  # None: cached tokens cost the full input price
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,12 @@ class PriceTable:
     input_image_tokens: int = 1000  # estimate per edit input image
     high_fidelity_extra_tokens: int = 6240  # estimate per input image with input_fidelity high
     path: str | None = None  # the --prices file it came from; None for the packaged table
+    text_models: Mapping[str, TextPrice] = field(default_factory=dict)
+
+    def is_placeholder(self, model: str) -> bool:
+        """True when the model's numbers are placeholders (no public figure): `plan` says so."""
+        price = self.models.get(model)
+        return price is not None and price.placeholder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +122,10 @@ def _number(value: object, where: str, key: str) -> float:
     return float(value)
 
 
+def _optional(value: object, where: str, key: str) -> float | None:
+    return None if value is None else _number(value, where, key)
+
+
 def _string(value: object, where: str, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise _fail(where, f"{key} must be a non-empty string")
@@ -139,6 +162,20 @@ def _parse(text: str, where: str, path: str | None) -> PriceTable:
         input_image_tokens=int(number_or("input_image_tokens", 1000)),
         high_fidelity_extra_tokens=int(number_or("high_fidelity_extra_tokens", 6240)),
         path=path,
+        text_models={
+            name: _parse_text(value, where, f"text_models.{name}")
+            for name, value in _object(top.get("text_models", {}), where, "text_models").items()
+        },
+    )
+
+
+def _parse_text(value: object, where: str, key: str) -> TextPrice:
+    doc = _object(value, where, key)
+    cached = doc.get("cached_input")
+    return TextPrice(
+        input=_number(doc.get("input"), where, f"{key}.input"),
+        output=_number(doc.get("output"), where, f"{key}.output"),
+        cached_input=None if cached is None else _number(cached, where, f"{key}.cached_input"),
     )
 
 
@@ -173,6 +210,8 @@ def _parse_model(value: object, where: str, key: str) -> ModelPrice:
             text_output=None
             if text_output is None
             else _number(text_output, where, f"{key}.tokens.text_output"),
+            text_input_cached=_optional(t.get("text_input_cached"), where, f"{key}.tokens.text_input_cached"),
+            image_input_cached=_optional(t.get("image_input_cached"), where, f"{key}.tokens.image_input_cached"),
         )
     return ModelPrice(
         per_image=per_image,
@@ -261,13 +300,34 @@ def _tokens(value: object) -> int | None:
     return value
 
 
-def _image_usage(usage: Mapping[str, object]) -> Mapping[str, object]:
-    """The image part of a usage record (Images API usage, or the Responses API's tool_usage.image_gen)."""
+def _image_usage(usage: Mapping[str, object]) -> Mapping[str, object] | None:
+    """The image part of a usage record: the Images API's usage, or the Responses route's
+    tool_usage.image_gen; None when a Responses-route record has no image usage."""
     if "input_tokens" in usage or "output_tokens" in usage:
         return usage
     tool = usage.get("tool_usage")
     image_gen = tool.get("image_gen") if isinstance(tool, Mapping) else usage.get("image_gen")
-    return image_gen if isinstance(image_gen, Mapping) else usage
+    return image_gen if isinstance(image_gen, Mapping) else None
+
+
+def text_cost(table: PriceTable, model: str | None, usage: Mapping[str, object] | None) -> float | None:
+    """The Responses route's mainline (text) model's cost in USD from its `usage`; None when the table
+    does not price that model or the usage is missing or malformed."""
+    price = table.text_models.get(model or "")
+    if price is None or not isinstance(usage, Mapping):
+        return None
+    u = usage.get("usage") if isinstance(usage.get("usage"), Mapping) else None
+    if not isinstance(u, Mapping):
+        return None
+    input_total, output_total = _tokens(u.get("input_tokens", 0)), _tokens(u.get("output_tokens", 0))
+    if input_total is None or output_total is None:
+        return None
+    details = u.get("input_tokens_details")
+    cached = _tokens(details.get("cached_tokens", 0)) if isinstance(details, Mapping) else 0
+    cached = min(cached or 0, input_total)
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    total = ((input_total - cached) * price.input + cached * cached_price + output_total * price.output)
+    return round(total / PER_MILLION, 6)
 
 
 def cost_from_usage(
@@ -277,20 +337,40 @@ def cost_from_usage(
     params: Mapping[str, object],
     *,
     batch: bool = False,
+    mainline_model: str | None = None,
 ) -> float | None:
     """The cost in USD of a finished request from the usage it reported.
 
     Usage is as the Images API returns it: {input_tokens, input_tokens_details:
     {text_tokens, image_tokens}, output_tokens, output_tokens_details?: {image_tokens,
-    text_tokens}}. Without usage, or for a per-image-billed model (dall-e), or when the
-    usage is malformed, this is estimate_request.
+    text_tokens}}, or the Responses route's {usage, tool_usage: {image_gen}}. Without
+    (image) usage, or for a per-image-billed model (dall-e), or when the usage is
+    malformed, the image part is estimate_request: never $0. On the Responses route
+    (`mainline_model` set), the mainline model's `usage` is added at its text price.
     """
+    image = _image_cost(table, model, usage, params, batch=batch)
+    if mainline_model is None or image is None:
+        return image
+    text = text_cost(table, mainline_model, usage)
+    if text is None:
+        return image
+    return round(image + text * (table.batch_multiplier if batch else 1.0), 6)
+
+
+def _image_cost(
+    table: PriceTable,
+    model: str,
+    usage: Mapping[str, object] | None,
+    params: Mapping[str, object],
+    *,
+    batch: bool,
+) -> float | None:
     price = table.models.get(model)
     if price is None:
         return None
-    if usage is None or price.tokens is None:
+    u = _image_usage(usage) if usage is not None else None
+    if u is None or price.tokens is None:
         return estimate_request(table, model, "generate", params, batch=batch)
-    u = _image_usage(usage)
     input_total = _tokens(u.get("input_tokens", 0))
     output_total = _tokens(u.get("output_tokens", 0))
     if input_total is None or output_total is None:

@@ -28,7 +28,7 @@ from .yamlload import (
 )
 
 PIPELINE_FILE = "pipeline.yaml"
-STEP_KINDS = ("generate", "edit", "variation", "mask", "resize", "pad", "crop", "convert", "composite")
+STEP_KINDS = ("generate", "edit", "variation", "mask", "markup", "resize", "pad", "crop", "convert", "composite")
 API_KINDS = ("generate", "edit", "variation")
 DEFAULT_MODEL = "gpt-image-2"
 RATE_KEYS = ("images_per_minute", "requests_per_minute", "concurrency")
@@ -313,8 +313,10 @@ def load_recipe(
 
     provider = _provider(data.get("provider", pdata.get("provider")))
     if overrides.provider:
-        provider = ProviderConfig(name=overrides.provider, api=provider.api if overrides.provider ==
-                                  provider.name else "images", model=provider.model,
+        # --offline keeps the route: offline mirrors the Responses route's shape (revised prompts)
+        keep_route = overrides.provider in (provider.name, "offline")
+        provider = ProviderConfig(name=overrides.provider, api=provider.api if keep_route else "images",
+                                  model=provider.model,
                                   deployment=provider.deployment, api_version=provider.api_version)
     variables = {**(pdata.get("vars") or {}), **(data.get("vars") or {}), **overrides.vars}
     throttle = merge_throttle(pdata.get("throttle") or {}, data.get("throttle") or {})

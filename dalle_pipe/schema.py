@@ -203,7 +203,7 @@ def _issue(path: PathKey, message: str, hint: str | None = None, *, at_key: bool
 
 # A "kind choice" is a oneOf of single `required`s in a schema with one of these titles: the
 # object is defined by which of the keys it has (a step's kind, a shape's form).
-_KIND_SUBJECTS = {"Step": "a step", "Shape": "a shape"}
+_KIND_SUBJECTS = {"Step": "a step", "Shape": "a shape", "Markup shape": "a markup shape"}
 
 # Hints for a value of a type no branch of a choice accepts, by the choice schema's title.
 _CHOICE_HINTS = {
@@ -313,7 +313,8 @@ def _unknown_keys(
         return
     props: dict[str, Any] = schema.get("properties", {})
     patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
-    allowed = list(props)
+    # keys refused with a reason (GIF/SVG, streaming: "deprecated" in the schema) are not offered
+    allowed = [k for k, v in props.items() if not (isinstance(v, dict) and v.get("deprecated"))]
     for key in instance:
         if key in props or (isinstance(key, str) and any(p.search(key) for p in patterns)):
             continue

@@ -42,6 +42,12 @@ Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image 
                                  (and ("moderation",) there is a 200 whose call has status "failed")
 A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
 
+Strict mode (on unless FakeOpenAI(strict=False)): a field the installed SDK does not define
+for that endpoint (its TypedDicts: ImageGenerateParams, ImageEditParams,
+ImageCreateVariationParams, ResponseCreateParams and the image_generation tool) is answered
+like the real API: 400 invalid_request_error, code unknown_parameter, param the field.
+Multipart names are read without their brackets (`image[]`, `svg[model]`).
+
 Files and Batch API (`api.batch_api`, a FakeBatchAPI): POST /v1/files (multipart: purpose,
 file), GET /v1/files/{id} and /v1/files/{id}/content; POST /v1/batches, GET /v1/batches/{id}
 and GET /v1/batches (the list, newest first). A batch "runs" on its first retrieve: every
@@ -109,6 +115,38 @@ KNOWN = {
     "raw",
     "drip",
 }
+
+
+def _keys(typed_dict: Any) -> frozenset[str]:
+    return frozenset(typed_dict.__required_keys__ | typed_dict.__optional_keys__)
+
+
+def sdk_fields() -> dict[str, frozenset[str]]:
+    """Per endpoint, the fields the installed SDK defines (strict mode's whitelist)."""
+    from openai.types import image_create_variation_params, image_edit_params, image_generate_params
+    from openai.types.responses import response_create_params, tool_param
+
+    return {
+        "generate": _keys(image_generate_params.ImageGenerateParamsNonStreaming),
+        "edit": _keys(image_edit_params.ImageEditParamsNonStreaming),
+        "variation": _keys(image_create_variation_params.ImageCreateVariationParams),
+        "responses": _keys(response_create_params.ResponseCreateParamsNonStreaming),
+        "responses_tool": _keys(tool_param.ImageGeneration),
+    }
+
+
+def unknown_field(kind: str, params: dict[str, Any], files: Iterable[str] = ()) -> str | None:
+    """The first field (sorted) of a request that the SDK does not define for this endpoint."""
+    known = sdk_fields()
+    names = {re.sub(r"\[.*$", "", k) for k in [*params, *files]}
+    for name in sorted(names - known[kind]):
+        return name
+    if kind == "responses":
+        for tool in params.get("tools") or []:
+            if isinstance(tool, dict) and tool.get("type") == "image_generation":
+                for name in sorted(set(tool) - known["responses_tool"]):
+                    return f"tools[0].{name}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -491,6 +529,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         # A real answer: validate lightly, then apply the rate limit, then build the images.
+        unknown = unknown_field(kind, rec.params, (f.name for f in rec.files)) if fake.strict else None
+        if unknown is not None:
+            rec.status = 400
+            self._send_json(400, _error(f"Unknown parameter: '{unknown}'.", "invalid_request_error",
+                                        "unknown_parameter", unknown), base_headers)
+            return
         problem = fake._validate(kind, rec)
         if problem is not None:
             rec.status = 400
@@ -545,8 +589,10 @@ class FakeOpenAI:
         images_per_min: float | None = None,
         latency_s: float = 0.0,
         api_key: str | None = None,
+        strict: bool = True,
     ) -> None:
         self.api_key = api_key  # when set, any other bearer key gets a 401
+        self.strict = strict  # 400 unknown_parameter for a field the SDK does not define (see above)
         self.latency_s = latency_s
         self.requests_bucket = TokenBucket(rate_per_min) if rate_per_min else None
         self.images_bucket = TokenBucket(images_per_min) if images_per_min else None
@@ -1100,6 +1146,10 @@ class FakeBatchAPI:
             return 400, _error("'image' must be a file: a JSON body cannot carry one.", "invalid_request_error",
                                "invalid_value")
         rec = RecordedRequest("POST", "/v1/images/generations", {}, b"", json=body)
+        unknown = unknown_field(kind, body) if fake.strict else None
+        if unknown is not None:
+            return 400, _error(f"Unknown parameter: '{unknown}'.", "invalid_request_error", "unknown_parameter",
+                               unknown)
         problem = fake._validate(kind, rec)
         if problem is not None:
             return 400, _error(problem, "invalid_request_error", "invalid_value")

@@ -24,7 +24,7 @@ def test_plan_counts_and_costs_before_and_after_a_run(tmp_path: Path) -> None:
     assert abs(rows["hero"]["batch_cost_usd"] - rows["hero"]["cost_usd"] / 2) < 1e-6
     assert rows["beach"]["batch_cost_usd"] == rows["beach"]["cost_usd"]
     assert abs(rec["total"]["batch_cost_usd"] - rows["hero"]["cost_usd"] / 2 - rows["beach"]["cost_usd"]) < 1e-6
-    assert doc["prices_checked"] == "2026-11-23"
+    assert doc["prices_checked"] == "2026-12-02"
     assert not (root / "out").exists()  # planning writes nothing
 
     assert invoke(root, "run", "--offline", "recipe.yaml").exit_code == 0
@@ -43,9 +43,20 @@ def test_plan_counts_and_costs_before_and_after_a_run(tmp_path: Path) -> None:
 
     text = invoke(root, "plan", "recipe.yaml").output
     assert "shots (openai, 2 units)" in text
-    assert "prices as checked on 2026-11-23" in text
+    assert "prices as checked on 2026-12-02" in text
     assert text.splitlines()[1].split() == ["step", "kind", "requests", "images", "up", "to", "date", "to", "make",
                                             "cost", "batch"]
+
+    assert "placeholder" not in text  # gpt-image-2 has published prices
+
+
+def test_plan_marks_costs_from_placeholder_prices(tmp_path: Path) -> None:
+    from test_run import RECIPE
+
+    root = make_project(tmp_path / "p", RECIPE.replace("model: gpt-image-2", "model: gpt-image-2.5-flare"))
+    lines = invoke(root, "plan", "recipe.yaml").output.splitlines()
+    marked = [line.split()[0] for line in lines if line.endswith("  placeholder")]
+    assert marked == ["hero", "beach", "total"]
 
 
 def test_clean_removes_free_outputs_no_recipe_produces(tmp_path: Path) -> None:

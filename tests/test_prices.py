@@ -15,13 +15,29 @@ TABLE = load_prices()
 
 
 def test_packaged_table_metadata() -> None:
-    assert TABLE.checked == "2026-11-23"
+    assert TABLE.checked == "2026-12-02"
     assert "--prices FILE" in TABLE.note
     assert "verify against your invoice" in TABLE.note
     assert TABLE.path is None
     assert set(TABLE.models) == set(known_models())
     assert TABLE.models["gpt-image-1"].placeholder is False
-    assert TABLE.models["gpt-image-2"].placeholder is True
+    # published figures: checked; only models with no public figure stay placeholders
+    for model in ("gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-1.5", "gpt-image-1-mini"):
+        assert TABLE.models[model].placeholder is False, model
+        assert not TABLE.is_placeholder(model)
+    assert TABLE.is_placeholder("gpt-image-2.5-sunburst")
+    assert not TABLE.is_placeholder("no-such-model")
+
+
+def test_gpt_image_2_published_prices() -> None:
+    for model in ("gpt-image-2", "gpt-image-2-2026-04-21"):
+        got = [estimate_request(TABLE, model, "generate", {"quality": q, "size": "1024x1024"})
+               for q in ("low", "medium", "high")]
+        assert got == [0.006, 0.053, 0.211]
+        tokens = TABLE.models[model].tokens
+        assert tokens is not None
+        assert (tokens.text_input, tokens.text_input_cached, tokens.image_input, tokens.image_input_cached,
+                tokens.image_output) == (5.0, 1.25, 8.0, 2.0, 30.0)
 
 
 @pytest.mark.parametrize(
@@ -41,8 +57,8 @@ def test_packaged_table_metadata() -> None:
         ("dall-e-2", "generate", {"size": "512x512"}, 0.018),
         ("dall-e-2", "edit", {}, 0.02),
         # free-form: the 1024x1024 price scaled by pixel count
-        ("gpt-image-2", "generate", {"quality": "low", "size": "2048x2048"}, 0.032),
-        ("gpt-image-2", "generate", {"quality": "low", "size": "1536x864"}, 0.010125),
+        ("gpt-image-2", "generate", {"quality": "low", "size": "2048x2048"}, 0.024),
+        ("gpt-image-2", "generate", {"quality": "low", "size": "1536x864"}, 0.007594),
         ("no-such-model", "generate", {}, None),
         ("dall-e-3", "generate", {"quality": "ultra"}, None),
         ("gpt-image-2", "generate", {"size": "big"}, None),
@@ -96,12 +112,28 @@ def test_cost_from_usage() -> None:
     # 50 x 5 + 1000 x 10 + 4160 x 40 = 250 + 10000 + 166400 = 176650 -> $0.17665
     assert cost_from_usage(TABLE, "gpt-image-1", USAGE, {}) == 0.17665
     assert cost_from_usage(TABLE, "gpt-image-1", USAGE, {}, batch=True) == 0.088325
-    # output text tokens at the model's text output price (gpt-image-2: $10/1M; image out $30/1M)
+    # output text tokens: gpt-image-2 publishes no text output price, so the image output price (the worst case)
     usage = {**USAGE, "output_tokens_details": {"image_tokens": 4000, "text_tokens": 160}}
-    # 50 x 5 + 1000 x 8 + 4000 x 30 + 160 x 10 = 250 + 8000 + 120000 + 1600 = 129850
-    assert cost_from_usage(TABLE, "gpt-image-2", usage, {}) == 0.12985
+    # 50 x 5 + 1000 x 8 + 4000 x 30 + 160 x 30 = 250 + 8000 + 120000 + 4800 = 133050
+    assert cost_from_usage(TABLE, "gpt-image-2", usage, {}) == 0.13305
     # the Responses API's tool usage
     assert cost_from_usage(TABLE, "gpt-image-1", {"tool_usage": {"image_gen": USAGE}}, {}) == 0.17665
+
+
+def test_responses_route_cost() -> None:
+    mainline = {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 200}, "output_tokens": 300}
+    both = {"usage": mainline, "tool_usage": {"image_gen": USAGE}}
+    # image: 0.17665 (gpt-image-1, as above); gpt-5.1: (1000 x 1.25 + 200 x 0.125 + 300 x 10) / 1M = 0.004275
+    assert cost_from_usage(TABLE, "gpt-image-1", both, {}, mainline_model="gpt-5.1") == 0.180925
+    assert cost_from_usage(TABLE, "gpt-image-1", both, {}) == 0.17665  # no mainline model named
+    # a mainline model the table does not price: the image part only
+    assert cost_from_usage(TABLE, "gpt-image-1", both, {}, mainline_model="my-model") == 0.17665
+    # no tool_usage.image_gen: the image model's estimate, never $0
+    params = {"quality": "low", "size": "1024x1024"}
+    assert cost_from_usage(TABLE, "gpt-image-2", {"usage": mainline}, params) == 0.006
+    assert cost_from_usage(TABLE, "gpt-image-2", {"usage": mainline}, params,
+                           mainline_model="gpt-5.1") == 0.010275
+    assert TABLE.text_models["gpt-5-mini"].output == 2.0
 
 
 def test_cost_without_usage_falls_back() -> None:

@@ -114,6 +114,7 @@ def test_no_retries_inside_the_sdk(api: FakeOpenAI, provider: OpenAIProvider) ->
 
 
 def test_unknown_params_travel_in_the_body(api: FakeOpenAI, provider: OpenAIProvider) -> None:
+    api.strict = False  # a server newer than the SDK (extra_params)
     provider.send(gen(size="1024x1024", brand_new_option="yes"))
     assert api.last.json == {
         "model": "gpt-image-2",
@@ -121,6 +122,26 @@ def test_unknown_params_travel_in_the_body(api: FakeOpenAI, provider: OpenAIProv
         "size": "1024x1024",
         "brand_new_option": "yes",
     }
+
+
+def test_strict_server_refuses_fields_the_sdk_does_not_define(api: FakeOpenAI, provider: OpenAIProvider) -> None:
+    with pytest.raises(BadRequest) as caught:
+        provider.send(gen(size="1024x1024", brand_new_option="yes"))
+    assert (caught.value.status, caught.value.code) == (400, "unknown_parameter")
+    assert "Unknown parameter: 'brand_new_option'." in caught.value.message
+    # moderation is a generation field, not an edit field (ImageEditParams has none)
+    edit = ImageRequest(kind="edit", model="gpt-image-2", prompt="p", params={"n": 1, "moderation": "low"},
+                        images=(infile(png()),))
+    with pytest.raises(BadRequest, match="Unknown parameter: 'moderation'"):
+        provider.send(edit)
+    assert api.last.status == 400
+    # markup is an edit field: sent as a file part, and accepted
+    edit = ImageRequest(kind="edit", model="gpt-image-2.5-flare", prompt="p", params={"n": 1},
+                        images=(infile(png()),), markup=infile(png(mode="RGBA", colour=(0, 0, 0, 0)),
+                                                               "markup.png", "markup"))
+    provider.send(edit)
+    assert api.last.status == 200
+    assert [f.name for f in api.last.files] == ["image", "markup"]
 
 
 def test_output_format_follows_the_bytes(api: FakeOpenAI, provider: OpenAIProvider) -> None:

@@ -273,7 +273,7 @@ def test_an_image_written_just_before_a_crash_is_adopted_not_paid_again(project:
     (out / ".dalle-pipe" / "manifest.prev.json").unlink(missing_ok=True)
     (out / ".dalle-pipe" / "journal.jsonl").write_text(
         json.dumps({"t": "intent", "task": "hero@mug", "fp": hero["fingerprint"], "attempt": 1,
-                    "at": "2026-11-23T00:00:00Z"}) + "\n")
+                    "at": "2026-12-02T00:00:00Z"}) + "\n")
     (out / "board" / "hero.png").unlink()
     before = (out / "mug" / "hero.png").read_bytes()
     r = invoke(project, "run", "--offline", "recipe.yaml", "--only", "hero")

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from dalle_pipe.schema import SchemaIssue, check, load_schema, registry, schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_KINDS = "generate, edit, variation, mask, resize, pad, crop, convert, composite"
+STEP_KINDS = "generate, edit, variation, mask, markup, resize, pad, crop, convert, composite"
 
 # The recipe of SPEC.md, "A recipe".
 SPEC_RECIPE: dict[str, Any] = {
@@ -494,7 +494,7 @@ def test_every_object_is_closed(kind: Any) -> None:
 
 _KEYWORDS = {
     # structure and annotations
-    "$schema", "$id", "$defs", "$ref", "title", "description", "examples", "default",
+    "$schema", "$id", "$defs", "$ref", "title", "description", "examples", "default", "deprecated",
     # what dalle_pipe.schema turns into messages
     "type", "enum", "const", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "minItems", "maxItems", "minLength", "maxLength", "uniqueItems", "required", "properties",

@@ -23,9 +23,9 @@ RESPONSES_ENDPOINT = "/v1/responses"
 
 @dataclass(frozen=True)
 class InputFile:
-    """A file uploaded with a request: role is 'image' or 'mask'."""
+    """A file uploaded with a request: role is 'image', 'mask' or 'markup'."""
 
-    role: Literal["image", "mask"]
+    role: Literal["image", "mask", "markup"]
     path: str  # as shown in the manifest (relative to output_dir or project root)
     data: bytes
     filename: str
@@ -42,6 +42,7 @@ class ImageRequest:
     params: dict[str, Any]  # e.g. {"n": 1, "size": "1024x1024", "quality": "high", "output_format": "png"}
     images: tuple[InputFile, ...] = ()
     mask: InputFile | None = None
+    markup: InputFile | None = None  # edits on GPT Image 2.5 models: strokes that guide the edit
     timeout_s: float = 300.0
     api: Literal["images", "responses"] = "images"
     mainline_model: str | None = None  # the Responses API's model when api == "responses"

@@ -20,7 +20,15 @@ jpeg, which has no alpha).
 - variation: the input (at its own size unless a WxH size is asked for) with a
   hue shift and a little noise, both seeded by sha256(input bytes, model, index).
 
-``revised_prompt`` and ``usage`` are None; request ids look like ``offline-<12 hex>``.
+- markup (an edit's guiding strokes): the strokes are drawn, opaque where the markup is,
+  into the generated picture before it is combined with the input through the mask
+  (without a mask, the 50/50 blend keeps them visible at half strength).
+
+Routes: on the Images route ``revised_prompt`` is None, as GPT image models return none
+there; on the Responses route (the request names a mainline model) it is ``[offline] ``
+followed by the prompt, and the response has an id ``resp_offline_<12 hex>``, so an offline
+run shows where revised prompts will appear. ``usage`` is None; request ids look like
+``offline-<12 hex>``.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ MAX_SIDE = 8192
 DEFAULT_QUALITY = 90
 PNG_COMPRESS_LEVEL = 1  # fast; the bytes are still fully determined by the pixels
 FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+REVISED_MARK = "[offline] "
 
 
 def _stream(seed: bytes) -> Iterator[int]:
@@ -252,8 +261,11 @@ class OfflineProvider:
             base = _as_rgba(first)
             if request.kind == "edit":
                 alpha = self._mask_alpha(request, width, height)
+                strokes = self._markup(request, width, height)
                 for i in range(n):
                     gen = render(width, height, base_seed + i.to_bytes(4, "big"), transparent=transparent)
+                    if strokes is not None:
+                        gen = _blend(gen, strokes, 255 - strokes[..., 3])  # the strokes, drawn into it
                     px = _blend(base, gen, alpha)
                     frames.append(px if keep_alpha else px[..., :3])
             else:
@@ -261,9 +273,15 @@ class OfflineProvider:
                     px = self._vary(base, base_seed + i.to_bytes(4, "big"))
                     frames.append(px if keep_alpha else px[..., :3])
 
-        images = tuple(GeneratedImage(data=_encode(px, fmt, quality), format=fmt) for px in frames)
-        request_id = "offline-" + hashlib.sha256(base_seed + fmt.encode()).hexdigest()[:12]
-        return ImageResponse(images=images, request_id=request_id, usage=None, rate_headers={})
+        # The Responses route (a mainline model is named) returns a revised prompt, clearly marked;
+        # the Images route returns none, as GPT image models do there.
+        responses = request.mainline_model is not None
+        revised = f"{REVISED_MARK}{request.prompt or ''}" if responses and request.kind != "variation" else None
+        images = tuple(GeneratedImage(data=_encode(px, fmt, quality), format=fmt, revised_prompt=revised)
+                       for px in frames)
+        digest = hashlib.sha256(base_seed + fmt.encode()).hexdigest()
+        return ImageResponse(images=images, request_id="offline-" + digest[:12], usage=None, rate_headers={},
+                             response_id=f"resp_offline_{digest[12:24]}" if responses else None)
 
     def close(self) -> None:
         return None
@@ -276,7 +294,8 @@ class OfflineProvider:
         for part in (request.kind, request.model, request.prompt or ""):
             h.update(part.encode("utf-8"))
             h.update(b"\0")
-        for f in (*request.images, *((request.mask,) if request.mask else ())):
+        for f in (*request.images, *((request.mask,) if request.mask else ()),
+                  *((request.markup,) if request.markup else ())):
             h.update(f.role.encode())
             h.update(hashlib.sha256(f.data).digest())
         return h.digest()
@@ -290,6 +309,16 @@ class OfflineProvider:
         if mask.size != (width, height):
             mask = mask.resize((width, height), Image.Resampling.NEAREST)
         return np.asarray(mask, dtype=np.uint8)
+
+    @staticmethod
+    def _markup(request: ImageRequest, width: int, height: int) -> U8 | None:
+        """The markup's pixels at the output size (nearest), or None without one."""
+        if request.markup is None:
+            return None
+        img = _decode(request.markup).convert("RGBA")
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.Resampling.NEAREST)
+        return np.asarray(img, dtype=np.uint8)
 
     @staticmethod
     def _vary(base: U8, seed: bytes) -> U8:

@@ -254,6 +254,8 @@ class OpenAIProvider:
             kwargs["image"] = files[0] if len(files) == 1 else files
             if request.mask is not None:
                 kwargs["mask"] = self._file(request.mask)
+            if request.markup is not None:  # api helper (issue 13): markup edits
+                kwargs["markup"] = self._file(request.markup)
         else:
             # create_variation is marked deprecated in the SDK (the endpoint is retired on
             # api.openai.com); OpenAI-compatible servers may still serve it. Keep the

@@ -11,13 +11,15 @@ from PIL import Image
 from ..imaging import io as imgio
 from ..models import parse_size
 
-LOCAL_KINDS = ("mask", "resize", "pad", "crop", "convert", "composite")
+LOCAL_KINDS = ("mask", "markup", "resize", "pad", "crop", "convert", "composite")
 
 
 def run_local(kind: str, body: Mapping[str, Any], inputs: Mapping[str, Sequence[Path]], fmt: str) -> bytes:
     """Make a local step's image; `inputs` maps a role to its files (first = the one used)."""
     if kind == "mask":
         return _mask(body, inputs)
+    if kind == "markup":
+        return _markup(body, inputs)
     from ..imaging import transforms
 
     first = imgio.load(inputs["image"][0]) if "image" in inputs else None
@@ -65,3 +67,16 @@ def _mask(body: Mapping[str, Any], inputs: Mapping[str, Sequence[Path]]) -> byte
     img = masks.build_mask(width, height, body.get("shapes", []), from_alpha=alpha,
                            invert=bool(body.get("invert", False)), feather=float(body.get("feather", 0)))
     return imgio.encode(img, "png")
+
+
+def _markup(body: Mapping[str, Any], inputs: Mapping[str, Sequence[Path]]) -> bytes:
+    from ..imaging import markup
+
+    if "size_of" in inputs:
+        info = imgio.probe(inputs["size_of"][0])
+        width, height = info.width, info.height
+    else:
+        size = parse_size(body["size"])
+        assert size is not None
+        width, height = size
+    return markup.markup_png(width, height, body)

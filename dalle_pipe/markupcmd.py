@@ -1,0 +1,31 @@
+"""`dalle-pipe markup`: the markup step's strokes from the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import store
+from .errors import UsageError
+from .imaging import io as imgio
+from .imaging import markup
+
+
+def make_markup(image: Path, out: Path, shapes: Sequence[dict[str, Any]], *, color: str, width: float,
+                fill: bool) -> tuple[int, int]:
+    """Write a transparent PNG the size of `image` with the shapes' strokes; returns its size.
+
+    Bad geometry, colour or width, or an output that is not .png, is a UsageError: nothing is written.
+    """
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"-o {out}: a markup is a PNG (it needs an alpha channel)", "name the output *.png")
+    if not shapes:
+        raise UsageError("no shape given", "add --circle, --ellipse, --rect, --polygon or --arrow")
+    info = imgio.probe(image)
+    try:
+        img = markup.draw_markup(info.width, info.height, shapes, color=color, stroke=width, fill=fill)
+    except ValueError as exc:
+        raise UsageError(str(exc), "coordinates are fractions of the width and height (0..1)") from None
+    store.atomic_write_bytes(out, imgio.encode(img, "png"))
+    return info.width, info.height

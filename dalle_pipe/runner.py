@@ -543,12 +543,13 @@ def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units:
         if k in covered:
             continue
         (kept if k in all_tasks else orphans).append(e)
-    entries = kept
+    entries = list(kept)
     for r in result.reports:
         if r.outcome.in_scope:
             entries.extend(_entries(r))
-    order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
-    entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
+    if kept:  # the reports are in plan order already (units in order, steps in order, images by index)
+        order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
+        entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
     counts = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
     doc = {
         "tool": "dalle-pipe", "version": __version__, "format": MANIFEST_FORMAT,

@@ -428,7 +428,7 @@ class _Drive:
                 done[task.step.id] = out
                 if out.status != "pending" or not task.is_api or self._waits(task, done):
                     continue
-                if batchable(task) and _fingerprint(peek, task, done, out.prompt)[0] in flight:
+                if batchable(task) and out.fingerprint in flight:
                     continue
                 cost = task_cost(self.prices, task, "openai", prompt=out.prompt, batch=batchable(task))
                 if cost is None:
@@ -666,7 +666,8 @@ class _Drive:
             return Outcome("generated", out.entries, out.prompt, out.revised_prompt, in_scope=out.in_scope)
         if out.status != "pending":
             return out
-        fp, inputs = _fingerprint(state, task, done, out.prompt)
+        assert out.fingerprint is not None and out.resolved is not None  # the one decision's, not a copy
+        fp, inputs = out.fingerprint, input_entries(state, out.resolved)
         if fp in self.flight:
             with self.lock:
                 self.run_.in_batch += 1
@@ -779,25 +780,6 @@ def _made_in_this_flow(state: RunState, entry: dict[str, Any]) -> bool:
 def _pending(task: Task, reason: str, prompt: str | None) -> Outcome:
     return Outcome("pending", entries=[{"path": p} for p in task.outputs], prompt=prompt, reason=reason,
                    in_scope=False)
-
-
-def _fingerprint(state: RunState, task: Task, done: dict[str, Outcome],
-                 prompt: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """The task's fingerprint, as `execute.process` computes it, and its inputs as the manifest lists them."""
-    resolved = []
-    for ref in task.inputs:
-        if ref.step is not None:
-            entry = done[ref.step].entries[ref.index or 0]
-            sha = str(entry.get("current_sha256") or entry["sha256"])
-            if ref.role == "size_of" and entry.get("width"):
-                sha = f"size:{entry['width']}x{entry['height']}"
-            resolved.append((ref, state.output_dir / entry["path"], sha))
-        else:
-            assert ref.path is not None
-            resolved.append((ref, ref.path, state.files.sha(ref.path) or ""))
-    fp = store.fingerprint(provider=state.provider_name, model=task.model, endpoint=ENDPOINT, params=task.params,
-                           prompt=prompt, input_shas=[s for _, _, s in resolved])
-    return fp, input_entries(state, resolved)
 
 
 def _obj(value: Any) -> dict[str, Any]:

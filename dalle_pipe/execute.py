@@ -58,6 +58,14 @@ class Outcome:
     stale: bool = False
     cost: float | None = None
     size: tuple[int, int] | None = None  # a pending task's output size, when its params fix it
+    paths: list[str] | None = None  # a pending task's output paths (its entries are not built)
+    fingerprint: str | None = None  # a task to make: its fingerprint, and (run mode) its resolved inputs
+    resolved: list[tuple[InputRef, Path, str]] | None = None
+
+    @property
+    def outputs(self) -> list[str]:
+        """The output paths this outcome stands for (a pending one's, or its entries')."""
+        return self.paths if self.paths is not None else [str(e.get("path")) for e in self.entries]
 
     @property
     def usable(self) -> bool:
@@ -138,7 +146,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
             idx = ref.index or 0
             if up.status == "pending":
                 if ref.role == "size_of" and up.size is not None:  # the size is known before it is made
-                    inputs.append((ref, up.entries[idx]["path"], f"size:{up.size[0]}x{up.size[1]}"))
+                    inputs.append((ref, up.outputs[idx], f"size:{up.size[0]}x{up.size[1]}"))
                 else:
                     inputs.append((ref, task.outputs[0], ""))
                 continue
@@ -162,7 +170,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
             return failed_outcome(task, "template", exc.message, scoped)
     if any(r.step and not sha for r, _, sha in inputs):
         return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
-                       entries=[{"path": p} for p in task.outputs], size=_fixed_size(task),
+                       paths=task.outputs, size=_fixed_size(task),
                        cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
     provider = state.provider_name if task.is_api else "local"
     endpoint = _endpoint(task, state)
@@ -195,7 +203,8 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
     if not scoped:
         return Outcome("skipped", reason="not selected (--only) and not up to date", in_scope=False)
     if state.mode != "run" or state.reuse_only:
-        return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
+        return Outcome("pending", prompt=prompt, paths=task.outputs, fingerprint=fp,
+                       resolved=paths if state.reuse_only else None,
                        reason="would be made", size=_fixed_size(task),
                        cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
     if state.stop_reason is not None:
@@ -210,7 +219,7 @@ def _steps_context(task: Task, done: dict[str, Outcome]) -> dict[str, Any]:
     recipe, unit = task.recipe, task.unit
     steps = {}
     for sid, out in done.items():
-        paths = [e.get("path") for e in out.entries]
+        paths = out.outputs
         steps[sid] = {"path": paths[0] if paths else None, "paths": paths, "prompt": out.prompt,
                       "revised_prompt": out.revised_prompt}
     return {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}, "item": dict(unit.item),

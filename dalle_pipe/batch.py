@@ -364,9 +364,9 @@ class _Drive:
             started_at = store.utc_now_iso()
             reports = self._pass(state, units)
             result.reports = reports
-            result.stop_reason = state.stop_reason
-            result.spent_usd = round(state.spent + self.spent, 6)
-            if not result.interrupted and state.stop_reason is None:
+            result.stop_reason = state.ledger.stop_reason
+            result.spent_usd = round(state.ledger.spent + self.spent, 6)
+            if not result.interrupted and state.ledger.stop_reason is None:
                 self._submit(states)
             self.run_.running = [d for d in load_states(self.out_dir) if is_open(d) and _in_shard(d, self.opts.shard)]
             changed = (not self.collect or bool(self.run_.collected or self.run_.submitted or journal_had)
@@ -596,7 +596,7 @@ class _Drive:
     def _pass(self, state: RunState, units: list[int]) -> list[TaskReport]:
         peek = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
         reports: dict[int, list[TaskReport]] = {}
-        interrupt = Interrupt(lambda: state.stop("interrupted"))
+        interrupt = Interrupt(lambda: state.ledger.stop("interrupted"))
         fail_fast = self.opts.fail_fast
 
         def unit(i: int) -> list[TaskReport]:
@@ -611,7 +611,7 @@ class _Drive:
                     if self.progress:
                         self.progress(rep)
                     if fail_fast and outcome.status == "failed":
-                        state.stop("stopped at the first failure (--fail-fast)")
+                        state.ledger.stop("stopped at the first failure (--fail-fast)")
             return out
 
         with trap_signals(interrupt):
@@ -678,8 +678,8 @@ class _Drive:
                              status=error.get("status"), code=error.get("code"), attempts=1)
             failed.prompt = out.prompt
             return failed
-        if state.stop_reason is not None:
-            return Outcome("skipped", reason=state.stop_reason)
+        if state.ledger.stop_reason is not None:
+            return Outcome("skipped", reason=state.ledger.stop_reason)
         with self.lock:
             self.queue.append(_Queued(self.order[id(task)], task, fp, out.prompt, inputs))
         return _pending(task, "submitted in a batch", out.prompt)

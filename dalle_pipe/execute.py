@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models, store
+from .engine.context import Ledger
 from .engine.estimate import task_cost
 from .engine.hosts import reusable_from
 from .imaging import io as imgio
@@ -96,13 +97,10 @@ class RunState:
     clock: Clock | None = None
     max_retries: int = 6
     timeout_s: float = 300.0
-    max_cost: float | None = None
-    spent: float = 0.0
-    stop_reason: str | None = None
+    ledger: Ledger = field(default_factory=Ledger)  # spend and the stop reason, shared by every view
     on_wait: Callable[[str, float], None] | None = None
     objects: ObjectStore | None = None  # paid bytes, durable before anything else can fail
     saved: dict[tuple[str, int], ObjectRecord] = field(default_factory=dict)  # (fp, index) -> stored, unplaced
-    disk_error: str | None = None  # what the disk refused, once it did (no new request after that)
     endpoint_host: str | None = None  # host[:port] this run sends to (None: offline)
     empty_dir: bool = False  # the output folder did not exist when the run started
     rng: random.Random = field(default_factory=random.Random)
@@ -115,20 +113,6 @@ class RunState:
                 assert self.provider_factory is not None
                 self._provider = self.provider_factory()
             return self._provider
-
-    def disk_failed(self, message: str) -> None:
-        """The disk refused a write: send nothing more; in-flight answers still land (or are rescued)."""
-        with self.lock:
-            if self.disk_error is None:
-                self.disk_error = message
-        self.stop(f"stopped sending: {message}")
-
-    def stop(self, reason: str) -> None:
-        with self.lock:
-            if self.stop_reason is None:
-                self.stop_reason = reason
-        if self.limiter is not None:
-            self.limiter.stop()
 
 
 def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
@@ -207,8 +191,8 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                        resolved=paths if state.reuse_only else None,
                        reason="would be made", size=_fixed_size(task),
                        cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
-    if state.stop_reason is not None:
-        return Outcome("skipped", reason=state.stop_reason)
+    if state.ledger.stop_reason is not None:
+        return Outcome("skipped", reason=state.ledger.stop_reason)
     started = time.monotonic()
     if not task.is_api:
         return _make_local(state, task, paths, fp, prompt, started)
@@ -515,8 +499,8 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
     call), n calls, each through the limiter and the retry loop. Every answer's bytes are put in
     the object store before they are decoded or placed; every image is journaled as it lands;
     attempts and possible_duplicate_charge are the task's, summed."""
-    if state.max_cost is not None and state.spent >= state.max_cost:
-        return Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
+    if state.ledger.over_budget():
+        return Outcome("skipped", reason=f"cost limit ${state.ledger.max_cost:.2f} reached")
     try:
         request = _request(state, task, inputs, prompt)
     except (imgio.ImageInputError, OSError, ValueError) as exc:
@@ -539,18 +523,18 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
             if found is not None:
                 entries.append(_place(state, task, first, found))
                 continue
-        if (made or unreadable) and state.stop_reason is not None:
-            failure = Outcome("skipped", reason=state.stop_reason)
+        if (made or unreadable) and state.ledger.stop_reason is not None:
+            failure = Outcome("skipped", reason=state.ledger.stop_reason)
             break
-        if made and state.max_cost is not None and state.spent >= state.max_cost:
-            failure = Outcome("skipped", reason=f"cost limit ${state.max_cost:.2f} reached")
+        if made and state.ledger.over_budget():
+            failure = Outcome("skipped", reason=f"cost limit ${state.ledger.max_cost:.2f} reached")
             break
         call = _Call(state, task, request, fp, first, attempts, per_call)
         got = call.run()
         attempts = call.attempt
         if got is None:  # the run was stopped, or the budget spent, while this call waited for the limiter
-            reason = (f"cost limit ${state.max_cost:.2f} reached" if _over_budget(state) and state.max_cost
-                      is not None else state.stop_reason or "run stopped")
+            reason = (f"cost limit ${state.ledger.max_cost:.2f} reached" if state.ledger.over_budget()
+                      else state.ledger.stop_reason or "run stopped")
             failure = Outcome("skipped", reason=reason)
             break
         dup = dup or got.possible_duplicate_charge
@@ -558,7 +542,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
             # A 2xx without a readable image may still have been billed: ask once more, no more.
             dup = True
             unreadable += 1
-            if unreadable <= min(1, state.max_retries) and state.stop_reason is None:
+            if unreadable <= min(1, state.max_retries) and state.ledger.stop_reason is None:
                 continue
             status = (call.no_image.status if call.no_image is not None else None) or 200
             if state.journal is not None:
@@ -573,7 +557,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
         if got.error is not None or got.value is None:
             err = got.error or ProviderError("no response")
             if isinstance(err, Fatal):
-                state.stop(f"stopped after a fatal error: {err.message}")
+                state.ledger.stop(f"stopped after a fatal error: {err.message}")
             if state.journal is not None:
                 state.journal.failed(task.id, fp, err.as_dict())
             failure = failed_outcome(task, err.type, err.message, True, status=err.status, code=err.code,
@@ -585,8 +569,7 @@ def _make_api(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, st
                 else cost_from_usage(state.prices, task.model or "", resp.usage, params,
                                      mainline_model=request.mainline_model))  # api helper: + text model
         if cost is not None:
-            with state.lock:
-                state.spent += cost
+            state.ledger.charge(cost)
         total = None if total is None or cost is None else total + cost
         images = resp.images[:per_call]
         landed = []
@@ -666,7 +649,7 @@ def _placement_failed(state: RunState, task: Task, exc: BaseException, record: O
     message = str(getattr(exc, "message", None) or exc)
     if is_disk_error(exc):
         message = DiskError.from_exception(exc, what=f"the image of {task.id}").message()
-        state.disk_failed(message)
+        state.ledger.disk_failed(message)
     where = (f"; its bytes are kept in {display_path(state.objects.root)}, and a rerun places them without paying"
              if record is not None and state.objects is not None else "")
     return failed_outcome(task, "placement", f"the image could not be written: {message}{where}", True,
@@ -704,9 +687,9 @@ class _Call:
 
     def _send(self) -> ImageResponse:
         state = self.state
-        if _over_budget(state):  # checked once the limiter let us through: spend may have grown meanwhile
+        if state.ledger.over_budget():  # checked once the limiter let us through: spend may have grown meanwhile
             raise _BudgetReached
-        if state.disk_error is not None:
+        if state.ledger.disk_error is not None:
             raise _Halt
         self.attempt += 1
         if state.journal is not None:
@@ -747,7 +730,7 @@ class _Call:
                 problem = DiskError.from_exception(exc, what="the paid image")
                 message = f"{problem.message()}; its bytes were rescued to {where}"
 
-                state.disk_failed(message)
+                state.ledger.disk_failed(message)
                 self.disk_error = message
                 raise _Halt from None
 
@@ -827,6 +810,3 @@ class _Unreadable(Exception):
 class _Halt(Exception):
     """The disk refused a write: no new request."""
 
-
-def _over_budget(state: RunState) -> bool:
-    return state.max_cost is not None and state.spent >= state.max_cost

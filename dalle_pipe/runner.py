@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__, store
 from .catalog import Unit
+from .engine.context import Ledger
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .engine.hosts import endpoint_host, is_loopback, reusable_from
 from .engine.migrate import MANIFEST_FORMAT, upgrade
@@ -322,7 +323,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
-        interrupt = Interrupt(lambda: state.stop("interrupted"))
+        interrupt = Interrupt(lambda: state.ledger.stop("interrupted"))
         with trap_signals(interrupt):
             pending = _fast_pass(plan, units, state, reports, progress)
             if pending and opts.space_check and provider_name != "offline":
@@ -333,9 +334,9 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
                 _parallel(plan, pending, state, reports, progress, limits.concurrency, opts.fail_fast)
         result.reports = [r for i in units for r in reports.get(i, [])]
         result.interrupted = interrupt.fired
-        result.stop_reason = state.stop_reason
+        result.stop_reason = state.ledger.stop_reason
         result.endpoint_host = state.endpoint_host
-        result.spent_usd = round(state.spent, 6)
+        result.spent_usd = round(state.ledger.spent, 6)
         if state.limiter is not None:
             st = state.limiter.stats
             result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
@@ -397,7 +398,8 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
         pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
         selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
         limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
-        timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait, objects=objects, saved=saved,
+        timeout_s=limits.timeout_s, on_wait=on_wait, objects=objects, saved=saved,
+        ledger=Ledger(opts.max_cost, limiter.stop if limiter is not None else None),
         endpoint_host=host, empty_dir=not out_dir.is_dir(),
     )
 
@@ -499,7 +501,7 @@ def _parallel(plan: Plan, units: dict[int, list[TaskReport]], state: RunState,
             if progress:
                 progress(r)
             if fail_fast and r.outcome.status == "failed":
-                state.stop("stopped at the first failure (--fail-fast)")
+                state.ledger.stop("stopped at the first failure (--fail-fast)")
 
     # two units per request slot keep the next one ready; with one slot, units go strictly in order
     workers = max(1, min(concurrency * 2 if concurrency > 1 else 1, len(units), 64))

@@ -594,7 +594,7 @@ class _Drive:
     # -- the pass ------------------------------------------------------------------------------
 
     def _pass(self, state: RunState, units: list[int]) -> list[TaskReport]:
-        peek = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
+        peek = state.view(reuse_only=True)
         reports: dict[int, list[TaskReport]] = {}
         interrupt = Interrupt(lambda: state.ledger.stop("interrupted"))
         fail_fast = self.opts.fail_fast

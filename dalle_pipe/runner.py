@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__, store
 from .catalog import Unit
-from .engine.context import Ledger
+from .engine.context import Ledger, RunContext
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .engine.hosts import endpoint_host, is_loopback, reusable_from
 from .engine.migrate import MANIFEST_FORMAT, upgrade
@@ -392,15 +392,15 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
     clock = clock or SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
+    ctx = RunContext(prices=prices, provider_name=provider_name, mode=opts.mode, force=opts.force,
+                     selected_steps=frozenset(opts.only) if opts.only else None, endpoint_host=host, clock=clock,
+                     max_retries=limits.max_retries, timeout_s=limits.timeout_s)
     return RunState(
-        output_dir=out_dir, project_root=plan.recipe.root.resolve(), provider_name=provider_name, files=files,
+        ctx=ctx, output_dir=out_dir, project_root=plan.recipe.root.resolve(), files=files,
         reuse=reuse, prev_by_path=by_path, prev_manifest=manifest, prev_manifest_stat=manifest_stat,
-        pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
-        selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
-        limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
-        timeout_s=limits.timeout_s, on_wait=on_wait, objects=objects, saved=saved,
-        ledger=Ledger(opts.max_cost, limiter.stop if limiter is not None else None),
-        endpoint_host=host, empty_dir=not out_dir.is_dir(),
+        pending_fps=pending, provider_factory=provider_factory, limiter=limiter, journal=journal,
+        on_wait=on_wait, objects=objects, saved=saved,
+        ledger=Ledger(opts.max_cost, limiter.stop if limiter is not None else None), empty_dir=not out_dir.is_dir(),
     )
 
 
@@ -414,7 +414,7 @@ def _endpoint_url(recipe: Recipe, provider_name: str) -> str | None:
 def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
     """What the tasks a run would send cost, from the same decisions and estimate `plan` shows;
     a price that is not known stops the gate."""
-    dry = RunState(**{**state.__dict__, "mode": "dry", "lock": threading.Lock()})
+    dry = state.view(mode="dry")
     costs: list[float] = []
     for i in units:
         done: dict[str, Outcome] = {}
@@ -438,7 +438,7 @@ def _fast_pass(plan: Plan, units: list[int], state: RunState, reports: dict[int,
         for i in units:
             reports[i] = _run_unit(plan, i, state, progress)
         return {}
-    fast = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
+    fast = state.view(reuse_only=True)
     rest: dict[int, list[TaskReport]] = {}
     for i in units:
         trial = _run_unit(plan, i, fast, None)

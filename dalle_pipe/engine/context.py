@@ -1,9 +1,30 @@
-"""What one run shares while it runs: the ledger of spend and the reason it stopped."""
+"""What one run shares while it runs: its immutable context, and the ledger of spend and the stop reason."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..prices import PriceTable
+from ..throttle import Clock
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run was asked to do, fixed before it starts: the mode, the selection, the prices, the
+    clock and the provider's identity (name and endpoint host)."""
+
+    prices: PriceTable
+    provider_name: str
+    mode: str = "run"  # run | check | dry
+    force: bool = False
+    selected_steps: frozenset[str] | None = None  # --only
+    reuse_only: bool = False  # run mode's fast pass: place reused files, make nothing
+    endpoint_host: str | None = None  # host[:port] this run sends to (None: offline)
+    clock: Clock | None = None
+    max_retries: int = 6
+    timeout_s: float = 300.0
 
 
 class Ledger:

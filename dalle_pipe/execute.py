@@ -155,7 +155,8 @@ class RunState:
 
 def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
     """Decide and, in run mode, make one task; `done` holds this unit's earlier outcomes."""
-    scoped = state.selected_steps is None or task.step.id in state.selected_steps
+    rc = state.ctx
+    scoped = rc.selected_steps is None or task.step.id in rc.selected_steps
     if not task.enabled:
         return Outcome("skipped", reason="`when` is false", in_scope=scoped)
     inputs: list[tuple[InputRef, Path | str, str]] = []  # str: relative to output_dir (Paths made lazily)
@@ -193,12 +194,12 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
     if any(r.step and not sha for r, _, sha in inputs):
         return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
                        paths=task.outputs, size=_fixed_size(task),
-                       cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
-    provider = state.provider_name if task.is_api else "local"
+                       cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt))
+    provider = rc.provider_name if task.is_api else "local"
     endpoint = _endpoint(task, state)
     fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint, params=task.params,
                            prompt=prompt, input_shas=[s for _, _, s in inputs])
-    if not state.force:
+    if not rc.force:
         found = [_own(state, task, fp, i) or state.reuse.lookup(fp, i) for i in range(task.n)]
         if all(f is not None for f in found):
             entries = []
@@ -207,15 +208,15 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                 entries.append(_place(state, task, i, f))
             return Outcome("up_to_date", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
     paths = [(ref, state.output_dir / p if isinstance(p, str) else p, sha) for ref, p, sha in inputs]
-    if state.saved and all((fp, i) in state.saved for i in range(task.n)) and not state.reuse_only:
-        if state.mode != "run":
+    if state.saved and all((fp, i) in state.saved for i in range(task.n)) and not rc.reuse_only:
+        if rc.mode != "run":
             return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
                            reason="paid bytes saved by an earlier run will be placed", cost=0.0,
                            in_scope=scoped)
         placed = _place_saved(state, task, fp, prompt, paths, endpoint, scoped)
         if placed is not None:
             return placed
-    if fp in state.pending_fps and state.mode == "run":
+    if fp in state.pending_fps and rc.mode == "run":
         adopted = _adopt(state, task, fp, prompt, paths, provider, endpoint)
         if adopted is not None:
             return adopted
@@ -224,11 +225,11 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         return kept
     if not scoped:
         return Outcome("skipped", reason="not selected (--only) and not up to date", in_scope=False)
-    if state.mode != "run" or state.reuse_only:
+    if rc.mode != "run" or rc.reuse_only:
         return Outcome("pending", prompt=prompt, paths=task.outputs, fingerprint=fp,
-                       resolved=paths if state.reuse_only else None,
+                       resolved=paths if rc.reuse_only else None,
                        reason="would be made", size=_fixed_size(task),
-                       cost=task_cost(state.prices, task, state.provider_name, prompt=prompt))
+                       cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt))
     if state.ledger.stop_reason is not None:
         return Outcome("skipped", reason=state.ledger.stop_reason)
     started = time.monotonic()

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import models
 from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
+from .config.checks import PlannedCheck, StepChecks, read_checks
 from .errors import Problem
 from .imaging.io import ImageInputError, probe
 from .recipe import API_KINDS, Recipe, Source, Step, display_path, exists, is_file, locate, quoted, suggest
@@ -71,6 +72,8 @@ class Task:
     fmt: str
     size: tuple[int, int] | None
     markup: InputRef | None = None  # an edit's markup (GPT Image 2.5)
+    checks: tuple[PlannedCheck, ...] = ()  # run on each image it makes
+    retry: int = 0  # on_fail: more tries when an error check fails
 
     @property
     def id(self) -> str:
@@ -172,7 +175,11 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     infos = [_prepare(recipe, step, out) for step in recipe.steps]
     _check_references(recipe, infos, out)
     _check_capabilities(recipe, infos, out)
-    planner = _Planner(recipe, infos, base_ctx)
+    checks, found = read_checks(recipe, {info.step.id: info.n for info in infos},
+                                {i.step.id: (i.fmt, models.parse_size(i.merged.get("size")))
+                                 for i in infos if i.model is not None})  # an auto size is the model's choice
+    out += found
+    planner = _Planner(recipe, infos, base_ctx, checks)
     tasks: list[Task] = []
     for unit in units:
         tasks.extend(planner.unit(unit))
@@ -417,9 +424,11 @@ def _issue(recipe: Recipe, step: Step, issue: models.ParamIssue) -> Problem:
 class _Planner:
     """Plans unit after unit, with the caches that make 10,000 rows cheap."""
 
-    def __init__(self, recipe: Recipe, infos: list[_StepInfo], base_ctx: Mapping[str, Any]) -> None:
+    def __init__(self, recipe: Recipe, infos: list[_StepInfo], base_ctx: Mapping[str, Any],
+                 checks: list[StepChecks]) -> None:
         self.recipe = recipe
         self.infos = infos
+        self.checks = checks
         self.base_ctx = base_ctx
         self.failures = FailureLog("units")
         self.seen_outputs: dict[str, str] = {}
@@ -469,6 +478,11 @@ class _Planner:
                         info.prompt.compiled if info.prompt is not None and info.prompt.compiled is not None
                         and info.prompt.compiled.uses("steps") else None,
                         images, mask, outputs, fmt, size, markup)
+            step_checks = self.checks[step.index]
+            if enabled and step_checks.specs:
+                task.checks = step_checks.plan(ctx, self.recipe.root, self.recipe.dir,
+                                               lambda at, path, msg, hint: self.fail(at, path, unit, msg, hint))
+                task.retry = step_checks.retry
             planned[step.id] = task
             tasks.append(task)
             steps_ctx[step.id] = {"path": outputs[0] if outputs else None, "paths": outputs,

@@ -93,6 +93,8 @@ class Step:
     body: Mapping[str, Any]
     output: str | None
     when: str | None
+    checks: tuple[Mapping[str, Any], ...] = ()  # as written; typed and validated by config/checks.py
+    on_fail: Mapping[str, Any] | None = None
 
     @property
     def at(self) -> PathKey:
@@ -122,6 +124,7 @@ class Recipe:
     pipeline: Pipeline | None
     base_url: str | None
     throttle_stated: bool
+    ask_model: str | None = None  # the default model of `ask` checks (recipe > pipeline; no hidden default)
 
     @property
     def dir(self) -> Path:
@@ -331,7 +334,8 @@ def load_recipe(
     steps = []
     for i, raw in enumerate(data["steps"]):
         kind = next(k for k in STEP_KINDS if k in raw)
-        steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when")))
+        steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when"),
+                          tuple(raw.get("checks") or ()), raw.get("on_fail")))
     _check_step_ids(src, steps, problems)
 
     output_dir = _output_dir(src, data, pipeline, root, overrides, problems)
@@ -344,7 +348,7 @@ def load_recipe(
         items=tuple(data["items"]) if "items" in data else None,
         matrix={k: tuple(v) for k, v in (data.get("matrix") or {}).items()},
         output_dir=output_dir or root / "out" / data["name"], steps=tuple(steps), pipeline=pipeline,
-        base_url=base_url, throttle_stated=stated,
+        base_url=base_url, throttle_stated=stated, ask_model=data.get("ask_model") or pdata.get("ask_model"),
     )
 
 

@@ -203,13 +203,14 @@ def _issue(path: PathKey, message: str, hint: str | None = None, *, at_key: bool
 
 # A "kind choice" is a oneOf of single `required`s in a schema with one of these titles: the
 # object is defined by which of the keys it has (a step's kind, a shape's form).
-_KIND_SUBJECTS = {"Step": "a step", "Shape": "a shape", "Markup shape": "a markup shape"}
+_KIND_SUBJECTS = {"Step": "a step", "Shape": "a shape", "Markup shape": "a markup shape", "Check": "a check"}
 
 # Hints for a value of a type no branch of a choice accepts, by the choice schema's title.
 _CHOICE_HINTS = {
     "Image": "write a path or {step: ID}",
     "Images": "write a path, {step: ID}, or a list of them",
     "Provider": "write openai, offline, azure or {name: ..., api: ...}",
+    "Ask": "write the question, or {question: ..., with: [...], model: ...}",
 }
 
 _PATTERNS: dict[str, tuple[str, str]] = {

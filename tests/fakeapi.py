@@ -39,7 +39,15 @@ Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image 
     ("noimage",)                 /v1/responses only: a 200 with a text message and no image call
     ("raw", status, body, headers)  exactly that answer (body str or bytes; headers a dict, optional)
     ("drip", s)                  a 200 whose JSON body comes one byte every s seconds (at most 400 bytes)
-                                 (and ("moderation",) there is a 200 whose call has status "failed")
+                                 (and ("moderation",) there is a 200 whose call has status "failed";
+                                 on a judgement, a 200 whose message is a refusal)
+
+Judgements (checks: ask): a POST /v1/responses with no tools and a json_schema text format
+is answered with one message whose output_text is the verdict JSON. `api.judge = lambda
+question, images: (passed, reason)` decides it (images: the decoded bytes of every
+input_image, the image under review first); a str instead of a tuple is sent verbatim as the
+output text (a malformed answer). Default: {"pass": true, "reason": "looks right"}. Usage:
+input_tokens = len(question) // 4 + 765 per image, output_tokens = 25.
 A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
 
 Strict mode (on unless FakeOpenAI(strict=False)): a field the installed SDK does not define
@@ -273,6 +281,14 @@ def parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, list[str]
     return fields, files
 
 
+def is_judgement(body: Any) -> bool:
+    """A Responses request that asks for a structured verdict rather than an image."""
+    if not isinstance(body, dict) or body.get("tools"):
+        return False
+    fmt = (body.get("text") or {}).get("format") or {}
+    return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+
+
 def _error(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -501,6 +517,10 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             ),
         }
+        if kind == "responses" and is_judgement(rec.json) and what == "moderation":
+            rec.status = 200
+            self._send_json(200, fake._judge_payload(rec, refusal=True), base_headers)
+            return
         if kind == "responses" and what in ("moderation", "noimage"):
             rec.status = 200
             self._send_json(200, fake._responses_payload(rec, refusal=what), base_headers)
@@ -540,7 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
             rec.status = 400
             self._send_json(400, _error(problem, "invalid_request_error", "invalid_value"), base_headers)
             return
-        n = 1 if kind == "responses" else int(rec.params.get("n") or 1)
+        judgement = kind == "responses" and is_judgement(rec.json)
+        n = 0 if judgement else 1 if kind == "responses" else int(rec.params.get("n") or 1)
         limited = fake._admit(n)
         if limited is not None:
             wait, headers = limited
@@ -553,7 +574,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fake.latency_s:
             time.sleep(fake.latency_s)
-        if kind == "responses":
+        if judgement:
+            payload = fake._judge_payload(rec, refusal=False)
+        elif kind == "responses":
             payload = fake._responses_payload(rec, refusal=None)
         else:
             payload = fake._payload(kind, rec, url_mode=what, host=self.headers.get("host", ""))
@@ -572,7 +595,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         rec.status = 200
-        fake._served(n)
+        if not judgement:
+            fake._served(n)
         self._send(200, body, headers)
 
 
@@ -581,6 +605,8 @@ class FakeOpenAI:
 
     # /v1/responses: the revised prompt for (prompt, a number unique to the answer); None: the default
     revise: Callable[[str, int], str] | None = None
+    # /v1/responses judgements: the verdict for (question, image bytes); None: a pass
+    judge: Callable[[str, list[bytes]], tuple[bool, str] | str] | None = None
 
     def __init__(
         self,
@@ -756,6 +782,8 @@ class FakeOpenAI:
     @staticmethod
     def _validate(kind: str, rec: RecordedRequest) -> str | None:
         p = rec.params
+        if kind == "responses" and is_judgement(p):
+            return None if p.get("model") and p.get("input") else "A judgement needs a model and an input."
         if kind == "responses":
             tools = p.get("tools") or []
             if not p.get("model") or not tools or tools[0].get("type") != "image_generation":
@@ -858,6 +886,39 @@ class FakeOpenAI:
                     },
                 }
             )
+        return out
+
+    def _judge_payload(self, rec: RecordedRequest, *, refusal: bool) -> dict[str, Any]:
+        """A judgement's answer: one message holding the verdict JSON (or a refusal)."""
+        body = rec.json or {}
+        question, images = "", []
+        for message in body.get("input") or []:
+            for part in message.get("content") or []:
+                if part.get("type") == "input_text" and not question:
+                    question = str(part.get("text") or "")
+                elif part.get("type") == "input_image":
+                    url = str(part.get("image_url") or "")
+                    images.append(base64.b64decode(url.split(",", 1)[1]) if url.startswith("data:") else b"")
+        rule = self.judge
+        answer = rule(question, images) if rule is not None else (True, "looks right")
+        text = answer if isinstance(answer, str) else json.dumps({"pass": answer[0], "reason": answer[1]})
+        content = {"type": "refusal", "refusal": "I can't help with that."} if refusal else \
+            {"type": "output_text", "text": text, "annotations": []}
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        out: dict[str, Any] = {
+            "id": f"resp_{n:06d}", "object": "response", "created_at": int(time.time()),
+            "model": body.get("model"), "status": "completed", "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": [],
+            "output": [{"type": "message", "id": f"msg_{n:06d}", "role": "assistant", "status": "completed",
+                        "content": [content]}],
+            "usage": {"input_tokens": len(question) // 4 + 765 * len(images),
+                      "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 25,
+                      "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": len(question) // 4 + 765 * len(images) + 25},
+        }
+        rec.response = out
         return out
 
     def _responses_payload(self, rec: RecordedRequest, *, refusal: str | None) -> dict[str, Any]:

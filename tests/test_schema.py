@@ -413,7 +413,7 @@ def test_pipeline_problems() -> None:
         SchemaIssue(
             ("steps",),
             "unknown key 'steps'",
-            "allowed: version, recipes, provider, model, params, throttle, vars, output_root",
+            "allowed: version, recipes, provider, model, params, ask_model, throttle, vars, output_root",
             at_key=True,
         ),
         SchemaIssue(("throttle", "concurrency"), "must be at least 1, got 0"),

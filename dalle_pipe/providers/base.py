@@ -76,6 +76,33 @@ class ImageResponse:
     response_id: str | None = None  # Responses API id
 
 
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One judgement on the Responses API: a question about `image`, with reference images.
+
+    `params` is exactly what is sent besides model, instructions and input (the structured
+    output format, max_output_tokens, store); it is part of the judgement's fingerprint.
+    """
+
+    model: str
+    question: str
+    image: InputFile
+    references: tuple[InputFile, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judgement's answer: passed is None when nothing judged it (the offline provider)."""
+
+    passed: bool | None
+    reason: str
+    request_id: str | None = None
+    usage: dict[str, Any] | None = None  # the Responses API's usage, as received
+    response_id: str | None = None
+
+
 class ProviderError(Exception):
     """One failed attempt. Subclasses tell the runner what to do next."""
 
@@ -215,4 +242,13 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class Judge(Protocol):
+    """A provider that answers `ask` checks (openai, azure, offline). Kept apart from Provider until the
+    engine's wrappers forward it; then it belongs in Provider."""
+
+    def judge(self, request: JudgeRequest) -> Verdict:
+        """Ask a vision model one question about an image (one attempt); raise a ProviderError on failure."""
         ...

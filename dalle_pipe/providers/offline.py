@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from .base import BadRequest, GeneratedImage, ImageRequest, ImageResponse, InputFile
+from .base import BadRequest, GeneratedImage, ImageRequest, ImageResponse, InputFile, JudgeRequest, Verdict
 
 U8 = npt.NDArray[np.uint8]
 
@@ -333,3 +333,7 @@ class OfflineProvider:
         out = base.copy()
         out[..., :3] = np.clip(shifted + noise, 0, 255).astype(np.uint8)
         return out
+
+    def judge(self, request: JudgeRequest) -> Verdict:
+        """Nothing looks at the image offline: "not judged" (it passes offline, never satisfies a real run)."""
+        return Verdict(None, "not judged: the offline provider does not look at images")

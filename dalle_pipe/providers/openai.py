@@ -76,11 +76,13 @@ from .base import (
     ImageRequest,
     ImageResponse,
     InputFile,
+    JudgeRequest,
     NoImage,
     ProviderError,
     RateLimited,
     Refused,
     Transient,
+    Verdict,
     scrub_key,
 )
 from .endpoint import check_endpoint
@@ -556,3 +558,41 @@ class OpenAIProvider:
         if isinstance(value, list | tuple):
             return [self._scrub_value(v) for v in value]
         return value
+
+    # -- judgements (checks: ask) -----------------------------------------------------------------
+
+    def judge(self, request: JudgeRequest) -> Verdict:
+        """One Responses API call answering {pass, reason} about an image (see providers/judge.py).
+
+        A refusal (a refusal content part, or a 200 with no answer text) is Refused; an answer cut
+        off at max_output_tokens is BadRequest (it was billed; the same call would stop again);
+        an answer that is not the verdict JSON is Transient(maybe_charged=True).
+        """
+        from openai.types.responses import Response
+
+        from .deadline import deadline
+        from .judge import parse_verdict, request_body
+
+        body = request_body(request)
+        create: Callable[..., Any] = self._client.responses.with_raw_response.create
+        with deadline(request.timeout_s):  # the whole attempt, as for images
+            raw = self._call(lambda: create(**body, timeout=request.timeout_s))
+            parsed = self._parse(raw)
+        if not isinstance(parsed, Response):
+            raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
+        kw: dict[str, Any] = {"status": 200, "request_id": raw.request_id,
+                              "headers": self._error_headers(raw.headers)}
+        refusal = next((c.refusal for o in parsed.output if o.type == "message"
+                        for c in o.content if c.type == "refusal"), None)
+        if refusal is not None:
+            raise Refused(self._scrub(f"the model refused to judge: {refusal}"[:500]), code="refusal", **kw)
+        if parsed.status == "incomplete":
+            why = parsed.incomplete_details.reason if parsed.incomplete_details else None
+            raise BadRequest(f"the judgement stopped before its answer ({why or 'incomplete'})",
+                             code="incomplete", **kw)
+        try:
+            passed, reason = parse_verdict(parsed.output_text)
+        except ValueError as exc:
+            raise self._transient_charged(f"the judgement is unusable: {exc}", raw) from None
+        usage = self._scrub_value(parsed.usage.model_dump(exclude_none=True)) if parsed.usage is not None else None
+        return Verdict(passed, self._scrub(reason), request_id=raw.request_id, usage=usage, response_id=parsed.id)

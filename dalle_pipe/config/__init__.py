@@ -1,0 +1,1 @@
+"""Typed recipe parts: check specs."""

@@ -128,12 +128,60 @@ def part_noop(n: int) -> None:
         print(f"  --check        {check:7.2f} s {check_mb:5d} MB")
 
 
+def plan_recipe() -> str:
+    return """version: 1
+name: catalog
+model: gpt-image-2
+params: {size: 1024x1024, quality: low}
+catalog: {path: rows.csv, where: "item.active == 'yes'"}
+steps:
+  - id: shot
+    generate: {prompt: "product {{ item.name }} on a table"}
+  - id: cut
+    mask:
+      size_of: {step: shot}
+      shapes: [{circle: {center: [0.5, 0.5], radius: 0.4}}]
+  - id: edit
+    edit: {image: {step: shot}, mask: {step: cut}, prompt: "a beach behind it"}
+"""
+
+
+def timed(root: Path, *args: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB) of one `dalle-pipe ARGS` in its own process."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _WRAP, *args], cwd=root, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items()
+                                                                    if k != "OPENAI_API_KEY"})
+    took = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise SystemExit(proc.stderr)
+    rss = max((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MAXRSS ")),
+              default=0)
+    return took, rss // 1024
+
+
+def part_plan(n: int) -> None:
+    """`plan` and `run --check` on an n-row catalog (90 % active), generate -> mask -> edit, nothing on disk."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "recipe.yaml").write_text(plan_recipe())
+        rows = "".join(f"r{i},item {i},{'no' if i % 10 == 9 else 'yes'}\n" for i in range(n))
+        (root / "rows.csv").write_text("id,name,active\n" + rows)
+        print(f"{n} rows ({n - n // 10} active) x 3 steps, nothing on disk; seconds and peak RSS:")
+        for label, args in (("plan", ("plan", "recipe.yaml")), ("plan --json", ("plan", "--json", "recipe.yaml")),
+                            ("run --check", ("run", "--check", "--quiet", "recipe.yaml"))):
+            took, mb = timed(root, *args)
+            print(f"  {label:<12} {took:7.2f} s {mb:5d} MB")
+
+
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what in ("all", "rate"):
         part_rate()
     if what in ("all", "noop"):
         part_noop(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
+    if what in ("all", "plan"):
+        part_plan(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000)
 
 
 if __name__ == "__main__":

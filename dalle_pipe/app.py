@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import models
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Problem, RecipeError, UsageError
+from . import batch, models
+from .batch import BatchRun, batchable
+from .engine.estimate import task_cost
+from .errors import Problem, RecipeError, UsageError, reduce_exit
 from .plan import Plan, build_plan
-from .prices import PriceTable, estimate_request, load_prices
+from .prices import PriceTable, load_prices
 from .providers.base import Provider
 from .recipe import Overrides, Project, Recipe, load_targets
-from .runner import RecipeResult, RunOptions, TaskReport, check_selection, estimate, run_plan
+from .runner import RecipeResult, RunOptions, TaskReport, check_selection, run_plan
 
 
 @dataclass
@@ -126,10 +128,69 @@ def run(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrid
     for plan in loaded.plans:
         result = run_plan(plan, opts, prices, provider_name(plan.recipe),
                           make_provider_factory(plan.recipe, overrides), progress, on_wait)
+        write_pages([result])
         results.append(result)
         if result.interrupted:
             break
     return results
+
+
+def run_batches(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+                progress: Callable[[TaskReport], None] | None = None,
+                on_wait: Callable[[str, float], None] | None = None, *, collecting: bool = False) -> list[BatchRun]:
+    """`run --batch` / `batch submit` (collecting=False) or `batch collect` over the plans, in order."""
+    check_selection(loaded.plans, opts)
+    for plan in loaded.plans:
+        batch.check_recipe(plan.recipe)
+        require_key(plan.recipe)
+    runs = []
+    step = batch.collect if collecting else batch.submit
+    for plan in loaded.plans:
+        done = step(plan, opts, prices, make_provider_factory(plan.recipe, overrides), progress, on_wait)
+        write_pages([done.result])
+        runs.append(done)
+        if done.result.interrupted:
+            break
+    return runs
+
+
+def notes(result: RecipeResult) -> list[str]:
+    """Warning lines for the terminal: stale approvals, images whose size differs from the one asked
+    for, and images reused from another endpoint host."""
+    out: list[str] = []
+    hosts: dict[str, int] = {}
+    for r in result.reports:
+        o = r.outcome
+        if not o.in_scope:
+            continue
+        if o.stale:
+            out.append(f"warning: {r.task.id}: approved image is stale (its recipe or inputs changed): kept and "
+                       f"still approved (dalle-pipe approve --revoke lets it be made again)")
+        for e in o.entries:
+            out.extend(f"warning: {r.task.id}: {w}" for w in e.get("warnings") or [] if o.status == "generated")
+            host = e.get("endpoint_host")
+            if (o.status == "up_to_date" and isinstance(host, str) and result.endpoint_host is not None
+                    and host != result.endpoint_host):
+                hosts[host] = hosts.get(host, 0) + 1
+    for host, n in sorted(hosts.items()):
+        out.append(f"note: {n} image(s) reused were made against {host}, not {result.endpoint_host}")
+    return out
+
+
+def write_pages(results: list[RecipeResult]) -> None:
+    """report.html of each output folder whose manifest changed (the page never blocks a run)."""
+    if os.environ.get("DALLE_PIPE_NO_REPORT") == "1":
+        return
+    from .report import write_report
+
+    for r in results:
+        if not r.page_due:
+            continue
+        if r.manifest is not None:
+            write_report(r.output_dir, manifest=r.manifest, previous=r.previous)
+        else:
+            write_report(r.output_dir)
+        r.manifest = r.previous = None  # a 25 MB manifest is not kept alive after its page
 
 
 def _needs_requests(plan: Plan) -> bool:
@@ -138,56 +199,81 @@ def _needs_requests(plan: Plan) -> bool:
 
 def exit_code(results: list[RecipeResult], opts: RunOptions) -> int:
     """0 all done; 1 failures or work found by --check; 130 interrupted."""
-    if any(r.interrupted for r in results):
-        return EXIT_INTERRUPTED
-    if opts.mode == "check" and any(r.count("pending") for r in results):
-        return EXIT_FAILED
-    if any(r.count("failed") or (r.stop_reason and r.stop_reason != "interrupted") for r in results):
-        return EXIT_FAILED
-    return EXIT_OK
+    return reduce_exit(
+        interrupted=any(r.interrupted for r in results),
+        failed=any(r.count("failed") or (r.stop_reason and r.stop_reason != "interrupted") for r in results),
+        work_left=opts.mode == "check" and any(r.count("pending") for r in results))
 
 
 def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
-    """Per recipe and step: units, requests, images, up to date, to make, estimated cost."""
+    """Per recipe and step: units, requests, images, up to date, to make, estimated cost.
+
+    The costs are the decisions' own (the same `--max-cost` gates on), summed unrounded and
+    rounded once; `placeholders` names the models whose prices are placeholders.
+    """
     out = []
     for plan in loaded.plans:
-        result = run_plan(plan, RunOptions(mode="dry"), prices, provider_name(plan.recipe), None)
+        provider = provider_name(plan.recipe)
+        result = run_plan(plan, RunOptions(mode="dry"), prices, provider, None)
         steps: dict[str, dict[str, Any]] = {}
+        sums: dict[str, dict[str, float | None]] = {}
         for step in plan.recipe.steps:
             steps[step.id] = {"step": step.id, "kind": step.kind, "model": None, "units": 0, "requests": 0,
                               "images": 0, "up_to_date": 0, "to_make": 0, "cost_usd": 0.0,
                               "batch_cost_usd": 0.0}
+            sums[step.id] = {"cost_usd": 0.0, "batch_cost_usd": 0.0}
+        active: set[str] = set()
+        placeholders: set[str] = set()
+        responses = plan.recipe.provider.api == "responses" and plan.recipe.provider.name == "openai"
         for r in result.reports:
             row = steps[r.task.step.id]
             row["model"] = r.task.model
             if not r.task.enabled:
                 continue
+            active.add(r.task.unit.key)
             row["units"] += 1
             if r.task.is_api:
-                responses = plan.recipe.provider.api == "responses" and plan.recipe.provider.name == "openai"
                 row["requests"] += r.task.n if responses else 1  # the Responses route makes one call per image
             row["images"] += r.task.n
             if r.outcome.status in ("up_to_date", "modified"):
                 row["up_to_date"] += r.task.n
-            else:
-                row["to_make"] += r.task.n
-                if r.task.is_api and plan.recipe.provider.name != "offline":
-                    from .batch import batchable  # only generations are batched: edits stay at the sync price
-
-                    for batch, col in ((False, "cost_usd"), (batchable(r.task), "batch_cost_usd")):
-                        c = estimate_request(prices, r.task.model or "", r.task.kind,
-                                             r.task.params, batch=batch)
-                        row[col] = None if c is None or row[col] is None else round(row[col] + c, 6)
-        total_keys = ("units", "requests", "images", "up_to_date", "to_make")
+                continue
+            row["to_make"] += r.task.n
+            if not r.task.is_api or provider == "offline" or r.outcome.status != "pending":
+                continue
+            price = prices.models.get(r.task.model or "")
+            if price is not None and price.placeholder:
+                placeholders.add(r.task.model or "")
+            acc = sums[r.task.step.id]
+            batch = task_cost(prices, r.task, provider, prompt=r.outcome.prompt, batch=batchable(r.task))
+            for col, cost in (("cost_usd", r.outcome.cost), ("batch_cost_usd", batch)):
+                had = acc[col]
+                acc[col] = None if had is None or cost is None else had + cost
+        for sid, acc in sums.items():
+            for col, val in acc.items():
+                steps[sid][col] = None if val is None else round(val, 6)
+        total_keys = ("requests", "images", "up_to_date", "to_make")
         total: dict[str, Any] = {k: sum(s[k] for s in steps.values()) for k in total_keys}
+        total["units"] = len(active)
         for col in ("cost_usd", "batch_cost_usd"):
-            vals = [s[col] for s in steps.values()]
-            total[col] = None if any(v is None for v in vals) else round(sum(vals), 6)
+            vals = [acc[col] for acc in sums.values()]
+            total[col] = None if any(v is None for v in vals) else round(sum(v or 0.0 for v in vals), 6)
         out.append({"recipe": plan.recipe.name, "provider": plan.recipe.provider.name,
                     "output_dir": str(plan.recipe.output_dir), "units": len(plan.units),
-                    "steps": list(steps.values()), "total": total,
-                    "estimate_all_usd": estimate(plan, prices)})
+                    "steps": list(steps.values()), "total": {"units": total.pop("units"), **total},
+                    "placeholders": sorted(placeholders),
+                    "estimate_all_usd": result.estimate_usd})  # every unit: a dry run selects them all
     return out
+
+
+def grand_total(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's totals across recipes (costs None when any is unknown)."""
+    keys = ("units", "requests", "images", "up_to_date", "to_make")
+    total: dict[str, Any] = {k: sum(r["total"][k] for r in rows) for k in keys}
+    for col in ("cost_usd", "batch_cost_usd"):
+        vals = [r["total"][col] for r in rows]
+        total[col] = None if any(v is None for v in vals) else round(sum(vals), 6)
+    return total
 
 
 def get_prices(path: Path | None) -> PriceTable:

@@ -28,6 +28,7 @@ class Approval:
     task: str  # step@key
     path: str
     changed: bool  # False: it already was in the wanted state
+    offline: bool = False  # the image is an offline placeholder: `run --check` against a real provider fails on it
 
 
 def matches(selector: str, key: str, step: str) -> bool:
@@ -83,8 +84,8 @@ def approve_dirs(dirs: Sequence[tuple[str, Path]], selectors: Sequence[str], *,
     shards') is updated, each atomically, under the folder's run lock; ``manifest.prev.json`` is
     left alone, so the review page still compares with the last run.
     """
-    from .runner import manifest_files
-    from .store.manifest import _parse_manifest, dumps_manifest
+    from .store import manifest_files, read_manifest_file
+    from .store.manifest import dumps_manifest
 
     if not selectors:
         raise UsageError("name at least one KEY or KEY/STEP to approve",
@@ -95,7 +96,7 @@ def approve_dirs(dirs: Sequence[tuple[str, Path]], selectors: Sequence[str], *,
             if not manifest_files(out_dir):
                 continue
             stack.enter_context(store.RunLock(out_dir))
-            docs.extend((name, out_dir, path, _parse_manifest(path)) for path in manifest_files(out_dir))
+            docs.extend((name, out_dir, path, read_manifest_file(path)) for path in manifest_files(out_dir))
         entries = [e for *_, doc in docs for e in doc["entries"] if isinstance(e, dict)]
         for sel in selectors:
             picked = [e for e in entries if _pick(e, [sel])]
@@ -122,7 +123,8 @@ def approve_dirs(dirs: Sequence[tuple[str, Path]], selectors: Sequence[str], *,
                 touched = touched or changed
                 ident = (name, e.get("step"), e.get("key"), e.get("index"))
                 old = done.get(ident)
-                done[ident] = Approval(name, _task(e), str(e.get("path")), changed or bool(old and old.changed))
+                done[ident] = Approval(name, _task(e), str(e.get("path")), changed or bool(old and old.changed),
+                                       offline=e.get("provider") == "offline")
             if touched:
                 store.atomic_write_bytes(path, dumps_manifest(doc).encode("utf-8"))
                 if out_dir not in touched_dirs:

@@ -48,26 +48,27 @@ from typing import Any
 
 from . import __version__, store
 from .batch_api import META_KEY, TERMINAL, BatchAPIError, BatchClient, BatchInfo
-from .errors import CostLimitError, UsageError
-from .execute import Outcome, RunState, _failed, _input_entries, _retire, process
+from .engine.estimate import sum_costs, task_cost, unknown_price_message
+from .errors import CostLimitError, UsageError, reduce_exit
+from .execute import Outcome, RunState, failed_outcome, input_entries, process, retire_replaced
 from .imaging import io as imgio
 from .plan import Plan, Task
-from .prices import PriceTable, cost_from_usage, estimate_request
+from .prices import PriceTable, cost_from_usage
 from .providers.base import Provider
-from .recipe import Overrides, Recipe, display_path
+from .recipe import Recipe, display_path
 from .runner import (
+    Interrupt,
     RecipeResult,
     RunOptions,
     TaskReport,
-    _Interrupt,
-    _limits,
-    _load_state,
-    _signals,
-    _write_manifest,
+    limits_for,
+    load_state,
     manifest_name,
     run_locks,
     select_units,
     shard_provider,
+    trap_signals,
+    write_run_manifest,
 )
 
 ENDPOINT = "/v1/images/generations"
@@ -214,14 +215,11 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
 
 def exit_code(runs: list[BatchRun], *, collect: bool) -> int:
     """0 all done; 1 failures, a submission that failed, or (collect) batches still in flight; 130 interrupted."""
-    if any(r.result.interrupted for r in runs):
-        return 130
-    if any(r.result.count("failed") or r.errors or (r.result.stop_reason and r.result.stop_reason != "interrupted")
-           for r in runs):
-        return 1
-    if collect and any(r.running for r in runs):
-        return 1
-    return 0
+    return reduce_exit(
+        interrupted=any(r.result.interrupted for r in runs),
+        failed=any(r.result.count("failed") or r.errors
+                   or (r.result.stop_reason and r.result.stop_reason != "interrupted") for r in runs),
+        work_left=collect and any(r.running for r in runs))
 
 
 # --------------------------------------------------------------------------- the commands
@@ -233,20 +231,20 @@ def check_recipe(recipe: Recipe) -> None:
                          "openai", "drop --batch, or use --provider openai")
 
 
-def submit(plan: Plan, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+def submit(plan: Plan, opts: RunOptions, prices: PriceTable,
            provider_factory: Callable[[], Provider],
            progress: Callable[[TaskReport], None] | None = None,
            on_wait: Callable[[str, float], None] | None = None) -> BatchRun:
     """`run --batch`: make what can be made now, send the generations of this wave as batches."""
-    return _Drive(plan, opts, prices, overrides, provider_factory, progress, on_wait, collect=False).run()
+    return _Drive(plan, opts, prices, provider_factory, progress, on_wait, collect=False).run()
 
 
-def collect(plan: Plan, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+def collect(plan: Plan, opts: RunOptions, prices: PriceTable,
             provider_factory: Callable[[], Provider],
             progress: Callable[[TaskReport], None] | None = None,
             on_wait: Callable[[str, float], None] | None = None) -> BatchRun:
     """`batch collect`: land finished batches, make what follows from them, submit the next wave."""
-    return _Drive(plan, opts, prices, overrides, provider_factory, progress, on_wait, collect=True).run()
+    return _Drive(plan, opts, prices, provider_factory, progress, on_wait, collect=True).run()
 
 
 @dataclass
@@ -311,7 +309,7 @@ class _Queued:
 class _Drive:
     """One recipe's submit or collect, under its output folder's lock(s)."""
 
-    def __init__(self, plan: Plan, opts: RunOptions, prices: PriceTable, overrides: Overrides,
+    def __init__(self, plan: Plan, opts: RunOptions, prices: PriceTable,
                  provider_factory: Callable[[], Provider], progress: Callable[[TaskReport], None] | None,
                  on_wait: Callable[[str, float], None] | None, *, collect: bool) -> None:
         check_recipe(plan.recipe)
@@ -324,7 +322,7 @@ class _Drive:
         self.provider_factory = provider_factory
         self.progress = progress
         self.on_wait = on_wait
-        self.limits = _limits(self.recipe, self.opts)
+        self.limits = limits_for(self.recipe, self.opts)
         self.run_ = BatchRun(RecipeResult(self.recipe, self.out_dir))
         self._client: BatchClient | None = None
         self.lock = threading.Lock()
@@ -356,7 +354,7 @@ class _Drive:
             self._recover(states)
             if self.collect:
                 self._land(states)
-            state = _load_state(self.plan, self.opts, self.prices, "openai",
+            state = load_state(self.plan, self.opts, self.prices, "openai",
                                 shard_provider(self.provider_factory, self.opts.shard), self.limits, self.on_wait)
             journal_had = bool(state.journal and state.journal.path.exists() and state.journal.path.stat().st_size)
             self.flight = in_flight(states)
@@ -366,15 +364,15 @@ class _Drive:
             started_at = store.utc_now_iso()
             reports = self._pass(state, units)
             result.reports = reports
-            result.stop_reason = state.stop_reason
-            result.spent_usd = round(state.spent + self.spent, 6)
-            if not result.interrupted and state.stop_reason is None:
+            result.stop_reason = state.ledger.stop_reason
+            result.spent_usd = round(state.ledger.spent + self.spent, 6)
+            if not result.interrupted and state.ledger.stop_reason is None:
                 self._submit(states)
             self.run_.running = [d for d in load_states(self.out_dir) if is_open(d) and _in_shard(d, self.opts.shard)]
             changed = (not self.collect or bool(self.run_.collected or self.run_.submitted or journal_had)
                        or self.made_now > 0 or not (self.out_dir / manifest_name(self.opts.shard)).exists())
             if changed:
-                _write_manifest(self.plan, result, state, units, started_at, "openai", shard=self.opts.shard)
+                write_run_manifest(self.plan, result, state, units, started_at, "openai", shard=self.opts.shard)
                 self.run_.wrote_manifest = True
             elif state.journal is not None:
                 state.journal.close()
@@ -412,23 +410,15 @@ class _Drive:
         return [i for i in units if self.plan.units[i].key in keys]
 
     def _estimate_selected(self, units: list[int]) -> float | None:
-        total = 0.0
-        for i in units:
-            for task in self.plan.tasks_of(i):
-                if task.is_api and task.enabled:
-                    cost = estimate_request(self.prices, task.model or "", task.kind, task.params,
-                                            batch=batchable(task))
-                    if cost is None:
-                        return None
-                    total += cost
-        return round(total, 6)
+        return sum_costs([task_cost(self.prices, task, "openai", batch=batchable(task))
+                          for i in units for task in self.plan.tasks_of(i) if task.is_api and task.enabled])
 
     def _gate(self, units: list[int], states: list[dict[str, Any]]) -> None:
         """--max-cost: what would be sent now (batch price for batched requests); reads only."""
         if self.opts.max_cost is None:
             return
         dry = RunOptions(**{**self.opts.__dict__, "mode": "dry"})
-        peek = _load_state(self.plan, dry, self.prices, "openai", None, self.limits, None)
+        peek = load_state(self.plan, dry, self.prices, "openai", None, self.limits, None)
         flight = in_flight(states)
         todo = 0.0
         for i in units:
@@ -438,10 +428,13 @@ class _Drive:
                 done[task.step.id] = out
                 if out.status != "pending" or not task.is_api or self._waits(task, done):
                     continue
-                if batchable(task) and _fingerprint(peek, task, done, out.prompt)[0] in flight:
+                if batchable(task) and out.fingerprint in flight:
                     continue
-                todo += estimate_request(self.prices, task.model or "", task.kind, task.params,
-                                         batch=batchable(task)) or 0.0
+                cost = task_cost(self.prices, task, "openai", prompt=out.prompt, batch=batchable(task))
+                if cost is None:
+                    raise CostLimitError(unknown_price_message(task),
+                                         "add its price with --prices FILE, or submit without --max-cost")
+                todo += cost
         if todo > self.opts.max_cost:
             raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${self.opts.max_cost:.2f}",
                                  "raise --max-cost, or submit fewer units with --limit or --items")
@@ -469,7 +462,7 @@ class _Drive:
         docs = [d for d in states if is_open(d) and d.get("batch_id") and _in_shard(d, self.opts.shard)]
         if not docs:
             return
-        state = _load_state(self.plan, self.opts, self.prices, "openai", None, self.limits, None)
+        state = load_state(self.plan, self.opts, self.prices, "openai", None, self.limits, None)
         try:
             for doc in docs:
                 info = self.client.retrieve(str(doc["batch_id"]))
@@ -543,6 +536,8 @@ class _Drive:
                 "cost_usd": round(cost / len(images), 6) if cost is not None else None,
                 "attempts": 1, "possible_duplicate_charge": False,
             })
+            if state.endpoint_host is not None:
+                entry["endpoint_host"] = state.endpoint_host
             entries.append(entry)
         if state.journal is not None:
             state.journal.done(str(req["task"]), str(req["fingerprint"]), entries)
@@ -557,7 +552,7 @@ class _Drive:
         path = store.safe_join(self.out_dir, rel)
         sha = store.sha256_bytes(data)
         if state.files.sha(path) != sha:  # else it landed already (a collect that crashed)
-            _retire(state, rel)
+            retire_replaced(state, rel)
             store.atomic_write_bytes(path, data)
             state.files.record(path, sha)
         info = imgio.probe(path)
@@ -599,9 +594,9 @@ class _Drive:
     # -- the pass ------------------------------------------------------------------------------
 
     def _pass(self, state: RunState, units: list[int]) -> list[TaskReport]:
-        peek = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
+        peek = state.view(reuse_only=True)
         reports: dict[int, list[TaskReport]] = {}
-        interrupt = _Interrupt(lambda: state.stop("interrupted"))
+        interrupt = Interrupt(lambda: state.ledger.stop("interrupted"))
         fail_fast = self.opts.fail_fast
 
         def unit(i: int) -> list[TaskReport]:
@@ -616,10 +611,10 @@ class _Drive:
                     if self.progress:
                         self.progress(rep)
                     if fail_fast and outcome.status == "failed":
-                        state.stop("stopped at the first failure (--fail-fast)")
+                        state.ledger.stop("stopped at the first failure (--fail-fast)")
             return out
 
-        with _signals(interrupt):
+        with trap_signals(interrupt):
             workers = max(1, min(self.limits.concurrency * 2, len(units), 64))
             with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
                 futures = {pool.submit(unit, i): i for i in units}
@@ -671,19 +666,20 @@ class _Drive:
             return Outcome("generated", out.entries, out.prompt, out.revised_prompt, in_scope=out.in_scope)
         if out.status != "pending":
             return out
-        fp, inputs = _fingerprint(state, task, done, out.prompt)
+        assert out.fingerprint is not None and out.resolved is not None  # the one decision's, not a copy
+        fp, inputs = out.fingerprint, input_entries(state, out.resolved)
         if fp in self.flight:
             with self.lock:
                 self.run_.in_batch += 1
             return _pending(task, f"in batch {self.flight[fp]}", out.prompt)
         error = self.failed.get(fp)
         if error is not None:
-            failed = _failed(task, str(error.get("type")), str(error.get("message")), True,
+            failed = failed_outcome(task, str(error.get("type")), str(error.get("message")), True,
                              status=error.get("status"), code=error.get("code"), attempts=1)
             failed.prompt = out.prompt
             return failed
-        if state.stop_reason is not None:
-            return Outcome("skipped", reason=state.stop_reason)
+        if state.ledger.stop_reason is not None:
+            return Outcome("skipped", reason=state.ledger.stop_reason)
         with self.lock:
             self.queue.append(_Queued(self.order[id(task)], task, fp, out.prompt, inputs))
         return _pending(task, "submitted in a batch", out.prompt)
@@ -786,25 +782,6 @@ def _pending(task: Task, reason: str, prompt: str | None) -> Outcome:
                    in_scope=False)
 
 
-def _fingerprint(state: RunState, task: Task, done: dict[str, Outcome],
-                 prompt: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """The task's fingerprint, as `execute.process` computes it, and its inputs as the manifest lists them."""
-    resolved = []
-    for ref in task.inputs:
-        if ref.step is not None:
-            entry = done[ref.step].entries[ref.index or 0]
-            sha = str(entry.get("current_sha256") or entry["sha256"])
-            if ref.role == "size_of" and entry.get("width"):
-                sha = f"size:{entry['width']}x{entry['height']}"
-            resolved.append((ref, state.output_dir / entry["path"], sha))
-        else:
-            assert ref.path is not None
-            resolved.append((ref, ref.path, state.files.sha(ref.path) or ""))
-    fp = store.fingerprint(provider=state.provider_name, model=task.model, endpoint=ENDPOINT, params=task.params,
-                           prompt=prompt, input_shas=[s for _, _, s in resolved])
-    return fp, _input_entries(state, resolved)
-
-
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -821,27 +798,6 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- every recipe
-
-
-def run_all(plans: list[Plan], opts: RunOptions, prices: PriceTable, overrides: Overrides,
-            progress: Callable[[TaskReport], None] | None = None,
-            on_wait: Callable[[str, float], None] | None = None, *, collecting: bool = False) -> list[BatchRun]:
-    """`run --batch` / `batch submit` (collecting=False) or `batch collect` over the plans, in order."""
-    from .app import make_provider_factory, require_key
-    from .runner import check_selection
-
-    check_selection(plans, opts)
-    for plan in plans:
-        check_recipe(plan.recipe)
-        require_key(plan.recipe)
-    runs = []
-    step = collect if collecting else submit
-    for plan in plans:
-        run = step(plan, opts, prices, overrides, make_provider_factory(plan.recipe, overrides), progress, on_wait)
-        runs.append(run)
-        if run.result.interrupted:
-            break
-    return runs
 
 
 def status_all(plans: list[Plan], shard: tuple[int, int] | None) -> list[StatusLine]:

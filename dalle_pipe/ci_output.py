@@ -96,7 +96,7 @@ def _task_note(report: TaskReport, mode: str) -> tuple[str, str] | None:
     if o.status == "skipped" and o.reason != "`when` is false":
         return "warning", f"{name}: skipped: {o.reason or 'skipped'}"
     if o.stale:
-        return "notice", (f"{name}: approved image kept although its recipe changed "
+        return "warning", (f"{name}: approved image kept although its recipe changed "
                           f"(dalle-pipe approve --revoke to let it be made again)")
     return None
 

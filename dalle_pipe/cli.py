@@ -132,16 +132,18 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="Refuse a run estimated above this.")
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Write outputs here.")
+@click.option("--no-space-check", is_flag=True,
+              help="Send even when the output disk has less free space than the run may write.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
 @handled
 def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
         var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
         check: bool, dry_run: bool, batch: bool, shard: str | None, concurrency: int | None, fail_fast: bool,
-        max_cost: float | None, prices: Path | None, output_dir: Path | None, as_json: bool,
-        quiet: bool) -> int:
+        max_cost: float | None, prices: Path | None, output_dir: Path | None, no_space_check: bool,
+        as_json: bool, quiet: bool) -> int:
     """Make every image that is missing or out of date."""
-    from .app import exit_code, get_prices, load
+    from .app import exit_code, get_prices, load, notes
     from .app import run as run_all
     from .progress import Progress, failures, summary_line
     from .progress import as_json as summary_json
@@ -162,7 +164,7 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
         _print_warnings(loaded.warnings)
     opts = RunOptions(mode="check" if check else "dry" if dry_run else "run", force=force, only=only,
                       items=items, limit=limit, shard=_shard(shard), concurrency=concurrency,
-                      fail_fast=fail_fast, max_cost=max_cost)
+                      fail_fast=fail_fast, max_cost=max_cost, space_check=not no_space_check)
     if opts.mode == "run" and not quiet:
         from .batch import open_requests
 
@@ -187,6 +189,8 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
             click.echo(summary_line(r))
             for line in failures(r)[:20]:
                 click.echo(line)
+            for line in notes(r):
+                click.echo(line)
             if opts.mode != "run":
                 for t in r.reports:
                     if t.outcome.status == "pending":
@@ -199,9 +203,9 @@ def _batch(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
            shard: str | None, concurrency: int | None, fail_fast: bool, max_cost: float | None,
            prices: Path | None, output_dir: Path | None, as_json: bool, quiet: bool, *, collecting: bool) -> int:
     """`run --batch` / `batch submit` / `batch collect`."""
-    from .app import get_prices, load
+    from .app import get_prices, load, run_batches
     from .batch import as_json as batch_json
-    from .batch import exit_code, run_all, summary
+    from .batch import exit_code, summary
     from .progress import Progress, failures
     from .runner import RunOptions
 
@@ -214,7 +218,7 @@ def _batch(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
                       concurrency=concurrency, fail_fast=fail_fast, max_cost=max_cost)
     bar = Progress(sum(len(p.tasks) for p in loaded.plans), live=None if not (quiet or as_json) else False)
     try:
-        runs = run_all(loaded.plans, opts, table, overrides, bar.task, bar.wait, collecting=collecting)
+        runs = run_batches(loaded, opts, table, overrides, bar.task, bar.wait, collecting=collecting)
     finally:
         bar.close()
     code = exit_code(runs, collect=collecting)
@@ -251,13 +255,16 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
          var: tuple[str, ...], as_json: bool, prices: Path | None) -> int:
     """Show, per step and in total, what a run would request and what it would cost."""
-    from .app import get_prices, load, plan_summary
+    from .app import get_prices, grand_total, load, plan_summary
 
     table = get_prices(prices)
     loaded = load(list(targets), _overrides(offline, provider, base_url, var))
     rows = plan_summary(loaded, table)
+    total = grand_total(rows)
+    placeholders = sorted({m for r in rows for m in r["placeholders"]})
     if as_json:
-        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows}, indent=2))
+        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows, "total": total,
+                               "placeholder_prices": placeholders}, indent=2))
         return 0
     _print_warnings(loaded.warnings)
     for r in rows:
@@ -271,7 +278,13 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
             click.echo(f"  {s['step']:<16}{s['kind']:<11}{s['requests']:>9}{s['images']:>8}"
                        f"{s['up_to_date']:>12}{s['to_make']:>9}{_usd(s['cost_usd']):>11}"
                        f"{_usd(s['batch_cost_usd']):>11}{mark}")
+    if len(rows) > 1:
+        click.echo(f"all recipes: {total['units']} units, {total['requests']} requests, {total['images']} images, "
+                   f"{total['up_to_date']} up to date, {total['to_make']} to make, "
+                   f"{_usd(total['cost_usd'])} (batch {_usd(total['batch_cost_usd'])})")
     click.echo(f"prices as checked on {table.checked}")
+    if placeholders:
+        click.echo(f"placeholder prices (verify against your invoice): {', '.join(placeholders)}")
     return 0
 
 
@@ -537,6 +550,9 @@ def approve(selectors: tuple[str, ...], recipes: tuple[Path, ...], revoke: bool,
     verb = "unapproved" if revoke else "approved"
     for a in done:
         click.echo(f"{a.recipe}: {verb if a.changed else 'already ' + verb} {a.task} ({a.path})")
+        if a.offline and a.changed and not revoke:
+            click.echo(f"warning: {a.task}: this is an offline placeholder; `run --check` against a real "
+                       f"provider fails on it until it is made again", err=True)
     return 0
 
 

@@ -4,12 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
+
+
+class Status(StrEnum):
+    """A manifest entry's status (and `pending`: what --check and --dry-run found to make)."""
+
+    GENERATED = "generated"
+    UP_TO_DATE = "up_to_date"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    MODIFIED = "modified"
+    PENDING = "pending"
+
+
+def reduce_exit(*, interrupted: bool = False, failed: bool = False, work_left: bool = False) -> int:
+    """The one exit-code reduction of a finished command: 130 interrupted; 1 when something failed
+    (or the run stopped early) or work is left (--check found some; batches still in flight); else 0.
+    Errors raised before anything ran carry their own code (DallePipeError.exit_code, 2)."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if failed or work_left:
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 @dataclass(frozen=True, order=True)
@@ -69,10 +92,8 @@ class CostLimitError(DallePipeError):
     """The estimate exceeds --max-cost: nothing is sent; exit 2."""
 
 
-class InterruptedRun(DallePipeError):
-    """Ctrl-C or SIGTERM: the manifest is written, a rerun resumes: exit 130."""
-
-    exit_code = EXIT_INTERRUPTED
+class DiskSpaceError(DallePipeError):
+    """The output disk has less free space than the run would write: nothing is sent; exit 2."""
 
 
 class LockedError(DallePipeError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
-from .errors import Problem, RecipeError
+from .errors import Problem
 from .yamlload import (
     MAX_FILE_BYTES,
     Document,
@@ -167,11 +167,6 @@ def project_root(recipe_path: Path) -> Path:
         if is_file(folder / PIPELINE_FILE):
             return folder
     return start
-
-
-def confine(root: Path, base: Path, rel: str) -> Path | None:
-    """`rel` resolved from `base`, symlinks followed; None when it lands outside `root`."""
-    return locate(root, base, rel)[0]
 
 
 def locate(root: Path, base: Path, rel: str) -> tuple[Path | None, str | None]:
@@ -456,8 +451,3 @@ def _is_dir(path: Path) -> bool:
 def _looks_like_pipeline(path: Path) -> bool:
     doc, _ = load_file(path, str(path))
     return doc is not None and is_pipeline_data(doc.data)
-
-
-def raise_on_errors(problems: list[Problem]) -> None:
-    if any(p.severity == "error" for p in problems):
-        raise RecipeError(problems)

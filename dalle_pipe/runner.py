@@ -22,15 +22,18 @@ from typing import Any
 
 from . import __version__, store
 from .catalog import Unit
-from .errors import EXIT_INTERRUPTED, CostLimitError, UsageError
+from .engine.context import Ledger, RunContext
+from .engine.estimate import sum_costs, task_cost, unknown_price_message
+from .engine.hosts import endpoint_host, is_loopback, reusable_from
+from .engine.migrate import MANIFEST_FORMAT, upgrade
+from .errors import EXIT_INTERRUPTED, CostLimitError, DiskSpaceError, UsageError
 from .execute import Outcome, RunState, process
 from .plan import Plan, Task
-from .prices import PriceTable, estimate_request
+from .prices import PriceTable
 from .providers.base import ImageRequest, ImageResponse, Provider
 from .recipe import Recipe, display_path, suggest
-from .store.manifest import SHARD_MANIFEST_GLOB as SHARD_MANIFEST_GLOB  # moved to the store; re-exported
-from .store.manifest import manifest_files as manifest_files  # until the engine's rewrite drops them
-from .throttle import Limiter, Limits, SystemClock
+from .store.manifest import Entry
+from .throttle import Clock, Limiter, Limits, SystemClock
 
 STATUSES = ("generated", "up_to_date", "failed", "skipped", "modified")
 
@@ -46,9 +49,10 @@ class RunOptions:
     concurrency: int | None = None
     fail_fast: bool = False
     max_cost: float | None = None
+    space_check: bool = True  # before sending, compare the disk's free space with what the run writes
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskReport:
     task: Task
     outcome: Outcome
@@ -64,6 +68,10 @@ class RecipeResult:
     estimate_usd: float | None = 0.0
     spent_usd: float = 0.0
     waits: dict[str, float] = field(default_factory=dict)
+    endpoint_host: str | None = None  # the host this run sent to (None: offline)
+    page_due: bool = False  # the manifest changed (or no page exists): the command layer writes report.html
+    manifest: dict[str, Any] | None = None  # the manifest written, and the one before, for the page
+    previous: dict[str, Any] | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.reports if r.outcome.in_scope and r.outcome.status == status)
@@ -110,7 +118,7 @@ def check_selection(plans: list[Plan], opts: RunOptions) -> None:
                                  suggest(item, sorted(heads | keys)) or None)
 
 
-def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
+def limits_for(recipe: Recipe, opts: RunOptions) -> Limits:
     t = dict(recipe.throttle)
     share = opts.shard[1] if opts.shard else 1  # each of n shards takes 1/n of the account's rates
     rpm, ipm = t.get("requests_per_minute"), t.get("images_per_minute")
@@ -128,18 +136,11 @@ def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
 def estimate(plan: Plan, prices: PriceTable, units: list[int] | None = None, *, batch: bool = False,
              provider: str | None = None) -> float | None:
     """The list-price cost of every paid request in the plan (None when some price is unknown)."""
-    if (provider or plan.recipe.provider.name) == "offline":
-        return 0.0
-    total = 0.0
-    for i in units if units is not None else range(len(plan.units)):
-        for task in plan.tasks_of(i):
-            if not task.is_api or not task.enabled:
-                continue
-            cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch)
-            if cost is None:
-                return None
-            total += cost
-    return round(total, 6)
+    name = provider or plan.recipe.provider.name
+    costs = [task_cost(prices, task, name, batch=batch)
+             for i in (units if units is not None else range(len(plan.units)))
+             for task in plan.tasks_of(i) if task.is_api and task.enabled]
+    return sum_costs(costs)
 
 
 # --------------------------------------------------------------------------- shards
@@ -170,16 +171,14 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     """A manifest by path (its own name), or None when absent; a corrupt one raises."""
     if not path.is_file():
         return None
-    from .store.manifest import _parse_manifest
-
-    return _parse_manifest(path)
+    return store.read_manifest_file(path)
 
 
 def _other_manifests(out_dir: Path, own: str) -> list[dict[str, Any]]:
     """The other manifests of the folder (other shards, or the whole run's), oldest first; corrupt ones
     are skipped: they only feed reuse."""
     docs = []
-    for path in manifest_files(out_dir):
+    for path in store.manifest_files(out_dir):
         if path.name == own:
             continue
         try:
@@ -189,29 +188,6 @@ def _other_manifests(out_dir: Path, own: str) -> list[dict[str, Any]]:
         if doc is not None:
             docs.append(doc)
     return sorted(docs, key=lambda d: str(d.get("finished_at") or ""))
-
-
-def merged_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """One manifest of every manifest in ``out_dir`` (the whole run's and the shards'): entries by
-    (step, key, index), the most recently finished manifest winning; None when there is none."""
-    paths = manifest_files(out_dir)
-    if not paths:
-        return None
-    docs = [d for d in (_read_manifest(p) for p in paths) if d is not None]
-    if len(docs) == 1:
-        return docs[0]
-    docs.sort(key=lambda d: str(d.get("finished_at") or ""))
-    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    for doc in docs:
-        for e in doc.get("entries", []):
-            if isinstance(e, dict):
-                merged[(e.get("step"), e.get("key"), e.get("index"))] = e
-    entries = list(merged.values())
-    head = dict(docs[-1])
-    head["started_at"] = min((str(d.get("started_at") or "") for d in docs), default=None)
-    head["counts"] = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
-    head["entries"] = entries
-    return head
 
 
 def run_locks(out_dir: Path, shard: tuple[int, int] | None) -> list[store.RunLock]:
@@ -283,7 +259,7 @@ def shard_provider(factory: Callable[[], Provider] | None,
     return lambda: _ShardShare(factory(), n)
 
 
-class _Interrupt:
+class Interrupt:
     """Turns SIGINT/SIGTERM into a flag the run checks (the second signal aborts at once)."""
 
     def __init__(self, on_signal: Callable[[], None]) -> None:
@@ -301,7 +277,7 @@ class _Interrupt:
 
 
 @contextmanager
-def _signals(handler: _Interrupt) -> Iterator[None]:
+def trap_signals(handler: Interrupt) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -318,19 +294,20 @@ def _signals(handler: _Interrupt) -> Iterator[None]:
 def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
              provider_factory: Callable[[], Provider] | None,
              progress: Callable[[TaskReport], None] | None = None,
-             on_wait: Callable[[str, float], None] | None = None) -> RecipeResult:
-    """Run (or check / dry-run) one recipe's plan."""
+             on_wait: Callable[[str, float], None] | None = None, *,
+             clock: Clock | None = None) -> RecipeResult:
+    """Run (or check / dry-run) one recipe's plan; `clock` paces and backs off (the system's by default)."""
     recipe = plan.recipe
     out_dir = recipe.output_dir
     result = RecipeResult(recipe, out_dir)
     units = select_units(plan, opts)
-    limits = _limits(recipe, opts)
+    limits = limits_for(recipe, opts)
     if provider_name == "offline":  # a local renderer has no account to protect
         limits = Limits(None, None, max(limits.concurrency, os.cpu_count() or 1), 0, limits.timeout_s)
     writing = opts.mode == "run"
     if writing and opts.max_cost is not None:  # the gate reads only: nothing is written when it refuses
         dry_opts = RunOptions(**{**opts.__dict__, "mode": "dry"})
-        peek = _load_state(plan, dry_opts, prices, provider_name, None, limits, None)
+        peek = load_state(plan, dry_opts, prices, provider_name, None, limits, None)
         todo = _todo_estimate(plan, units, peek)
         if todo > opts.max_cost:
             raise CostLimitError(f"estimated cost ${todo:.2f} exceeds --max-cost ${opts.max_cost:.2f}",
@@ -341,25 +318,38 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     try:
         for lock in locks:
             lock.acquire()
-        state = _load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
-                            limits, on_wait)
+        state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
+                           limits, on_wait, clock)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
-        interrupt = _Interrupt(lambda: state.stop("interrupted"))
-        with _signals(interrupt):
+        interrupt = Interrupt(lambda: state.ledger.stop("interrupted"))
+        with trap_signals(interrupt):
             pending = _fast_pass(plan, units, state, reports, progress)
+            if pending and opts.space_check and provider_name != "offline":
+                short = store.check_free_space(out_dir, _disk_needs(pending, limits.concurrency))
+                if short is not None:
+                    raise DiskSpaceError(short, "free some space, or run with --no-space-check")
             if pending:
                 _parallel(plan, pending, state, reports, progress, limits.concurrency, opts.fail_fast)
         result.reports = [r for i in units for r in reports.get(i, [])]
         result.interrupted = interrupt.fired
-        result.stop_reason = state.stop_reason
-        result.spent_usd = round(state.spent, 6)
+        result.stop_reason = state.ledger.stop_reason
+        result.endpoint_host = state.endpoint_host
+        result.spent_usd = round(state.ledger.spent, 6)
         if state.limiter is not None:
             st = state.limiter.stats
             result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
         if writing:
-            _write_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
+            try:
+                write_run_manifest(plan, result, state, units, started_at, provider_name, shard=opts.shard)
+            except OSError as exc:
+                if not store.is_disk_error(exc):
+                    raise
+                problem = store.DiskError.from_exception(exc, what="the manifest")
+                result.stop_reason = (f"{result.stop_reason}; " if result.stop_reason else "") + (
+                    f"{problem.message()}: the journal keeps what was made, and a rerun with space "
+                    f"writes the manifest without paying")
     finally:
         for lock in reversed(locks):
             lock.release()
@@ -368,16 +358,17 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     return result
 
 
-def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
+def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,
                 provider_factory: Callable[[], Provider] | None, limits: Limits,
-                on_wait: Callable[[str, float], None] | None) -> RunState:
+                on_wait: Callable[[str, float], None] | None, clock: Clock | None = None) -> RunState:
     out_dir = plan.recipe.output_dir
     own = manifest_name(opts.shard)
     manifest_stat = _stat_key(out_dir / own)
     manifest = _read_manifest(out_dir / own)
-    prev = list((manifest or {}).get("entries", []))
-    others = [e for d in _other_manifests(out_dir, own) for e in d.get("entries", []) if isinstance(e, dict)]
-    orphans = _load_orphans(out_dir)
+    prev = upgrade(list((manifest or {}).get("entries", [])), (manifest or {}).get("format"))
+    others = [e for d in _other_manifests(out_dir, own) for e in upgrade(d.get("entries", []), d.get("format"))
+              if isinstance(e, dict)]
+    orphans = upgrade(_load_orphans(out_dir), None)
     journal_state = None
     journal = None
     own_journal = journal_for(out_dir, opts.shard)
@@ -386,66 +377,111 @@ def _load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name:
         journal_state = journal.read()
     elif own_journal.path.exists():
         journal_state = own_journal.read()
-    landed = journal_state.done_entries if journal_state else []
+    landed = upgrade(journal_state.done_entries, None) if journal_state else []
     others += _other_journal_entries(out_dir, own_journal.path)
     files = store.FileIndex(out_dir)
-    reuse = store.ReuseIndex([*orphans, *others, *prev, *landed], files, out_dir)
+    host = None if provider_name == "offline" else endpoint_host(_endpoint_url(plan.recipe, provider_name))
+    sources = [*orphans, *others, *prev, *landed]
+    if host is not None and not is_loopback(host):  # a local stand-in's images never satisfy a real endpoint
+        sources = [e for e in sources if reusable_from(e.get("endpoint_host"), host)]
+    reuse = store.ReuseIndex(sources, files, out_dir)
     by_path = {str(e["path"]).lower(): e for e in [*others, *prev, *landed] if isinstance(e.get("path"), str)}
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
-    clock = SystemClock()
+    objects = store.ObjectStore(out_dir)
+    saved = {(r.fingerprint, r.index): r for r in objects.pending()}  # oldest wins: pending() is sorted
+    clock = clock or SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"
     limiter = Limiter(limits, clock, stated=stated) if opts.mode == "run" else None
+    ctx = RunContext(prices=prices, provider_name=provider_name, mode=opts.mode, force=opts.force,
+                     selected_steps=frozenset(opts.only) if opts.only else None, endpoint_host=host, clock=clock,
+                     max_retries=limits.max_retries, timeout_s=limits.timeout_s)
     return RunState(
-        output_dir=out_dir, project_root=plan.recipe.root.resolve(), provider_name=provider_name, files=files,
+        ctx=ctx, output_dir=out_dir, project_root=plan.recipe.root.resolve(), files=files,
         reuse=reuse, prev_by_path=by_path, prev_manifest=manifest, prev_manifest_stat=manifest_stat,
-        pending_fps=pending, prices=prices, mode=opts.mode, force=opts.force,
-        selected_steps=frozenset(opts.only) if opts.only else None, provider_factory=provider_factory,
-        limiter=limiter, journal=journal, clock=clock, max_retries=limits.max_retries,
-        timeout_s=limits.timeout_s, max_cost=opts.max_cost, on_wait=on_wait,
+        pending_fps=pending, provider_factory=provider_factory, limiter=limiter, journal=journal,
+        on_wait=on_wait, objects=objects, saved=saved,
+        ledger=Ledger(opts.max_cost, limiter.stop if limiter is not None else None), empty_dir=not out_dir.is_dir(),
     )
 
 
+def _endpoint_url(recipe: Recipe, provider_name: str) -> str | None:
+    """The URL requests go to (azure: its endpoint; else --base-url / OPENAI_BASE_URL / the default)."""
+    if provider_name == "azure":
+        return recipe.base_url or os.environ.get("AZURE_OPENAI_ENDPOINT")
+    return recipe.base_url
+
+
 def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
-    """What the tasks that would actually be sent cost (reused ones are free)."""
-    dry = RunState(**{**state.__dict__, "mode": "dry", "lock": threading.Lock()})
-    total = 0.0
+    """What the tasks a run would send cost, from the same decisions and estimate `plan` shows;
+    a price that is not known stops the gate."""
+    dry = state.view(mode="dry")
+    costs: list[float] = []
     for i in units:
         done: dict[str, Outcome] = {}
         for task in plan.tasks_of(i):
             out = process(dry, task, done)
             done[task.step.id] = out
-            if out.status == "pending" and task.is_api:
-                cost = estimate_request(state.prices, task.model or "", task.kind, task.params)
-                total += cost or 0.0
-    return total
+            if out.status == "pending" and out.in_scope:
+                if out.cost is None:
+                    raise CostLimitError(unknown_price_message(task),
+                                         "add its price with --prices FILE, or run without --max-cost")
+                costs.append(out.cost)
+    return round(sum(costs), 6)
 
 
 def _fast_pass(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],
-               progress: Callable[[TaskReport], None] | None) -> list[int]:
-    """Resolve every unit that needs no work on this thread (the no-op rerun path); return the rest."""
+               progress: Callable[[TaskReport], None] | None) -> dict[int, list[TaskReport]]:
+    """Resolve every unit that needs no work on this thread (the no-op rerun path). Return the rest:
+    for each unit with work, its tasks decided so far (up to its first task to make) and the
+    decisions of the tasks to make, from which the run's disk needs are known."""
     if state.mode != "run":
         for i in units:
             reports[i] = _run_unit(plan, i, state, progress)
-        return []
-    fast = RunState(**{**state.__dict__, "reuse_only": True, "lock": threading.Lock()})
-    rest = []
+        return {}
+    fast = state.view(reuse_only=True)
+    rest: dict[int, list[TaskReport]] = {}
     for i in units:
         trial = _run_unit(plan, i, fast, None)
-        if any(r.outcome.status == "pending" for r in trial):
-            rest.append(i)
-        else:
+        first = next((n for n, r in enumerate(trial) if r.outcome.status == "pending"), None)
+        if first is None:
             reports[i] = trial
             if progress:
                 for r in trial:
                     progress(r)
+        else:
+            rest[i] = trial
     return rest
 
 
-def _run_unit(plan: Plan, index: int, state: RunState,
-              progress: Callable[[TaskReport], None] | None) -> list[TaskReport]:
+def _disk_needs(rest: dict[int, list[TaskReport]], concurrency: int) -> int:
+    """An upper bound of what making the pending tasks writes (plus the answers in flight in the store)."""
+    shapes: list[tuple[int | None, int | None, str | None]] = []
+    for trial in rest.values():
+        for r in trial:
+            if r.outcome.status == "pending":
+                w, h = r.task.size or (None, None)
+                shapes.extend([(w, h, r.task.fmt)] * r.task.n)
+    if not shapes:
+        return 0
+    largest = max(store.bytes_for_images([s]) for s in shapes)
+    return store.bytes_for_images(shapes) + largest * concurrency
+
+
+def _run_unit(plan: Plan, index: int, state: RunState, progress: Callable[[TaskReport], None] | None,
+              decided: list[TaskReport] | None = None) -> list[TaskReport]:
+    """Decide and make one unit's tasks in step order; `decided` holds the fast pass's reports, of
+    which those before the first task to make are kept (the rest are decided again, now that their
+    inputs land)."""
     done: dict[str, Outcome] = {}
     out: list[TaskReport] = []
-    for task in plan.tasks_of(index):
+    for r in decided or []:
+        if r.outcome.status == "pending":
+            break
+        done[r.task.step.id] = r.outcome
+        out.append(r)
+        if progress:
+            progress(r)
+    for task in plan.tasks_of(index)[len(out):]:
         outcome = process(state, task, done)
         done[task.step.id] = outcome
         report = TaskReport(task, outcome)
@@ -455,8 +491,9 @@ def _run_unit(plan: Plan, index: int, state: RunState,
     return out
 
 
-def _parallel(plan: Plan, units: list[int], state: RunState, reports: dict[int, list[TaskReport]],
-              progress: Callable[[TaskReport], None] | None, concurrency: int, fail_fast: bool) -> None:
+def _parallel(plan: Plan, units: dict[int, list[TaskReport]], state: RunState,
+              reports: dict[int, list[TaskReport]], progress: Callable[[TaskReport], None] | None,
+              concurrency: int, fail_fast: bool) -> None:
     lock = threading.Lock()
 
     def report(r: TaskReport) -> None:
@@ -464,11 +501,12 @@ def _parallel(plan: Plan, units: list[int], state: RunState, reports: dict[int, 
             if progress:
                 progress(r)
             if fail_fast and r.outcome.status == "failed":
-                state.stop("stopped at the first failure (--fail-fast)")
+                state.ledger.stop("stopped at the first failure (--fail-fast)")
 
-    workers = max(1, min(concurrency * 2, len(units), 64))
+    # two units per request slot keep the next one ready; with one slot, units go strictly in order
+    workers = max(1, min(concurrency * 2 if concurrency > 1 else 1, len(units), 64))
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
-        futures = {pool.submit(_run_unit, plan, i, state, report): i for i in units}
+        futures = {pool.submit(_run_unit, plan, i, state, report, decided): i for i, decided in units.items()}
         remaining = set(futures)
         while remaining:
             finished, remaining = cf.wait(remaining, timeout=0.2)
@@ -489,7 +527,7 @@ def _load_orphans(out_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: list[int], started_at: str,
+def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units: list[int], started_at: str,
                     provider_name: str, *, shard: tuple[int, int] | None = None) -> None:
     recipe = plan.recipe
     out_dir = recipe.output_dir
@@ -497,7 +535,7 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     manifest = state.prev_manifest  # read at the start; read again only if it was written since
     if state.prev_manifest_stat != _stat_key(out_dir / own):
         manifest = _read_manifest(out_dir / own)
-    prev = list((manifest or {}).get("entries", []))
+    prev = upgrade(list((manifest or {}).get("entries", [])), (manifest or {}).get("format"))
     covered = {(r.task.step.id, r.task.unit.key) for r in result.reports if r.outcome.in_scope}
     all_tasks = {(t.step.id, t.unit.key) for t in plan.tasks}
     kept: list[dict[str, Any]] = []
@@ -507,20 +545,22 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
         if k in covered:
             continue
         (kept if k in all_tasks else orphans).append(e)
-    entries = kept
+    entries = list(kept)
     for r in result.reports:
         if r.outcome.in_scope:
             entries.extend(_entries(r))
-    order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
-    entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
+    if kept:  # the reports are in plan order already (units in order, steps in order, images by index)
+        order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
+        entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
     counts = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
     doc = {
-        "tool": "dalle-pipe", "version": __version__,
+        "tool": "dalle-pipe", "version": __version__, "format": MANIFEST_FORMAT,
         "recipe": {"path": display_path(recipe.source.path), "name": recipe.name, "sha256": recipe.sha256},
         "provider": provider_name, "started_at": started_at, "finished_at": store.utc_now_iso(),
         "counts": counts, "entries": entries,
     }
-    same = (manifest is not None and not orphans and manifest.get("entries") == entries
+    same = (manifest is not None and not orphans and manifest.get("format") == MANIFEST_FORMAT
+            and manifest.get("entries") == entries
             and manifest.get("recipe") == doc["recipe"] and manifest.get("provider") == provider_name)
     if same:
         pass  # nothing changed: the manifest stays byte-identical, so committed outputs do not churn
@@ -539,17 +579,10 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
     if state.journal is not None:
         state.journal.reset()
         state.journal.close()
-    if same and (out_dir / store.REPORT_NAME).exists():
-        return  # a no-op rerun: the page still shows the last run that changed anything
-    if os.environ.get("DALLE_PIPE_NO_REPORT") != "1":
-        try:
-            from .report import write_report
-        except ImportError:
-            return
-        if shard is None and len(manifest_files(out_dir)) == 1:
-            write_report(out_dir, manifest=doc, previous=manifest)
-        else:
-            write_report(out_dir)
+    # the page is the command layer's: it is told what to show (a no-op rerun keeps the last page)
+    result.page_due = not (same and (out_dir / store.REPORT_NAME).exists())
+    if result.page_due and shard is None and len(store.manifest_files(out_dir)) == 1:
+        result.manifest, result.previous = doc, manifest
 
 
 _ENTRY_KEYS = frozenset({
@@ -570,13 +603,8 @@ def _entries(r: TaskReport) -> list[dict[str, Any]]:
             base["status"] = "up_to_date"
             out.append(base)
             continue
-        defaults: dict[str, Any] = {
-            "step": t.step.id, "key": t.unit.key, "index": i, "path": rel, "sha256": None, "width": None,
-            "height": None, "format": None, "bytes": None, "provider": None, "model": t.model,
-            "endpoint": None, "params": t.params, "prompt": o.prompt, "revised_prompt": None, "inputs": [],
-            "fingerprint": None, "request_id": None, "usage": None, "cost_usd": None, "attempts": 0,
-            "possible_duplicate_charge": False, "approved": False, "created_at": None, "duration_s": None,
-        }
+        defaults = Entry(t.step.id, t.unit.key, i, rel, model=t.model, params=t.params, prompt=o.prompt).to_json()
+        del defaults["status"], defaults["error"]  # set below, from the outcome
         if base and id(base) not in used and len(base) >= len(defaults):
             entry = base  # a complete entry (generated or reused) is used as it is: no copy per image
             for k, v in defaults.items():

@@ -70,7 +70,9 @@ def test_approved_image_is_kept_and_reported_stale_until_force(project: Path) ->
     before = entries(project)
     result = invoke(project, "approve", "mug/hero", "--recipe", "recipe.yaml")
     assert result.exit_code == 0, result.output
-    assert result.output == "shots: approved hero@mug (mug/hero.png)\n"
+    assert result.stdout == "shots: approved hero@mug (mug/hero.png)\n"
+    assert result.stderr == ("warning: hero@mug: this is an offline placeholder; `run --check` against a real "
+                             "provider fails on it until it is made again\n")
     assert entries(project)["hero@mug"]["approved"] is True
     assert entries(project)["hero@board"]["approved"] is False
 
@@ -98,7 +100,7 @@ def test_approved_image_is_kept_and_reported_stale_until_force(project: Path) ->
 def test_key_selects_every_step_of_the_unit(project: Path) -> None:
     result = invoke(project, "approve", "board", "--recipe", "recipe.yaml")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["shots: approved hero@board (board/hero.png)",
+    assert result.stdout.splitlines() == ["shots: approved hero@board (board/hero.png)",
                                           "shots: approved small@board (board/small.png)"]
     approved = {k for k, e in entries(project).items() if e["approved"]}
     assert approved == {"hero@board", "small@board"}
@@ -140,7 +142,7 @@ def test_keyless_recipe_selects_by_step(tmp_path: Path) -> None:
     assert invoke(tmp_path, "run", "campaign.yaml", "--offline", "--quiet").exit_code == 0
     result = invoke(tmp_path, "approve", "wide", "--recipe", "campaign.yaml")
     assert result.exit_code == 0, result.output
-    assert result.output == "campaign: approved wide (wide.png)\n"
+    assert result.stdout == "campaign: approved wide (wide.png)\n"
     assert entries(tmp_path, "campaign")["headshot"]["approved"] is False
 
 
@@ -213,7 +215,7 @@ def test_approve_in_shard_manifests(tmp_path: Path) -> None:
     assert not (out / "manifest.json").exists()
     result = invoke(tmp_path, "approve", "mug/hero", "board/hero", "--recipe", "recipe.yaml")
     assert result.exit_code == 0, result.output
-    assert sorted(result.output.splitlines()) == ["shots: approved hero@board (board/hero.png)",
+    assert sorted(result.stdout.splitlines()) == ["shots: approved hero@board (board/hero.png)",
                                                   "shots: approved hero@mug (mug/hero.png)"]
     approved = sorted(f"{e['step']}@{e['key']}" for p in out.glob("manifest.shard-*.json")
                       for e in json.loads(p.read_text())["entries"] if e["approved"])

@@ -28,9 +28,15 @@ def test_plan_counts_and_costs_before_and_after_a_run(tmp_path: Path) -> None:
     assert not (root / "out").exists()  # planning writes nothing
 
     assert invoke(root, "run", "--offline", "recipe.yaml").exit_code == 0
-    # an offline run's images do not satisfy the openai provider: still all to make
+    # an offline run's images do not satisfy the openai provider: to make; the size_of mask, whose size
+    # the hero's params fix, stays up to date (the run reuses it)
     doc = json.loads(invoke(root, "plan", "--json", "recipe.yaml").output)
-    assert doc["recipes"][0]["total"]["to_make"] == 6
+    rows = {s["step"]: s for s in doc["recipes"][0]["steps"]}
+    assert [(rows[k]["up_to_date"], rows[k]["to_make"]) for k in ("hero", "bg_mask", "beach")] == [
+        (0, 2), (2, 0), (0, 2)]
+    r = invoke(root, "run", "--dry-run", "recipe.yaml")
+    assert [ln.split()[2] for ln in r.output.splitlines() if "to make:" in ln] == [
+        "hero@mug", "beach@mug", "hero@board", "beach@board"]
     doc = json.loads(invoke(root, "plan", "--json", "--offline", "recipe.yaml").output)
     total = doc["recipes"][0]["total"]
     assert (total["up_to_date"], total["to_make"], total["cost_usd"]) == (6, 0, 0.0)

@@ -17,7 +17,8 @@ from test_run import invoke, make_project
 from dalle_pipe import store
 from dalle_pipe.errors import LockedError
 from dalle_pipe.providers.base import ImageRequest, ImageResponse, RateLimited
-from dalle_pipe.runner import RunOptions, _limits, merged_manifest, select_units, shard_provider
+from dalle_pipe.report import load_manifests
+from dalle_pipe.runner import RunOptions, limits_for, select_units, shard_provider
 
 KEY = "sk-test-SHARD-8b1f3e5a2c"
 ITEMS = "\n".join(f"  - {{id: p{i}}}" for i in range(8))
@@ -60,8 +61,8 @@ def test_shards_write_their_own_manifests_and_check_and_report_read_them_all(tmp
         assert r.exit_code == 0, r.output
         m = load(out(root) / f"manifest.shard-{i}-of-3.json")
         keys.append({e["key"] for e in m["entries"]})
-        assert set(m) == {"tool", "version", "recipe", "provider", "started_at", "finished_at", "counts",
-                          "entries"}
+        assert set(m) == {"tool", "version", "format", "recipe", "provider", "started_at", "finished_at",
+                          "counts", "entries"}
         assert m["counts"]["generated"] == 2 * len(keys[-1])
     assert not (out(root) / "manifest.json").exists()
     assert sorted(k for ks in keys for k in ks) == [f"p{i}" for i in range(8)]  # a partition of the units
@@ -77,7 +78,7 @@ def test_shards_write_their_own_manifests_and_check_and_report_read_them_all(tmp
     assert r.exit_code == 0, r.output
     page = (out(root) / "report.html").read_text()
     assert all(f"p{i}/shot.png" in page for i in range(8))
-    merged = merged_manifest(out(root))
+    merged, _ = load_manifests(out(root))
     assert merged is not None and len(merged["entries"]) == 16
     # a whole run reuses every shard's images and writes manifest.json
     r = invoke(root, "run", "recipe.yaml", env=env(api))
@@ -121,8 +122,8 @@ def test_each_shard_takes_one_nth_of_the_rate(tmp_path: Path) -> None:
         recipe = load_targets([Path("recipe.yaml")], Overrides(provider="offline")).plans[0].recipe
     finally:
         os.chdir(cwd)
-    whole = _limits(recipe, RunOptions())
-    quarter = _limits(recipe, RunOptions(shard=(3, 4)))
+    whole = limits_for(recipe, RunOptions())
+    quarter = limits_for(recipe, RunOptions(shard=(3, 4)))
     assert (whole.requests_per_minute, whole.images_per_minute) == (600, 300)
     assert (quarter.requests_per_minute, quarter.images_per_minute) == (150, 75)
     assert quarter.concurrency == whole.concurrency

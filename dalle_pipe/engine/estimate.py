@@ -1,0 +1,54 @@
+"""One estimate: what a task's paid requests cost at list price, for every mode that shows or gates on it."""
+
+from __future__ import annotations
+
+from ..plan import Task
+from ..prices import PriceTable, estimate_request
+
+FREE_PROVIDERS = frozenset({"offline"})
+
+
+def task_cost(prices: PriceTable, task: Task, provider: str, *, prompt: str | None = None,
+              batch: bool = False) -> float | None:
+    """The list-price cost of one task (all n images); 0 when it is free; None when a price is unknown.
+
+    An edit counts its prompt and its input images (`input_fidelity: high` adds their tokens); the
+    prompt is the rendered one when it is known, else the step's static text.
+    """
+    if not task.is_api or provider in FREE_PROVIDERS:
+        return 0.0
+    text = prompt if prompt is not None else task.prompt
+    inputs = len(task.images) if task.kind == "edit" else 0
+    split = task.recipe.provider.api == "responses" and task.n > 1
+    # The cost depends on the prompt only through its length: one computation per step and length.
+    key = (id(prices), id(task.params), task.model, task.kind, inputs, len(text or ""), batch, split, task.n)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is task.params and hit[1] is prices:
+        return hit[2]
+    if split:
+        one = estimate_request(prices, task.model or "", task.kind, {**task.params, "n": 1}, batch=batch,
+                               input_images=inputs, prompt=text)
+        cost = None if one is None else round(one * task.n, 6)  # one call per image, each with its prompt
+    else:
+        cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch,
+                                input_images=inputs, prompt=text)
+    if len(_CACHE) > 65536:
+        _CACHE.clear()
+    _CACHE[key] = (task.params, prices, cost)
+    return cost
+
+
+_CACHE: dict[tuple[object, ...], tuple[object, PriceTable, float | None]] = {}
+
+
+def unknown_price_message(task: Task) -> str:
+    """Why a gate cannot pass: the task whose price the table does not know."""
+    return (f"the price of {task.id} ({task.model}, {task.kind}) is not known, so --max-cost cannot be "
+            f"checked")
+
+
+def sum_costs(costs: list[float | None]) -> float | None:
+    """The total of several estimates, rounded once at the end; None when any is unknown."""
+    if any(c is None for c in costs):
+        return None
+    return round(sum(c for c in costs if c is not None), 6)

@@ -369,48 +369,41 @@ def schema(kind: str) -> int:
     return 0
 
 
-def _floats(text: str | None, count: int | None, name: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise UsageError(f"{name} {text!r}: expected numbers separated by commas") from None
-    if count is not None and len(values) != count:
-        raise UsageError(f"{name} {text!r}: expected {count} numbers")
-    return values
-
-
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--circle", multiple=True, metavar="CX,CY,R")
-@click.option("--ellipse", multiple=True, metavar="X0,Y0,X1,Y1")
-@click.option("--rect", multiple=True, metavar="X0,Y0,X1,Y1")
-@click.option("--polygon", multiple=True, metavar="X,Y,X,Y,...")
-@click.option("--from-alpha", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--invert", is_flag=True)
-@click.option("--feather", type=click.FloatRange(min=0), default=0.0)
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              metavar="OUT.png", help="The mask to write: a PNG (JPEG has no alpha channel).")
+@click.option("--circle", multiple=True, metavar="CX,CY,R",
+              help="A circle: centre CX,CY in fractions of the width and height; radius R in fractions of "
+                   "min(width, height), so it stays round.")
+@click.option("--ellipse", multiple=True, metavar="X0,Y0,X1,Y1",
+              help="The ellipse inside the box from X0,Y0 (top-left) to X1,Y1 (bottom-right), in fractions of "
+                   "the width and height.")
+@click.option("--rect", multiple=True, metavar="X0,Y0,X1,Y1",
+              help="A rectangle from X0,Y0 (top-left) to X1,Y1 (bottom-right), in fractions of the width and "
+                   "height.")
+@click.option("--polygon", multiple=True, metavar="X,Y,X,Y,...",
+              help="A polygon through at least 3 points X,Y, in fractions of the width and height.")
+@click.option("--from-alpha", type=click.Path(path_type=Path, dir_okay=False), metavar="IMAGE",
+              help="Also mark the fully transparent pixels of this image (scaled to IMAGE's size).")
+@click.option("--invert", is_flag=True, help="Edit everything except the shapes.")
+@click.option("--feather", type=click.FloatRange(min=0), default=0.0, metavar="PX", show_default=True,
+              help="Soften the edge: a linear ramp PX pixels wide, centred on the edge.")
+@click.option("--allow-empty", is_flag=True, help="Write the mask even if it leaves nothing to edit.")
 @handled
 def mask(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, ...], rect: tuple[str, ...],
-         polygon: tuple[str, ...], from_alpha: Path | None, invert: bool, feather: float) -> int:
-    """Make an RGBA PNG mask the size of IMAGE: transparent where the image is to be edited."""
-    from .maskcmd import make_mask
+         polygon: tuple[str, ...], from_alpha: Path | None, invert: bool, feather: float, allow_empty: bool) -> int:
+    """Make an RGBA PNG mask the size of IMAGE: transparent where the image is to be edited.
 
-    shapes: list[dict[str, Any]] = []
-    for c in circle:
-        cx, cy, r = _floats(c, 3, "--circle") or []
-        shapes.append({"circle": {"center": [cx, cy], "radius": r}})
-    for e in ellipse:
-        shapes.append({"ellipse": {"box": _floats(e, 4, "--ellipse")}})
-    for r_ in rect:
-        shapes.append({"rect": {"box": _floats(r_, 4, "--rect")}})
-    for p in polygon:
-        pts = _floats(p, None, "--polygon") or []
-        if len(pts) < 6 or len(pts) % 2:
-            raise UsageError(f"--polygon {p!r}: expected at least 3 X,Y pairs")
-        shapes.append({"polygon": {"points": [pts[i:i + 2] for i in range(0, len(pts), 2)]}})
-    w, h = make_mask(image, out, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
+    Coordinates are fractions of IMAGE's width and height, from 0,0 (top-left) to 1,1
+    (bottom-right): 0.5,0.5 is the centre. Shapes may overhang the image but must touch it.
+    Shapes are repeatable and unioned, then --invert, then --feather.
+    """
+    from .maskcmd import make_mask, parse_shapes
+
+    shapes = parse_shapes(circle, ellipse, rect, polygon)
+    w, h = make_mask(image, out, shapes, from_alpha=from_alpha, invert=invert, feather=feather,
+                     allow_empty=allow_empty)
     click.echo(f"wrote {out} ({w}x{h})")
     return 0
 

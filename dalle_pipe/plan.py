@@ -16,6 +16,7 @@ from typing import Any
 from . import models
 from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
 from .errors import Problem
+from .imaging.geometry import check_mask
 from .imaging.io import ImageInputError, probe
 from .recipe import API_KINDS, Recipe, Source, Step, display_path, exists, is_file, locate, quoted, suggest
 from .templating import (
@@ -366,6 +367,10 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
         body = step.body
         if step.kind == "mask" and not any(k in body for k in ("size", "size_of", "from_alpha")):
             out.append(src.problem(step.body_path, "a mask needs its size", "set size, size_of or from_alpha"))
+        if step.kind == "mask":
+            for issue in check_mask(body.get("shapes") or [], invert=body.get("invert") is True,
+                                    from_alpha="from_alpha" in body):
+                out.append(src.problem((*step.body_path, *issue.path), issue.message, issue.hint))
         if step.kind == "pad" and not any(k in body for k in ("aspect", "size")):
             out.append(src.problem(step.body_path, "pad needs aspect or size"))
 

@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from dalle_pipe.imaging.geometry import COORDINATE_LIMIT
 from dalle_pipe.imaging.io import MAX_PIXELS, encode_mask_png, has_alpha
 
 Shape = dict[str, Any]
@@ -58,7 +59,6 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 SHAPE_KINDS: Final = ("circle", "ellipse", "rect", "polygon")
-COORDINATE_LIMIT: Final = 100.0  # shapes may overhang the image, within reason
 
 
 # --------------------------------------------------------------------------- validation

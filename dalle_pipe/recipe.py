@@ -93,6 +93,7 @@ class Step:
     body: Mapping[str, Any]
     output: str | None
     when: str | None
+    broken: bool = False  # it failed the schema: only its id is known (its problems are said already)
 
     @property
     def at(self) -> PathKey:
@@ -122,6 +123,13 @@ class Recipe:
     pipeline: Pipeline | None
     base_url: str | None
     throttle_stated: bool
+    # Top-level keys whose values failed the schema ("" for the document itself). A recipe with a
+    # broken part is checked everywhere else, so that every problem shows in one pass, but never planned.
+    broken: frozenset[str] = frozenset()
+
+    @property
+    def complete(self) -> bool:
+        return not self.broken and not any(s.broken for s in self.steps)
 
     @property
     def dir(self) -> Path:
@@ -230,8 +238,8 @@ def _load_source(path: Path, problems: list[Problem]) -> Source | None:
     return Source(path, file, doc, hashlib.sha256(raw).hexdigest())
 
 
-def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
-    """The schema's problems to show, and whether there were any (some are said already)."""
+def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], list[PathKey]]:
+    """The schema's problems to show (some are said already), and the path of every one."""
     out = []
     broken = src.doc.broken
     issues = schema.check(kind, src.doc.data)  # type: ignore[arg-type]
@@ -239,7 +247,19 @@ def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
         if any(issue.path[:len(b)] == b for b in broken):
             continue  # a value the YAML loader refused (a tag, a recursive alias): said once already
         out.append(src.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key))
-    return out, bool(issues)
+    return out, [issue.path for issue in issues]
+
+
+def _broken_parts(paths: list[PathKey]) -> tuple[set[str], set[int]]:
+    """The top-level keys and the steps that the schema's problems are in."""
+    top: set[str] = set()
+    steps: set[int] = set()
+    for path in paths:
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+            steps.add(path[1])
+        else:
+            top.add(str(path[0]) if path else "")
+    return top, steps
 
 
 def is_pipeline_data(data: Any) -> bool:
@@ -302,8 +322,12 @@ def load_recipe(
     found, failed = _schema_problems("recipe", src)
     problems.extend(found)
     data = src.doc.data
-    if failed or not isinstance(data, dict):
+    if not isinstance(data, dict):
         return None
+    broken, broken_steps = _broken_parts(failed)
+    if broken or broken_steps:
+        # Check the parts that passed the schema as if the broken ones were not there.
+        data = {k: v for k, v in data.items() if k not in broken}
     root = pipeline.root if pipeline else project_root(path)
     if pipeline is None and is_file(root / PIPELINE_FILE):
         # Inherit from the project's pipeline.yaml when it lists this recipe. Its own problems
@@ -332,28 +356,35 @@ def load_recipe(
     stated = any(k in throttle for k in ("images_per_minute", "requests_per_minute"))
 
     steps = []
-    for i, raw in enumerate(data["steps"]):
+    for i, raw in enumerate(data.get("steps") or []):
+        if i in broken_steps:
+            step_id = raw.get("id") if isinstance(raw, dict) else None
+            steps.append(Step(i, step_id if isinstance(step_id, str) else "", "", {}, None, None, broken=True))
+            continue
         kind = next(k for k in STEP_KINDS if k in raw)
         steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when")))
     _check_step_ids(src, steps, problems)
 
-    output_dir = _output_dir(src, data, pipeline, root, overrides, problems)
+    name = str(data.get("name") or path.stem)
+    output_dir = _output_dir(src, {**data, "name": name}, pipeline, root, overrides, problems)
     base_url = overrides.base_url or os.environ.get("OPENAI_BASE_URL") or None
     return Recipe(
-        source=src, root=root, name=data["name"], sha256=src.sha256,
+        source=src, root=root, name=name, sha256=src.sha256,
         provider=provider, model=data.get("model") or pdata.get("model") or DEFAULT_MODEL,
         params={**(pdata.get("params") or {}), **(data.get("params") or {})},
         throttle=throttle, vars=variables, catalog=data.get("catalog"),
         items=tuple(data["items"]) if "items" in data else None,
         matrix={k: tuple(v) for k, v in (data.get("matrix") or {}).items()},
-        output_dir=output_dir or root / "out" / data["name"], steps=tuple(steps), pipeline=pipeline,
-        base_url=base_url, throttle_stated=stated,
+        output_dir=output_dir or root / "out" / name, steps=tuple(steps), pipeline=pipeline,
+        base_url=base_url, throttle_stated=stated, broken=frozenset(broken),
     )
 
 
 def _check_step_ids(src: Source, steps: list[Step], problems: list[Problem]) -> None:
     seen: dict[str, Step] = {}
     for step in steps:
+        if not step.id:
+            continue
         if step.id in seen:
             problems.append(src.problem((*step.at, "id"), f"duplicate step id {step.id!r}",
                                         f"steps[{seen[step.id].index}] has it too"))

@@ -80,6 +80,7 @@ def make_mask(image: Path, out: Path, shapes: Sequence[tuple[str, Shape]], *, fr
         raise UsageError(str(exc)) from None
     if not allow_empty and bool((pixels == 255).all()):
         raise UsageError(f"the mask leaves nothing to edit: every pixel of the {info.width}x{info.height} image "
-                         "is kept", "check the shapes: they are in fractions of the width and height; or pass --allow-empty")
+                         "is kept", "check the shapes: they are in fractions of the width and height; "
+                         "or pass --allow-empty")
     store.atomic_write_bytes(out, imgio.encode_mask_png(pixels))
     return info.width, info.height

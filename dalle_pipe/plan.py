@@ -325,6 +325,13 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
             close = did_you_mean(attr, earlier)
             hint = close.replace("'", "'steps.", 1) if close else "no step has this id"
         add(line, f"undefined variable 'steps.{attr}'", hint)
+    if recipe.broken & UNIT_PARTS and "vars" not in recipe.broken:
+        # No unit can be rendered to find them, but vars are known: say which ones are missing now.
+        for attr, line in c.attributes("vars"):
+            if attr not in recipe.vars:
+                add(line, f"undefined variable 'vars.{attr}'",
+                    (did_you_mean(attr, list(recipe.vars)) or "").replace("'", "'vars.", 1)
+                    or f"set it under vars: or with --var {attr}=...")
     for attr, line in c.attributes("matrix"):
         if attr not in recipe.matrix:
             close = did_you_mean(attr, list(recipe.matrix))

@@ -53,7 +53,8 @@ def check_mask(shapes: Sequence[Any], *, invert: bool = False, from_alpha: bool 
         return issues
     if not shapes and not from_alpha and not invert:
         issues.append(GeometryIssue((), "the mask leaves nothing to edit: it has no shapes",
-                                    "add shapes, in fractions of the width and height, or from_alpha", marks_nothing=True))
+                                    "add shapes, in fractions of the width and height, or from_alpha",
+                                    marks_nothing=True))
     elif invert and covers and not from_alpha:
         issues.append(GeometryIssue(("invert",), "the mask leaves nothing to edit: a shape covers the whole "
                                     "image, and invert keeps all of it", "drop invert, or make the shape smaller",
@@ -188,7 +189,7 @@ def _covers_image(shape: Mapping[str, Any]) -> bool:
 
 
 def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
 def _show(values: Sequence[float]) -> str:

@@ -45,8 +45,13 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def var_option(fn: F) -> F:
+    """--var alone: for commands that send nothing, where a variable can still change paths."""
+    return click.option("--var", "var", multiple=True, metavar="K=V", help="Set a template variable.")(fn)
+
+
 def provider_options(fn: F) -> F:
-    fn = click.option("--var", "var", multiple=True, metavar="K=V", help="Set a template variable.")(fn)
+    fn = var_option(fn)
     fn = click.option("--base-url", help="API endpoint (else OPENAI_BASE_URL, else api.openai.com).")(fn)
     fn = click.option("--provider", "provider", help="Provider for every recipe: openai, offline, azure.")(fn)
     fn = click.option("--offline", is_flag=True, help="Use the local offline renderer: no key, no network.")(fn)
@@ -89,16 +94,38 @@ def main() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _json_failure(exc: DallePipeError) -> int:
+    """--json: the failure as JSON on stdout (problems as {file, line, column, path, message, hint})."""
+    click.echo(json.dumps(exc.to_json(), indent=2))
+    if isinstance(exc, RecipeError):
+        from .ci_output import emit_error
+
+        emit_error(exc, stream=sys.stderr)
+    return exc.exit_code
+
+
 @main.command()
 @targets_arg
 @provider_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result and every problem as JSON.")
 @handled
 def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
-             var: tuple[str, ...]) -> int:
+             var: tuple[str, ...], as_json: bool) -> int:
     """Check everything that needs no network; exit 0 or 2."""
     from .app import load
 
-    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    try:
+        loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    except DallePipeError as exc:
+        if as_json:
+            return _json_failure(exc)
+        raise
+    if as_json:
+        click.echo(json.dumps({
+            "exit_code": 0, "error": None, "problems": [], "warnings": [w.to_json() for w in loaded.warnings],
+            "recipes": [{"name": p.recipe.name, "file": p.recipe.source.file, "units": len(p.units),
+                         "tasks": len(p.tasks)} for p in loaded.plans]}, indent=2))
+        return 0
     _print_warnings(loaded.warnings)
     n = sum(len(p.tasks) for p in loaded.plans)
     click.echo(f"ok: {len(loaded.plans)} recipe(s), {sum(len(p.units) for p in loaded.plans)} unit(s), "
@@ -243,11 +270,17 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
     """Show, per step and in total, what a run would request and what it would cost."""
     from .app import get_prices, load, plan_summary
 
-    table = get_prices(prices)
-    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    try:
+        table = get_prices(prices)
+        loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    except DallePipeError as exc:
+        if as_json:
+            return _json_failure(exc)
+        raise
     rows = plan_summary(loaded, table)
     if as_json:
-        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows}, indent=2))
+        click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows, "exit_code": 0, "problems": [],
+                               "warnings": [w.to_json() for w in loaded.warnings]}, indent=2))
         return 0
     _print_warnings(loaded.warnings)
     for r in rows:
@@ -427,12 +460,11 @@ def clean(targets: tuple[Path, ...], offline: bool, provider: str | None, base_u
 
 @main.command()
 @targets_arg
-@provider_options
+@var_option
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
               help="The --output-dir the run used.")
 @handled
-def report(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
-           var: tuple[str, ...], output_dir: Path | None) -> int:
+def report(targets: tuple[Path, ...], var: tuple[str, ...], output_dir: Path | None) -> int:
     """Rebuild the review page (report.html) of each recipe's output folder.
 
     A TARGET may also be an output folder that holds a manifest.json.
@@ -440,7 +472,7 @@ def report(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
     from .recipe import display_path
     from .report import rebuild_reports
 
-    overrides = _overrides(offline, provider, base_url, var, output_dir)
+    overrides = _overrides(False, None, None, var, output_dir)
     for name, path in rebuild_reports(list(targets), overrides):
         click.echo(f"{name}: wrote {display_path(path)}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,6 +34,11 @@ class Problem:
         tail = f" ({self.hint})" if self.hint else ""
         return f"{where}{prefix}{head}{self.message}{tail}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a problem, for every command's --json."""
+        return {"file": self.file, "line": self.line, "column": self.col, "path": self.path,
+                "message": self.message, "hint": self.hint}
+
 
 class DallePipeError(Exception):
     """Base of every error the tool raises on purpose; carries a message and an exit code."""
@@ -47,6 +52,13 @@ class DallePipeError(Exception):
 
     def format(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_json(self) -> dict[str, Any]:
+        """`{exit_code, error, problems, warnings}`: what --json prints when a command cannot start."""
+        problems = getattr(self, "problems", [])
+        return {"exit_code": self.exit_code, "error": None if problems else self.format(),
+                "problems": [p.to_json() for p in problems if p.severity == "error"],
+                "warnings": [p.to_json() for p in problems if p.severity == "warning"]}
 
 
 class UsageError(DallePipeError):

@@ -50,8 +50,8 @@ def _floats(text: str, count: int | None, name: str) -> list[float]:
 def check_output(out: Path) -> None:
     """A mask is an RGBA PNG: refuse any other file name before doing any work."""
     if out.suffix.lower() != ".png":
-        why = "JPEG has no alpha channel" if out.suffix.lower() in (".jpg", ".jpeg") else "a mask is a PNG"
-        raise UsageError(f"-o {out}: a mask is an RGBA PNG; {why}", f"name it {out.with_suffix('.png').name}")
+        why = "; JPEG has no alpha channel" if out.suffix.lower() in (".jpg", ".jpeg") else ""
+        raise UsageError(f"-o {out}: a mask is an RGBA PNG{why}", f"name it {out.with_suffix('.png').name}")
 
 
 def make_mask(image: Path, out: Path, shapes: Sequence[tuple[str, Shape]], *, from_alpha: Path | None = None,

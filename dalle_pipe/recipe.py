@@ -83,6 +83,7 @@ class Pipeline:
     root: Path
     recipes: tuple[Path, ...]
     data: Mapping[str, Any]
+    broken: frozenset[str] = frozenset()  # keys that failed the schema (left out of `data`)
 
 
 @dataclass(frozen=True)
@@ -272,11 +273,14 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
         return None
     found, failed = _schema_problems("pipeline", src)
     problems.extend(found)
-    if failed or not isinstance(src.doc.data, dict):
+    broken, _ = _broken_parts(failed)
+    if not isinstance(src.doc.data, dict) or "recipes" in broken or "recipes" not in src.doc.data:
         return None
+    # The recipes are still checked; what they would inherit from a broken key is not.
+    data = {k: v for k, v in src.doc.data.items() if k not in broken}
     root = path.resolve().parent
     recipes: list[Path] = []
-    for i, rel in enumerate(src.doc.data.get("recipes", [])):
+    for i, rel in enumerate(data.get("recipes", [])):
         target, why = locate(root, root, rel)
         if target is None:
             problems.append(src.problem(("recipes", i), f"recipe path {quoted(rel)} {why}",
@@ -287,7 +291,7 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
             problems.append(src.problem(("recipes", i), f"recipe {quoted(rel)} is listed twice"))
         else:
             recipes.append(target)
-    return Pipeline(src, root, tuple(recipes), src.doc.data)
+    return Pipeline(src, root, tuple(recipes), data, frozenset(broken))
 
 
 def _provider(value: Any) -> ProviderConfig:
@@ -339,6 +343,11 @@ def load_recipe(
         if candidate is not None and path.resolve() in candidate.recipes:
             pipeline = candidate
     pdata: Mapping[str, Any] = pipeline.data if pipeline else {}
+    if pipeline is not None and pipeline.broken:
+        inherited = {"output_root": "output_dir"}
+        broken |= {inherited.get(k, k) for k in pipeline.broken} & {"provider", "model", "params", "throttle",
+                                                                     "vars", "output_dir"}
+        broken.add("pipeline")  # never planned
 
     provider = _provider(data.get("provider", pdata.get("provider")))
     if overrides.provider:

@@ -311,9 +311,13 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
         add(None, f"undefined variable {name!r}", hint)
     ids = [s.id for s in recipe.steps]
     earlier = ids[:step.index]
+    hidden = False
     for attr, line in c.attributes("steps"):
         if attr in earlier and recipe.steps[earlier.index(attr)].broken:
             tpl.uses_broken = True  # a step that failed the schema: what it makes is unknown
+            continue
+        if attr not in ids and _unnamed_broken(recipe, step.index):
+            hidden = True  # perhaps the step whose id failed the schema: not a problem of its own
             continue
         if attr in earlier:
             continue
@@ -338,7 +342,12 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
             add(line, f"undefined variable 'matrix.{attr}'",
                 close.replace("'", "'matrix.", 1) if close else "the matrix has no such name")
     out += found
-    return not found
+    return not found and not hidden
+
+
+def _unnamed_broken(recipe: Recipe, before: int) -> bool:
+    """Whether an earlier step failed the schema without a usable id (any unknown id may be its)."""
+    return any(s.broken and not s.id for s in recipe.steps[:before])
 
 
 def _image_fields(step: Step) -> list[tuple[PathKey, Any]]:
@@ -371,6 +380,8 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
             target = recipe.step(ref) if isinstance(ref, str) else None
             if target is not None and target.broken and target.index < step.index:
                 continue  # it failed the schema: what it makes is unknown (said already)
+            if target is None and _unnamed_broken(recipe, step.index):
+                continue  # perhaps the step whose id failed the schema
             if target is None:
                 out.append(src.problem((*path, "step"), f"no earlier step {ref!r}",
                                        suggest(str(ref), ids[:step.index])))

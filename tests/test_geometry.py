@@ -17,12 +17,19 @@ def circle(cx: float, cy: float, r: float) -> dict[str, Any]:
 
 @pytest.mark.parametrize("shape", [
     circle(1.2, 0.5, 0.3), circle(-0.1, -0.1, 0.2), circle(0.5, 0.5, 5),
-    {"rect": {"box": [-1, -1, 0.1, 0.1]}}, {"ellipse": {"box": [0.9, 0.9, 3, 3]}},
+    {"rect": {"box": [-1, -1, 0.1, 0.1]}}, {"ellipse": {"box": [0.2, 0.5, 3, 3]}},
     {"polygon": {"points": [[-1, 0.5], [0.5, -1], [2, 2]]}},
 ])
 def test_a_shape_partly_on_the_image_is_fine(shape: dict[str, Any]) -> None:
     assert check_mask([shape]) == []
-    assert inside([shape], 300, 200).any()  # and it does mark pixels
+    assert inside([shape], 200, 200).any()  # and it does mark pixels
+
+
+def test_an_ellipse_whose_box_overlaps_but_whose_curve_misses_is_off() -> None:
+    shape = {"ellipse": {"box": [0.9, 0.9, 3, 3]}}
+    (issue,) = check_mask([shape])
+    assert issue.message == "the ellipse (box [0.9, 0.9, 3, 3]) lies entirely outside the image"
+    assert not inside([shape], 300, 200).any()
 
 
 @pytest.mark.parametrize(("width", "height"), [(100, 100), (400, 100), (100, 400)])

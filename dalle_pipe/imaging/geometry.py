@@ -148,9 +148,18 @@ def _box(kind: str, body: Mapping[str, Any], where: PathKey) -> GeometryIssue | 
     if x0 == x1 or y0 == y1:
         return GeometryIssue((*where, "box"), f"box {_show(box)} has no area: the {kind} marks nothing",
                              "x1 must be greater than x0, and y1 than y0", marks_nothing=True)
-    if x0 >= 1 or y0 >= 1 or x1 <= 0 or y1 <= 0:
+    if x0 >= 1 or y0 >= 1 or x1 <= 0 or y1 <= 0 or (kind == "ellipse" and _ellipse_off(box)):
         return _outside(kind, (*where, "box"), f"box {_show(box)}", box)
     return None
+
+
+def _ellipse_off(box: Sequence[float]) -> bool:
+    """Whether the ellipse inscribed in `box` misses the image (exact for every size: both scale alike)."""
+    x0, y0, x1, y1 = box
+    ex, ey, a, b = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    du = max((0 - ex) / a, 0.0, (ex - 1) / a)  # from the centre to the image, in semi-axes
+    dv = max((0 - ey) / b, 0.0, (ey - 1) / b)
+    return du * du + dv * dv >= 1
 
 
 def _polygon(body: Mapping[str, Any], where: PathKey) -> GeometryIssue | None:

@@ -33,6 +33,12 @@ _TOKENS = (
     ("'<document start>'", "'---'"),
     ("'?'", "a key"),
     ("'-'", "a list item"),
+    ("'<alias>'", "an alias (*name)"),
+    ("'<anchor>'", "an anchor (&name)"),
+    ("'<tag>'", "a tag (!name)"),
+    ("'<document end>'", "'...'"),
+    ("'<directive>'", "a directive (%...)"),
+    ("'<stream start>'", "the start of the file"),
 )
 
 _KEY = re.compile(r"^(\s*)(?:-\s+)*([^\s#'\"{\[][^#]*?|\"[^\"]*\"|'[^']*'):(?:\s|$)")
@@ -40,11 +46,14 @@ _NO_SPACE_COLON = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w.-]*):(\S.*)$")
 _NO_SPACE_DASH = re.compile(r"^(\s*)-([^\s-].*)$")
 
 
+_NO_COLON = "this line is neither 'key: value' nor a list item, and is not part of a text above it"
+
+
 def plain(text: str) -> str:
     """A parser message with its tokens in words."""
     for token, words in _TOKENS:
         text = text.replace(token, words)
-    return text
+    return re.sub(r"'?<([a-z ]+)>'?", r"\1", text)  # any token not named above
 
 
 def explain(exc: yaml.MarkedYAMLError, text: str) -> Explained:
@@ -123,14 +132,34 @@ def _explain(problem: str, context: str, p: tuple[int, int], c: tuple[int, int] 
         if m:
             return _at(c, f"'{m.group(1)}:{m.group(2)[:20]}' has no space after its ':', so it is text, not a key",
                        f"write '{m.group(1)}: {m.group(2)[:20]}'")
-        return _at(c, "this line is neither 'key: value' nor a list item, and is not part of a text above it",
-                   "add the missing ': ' after the key, or quote the text")
+        return _at(c, _NO_COLON, "add the missing ': ' after the key, or quote the text")
     if problem.startswith("found character '\\t'"):
         return _at(p, "a tab character: YAML indents with spaces only", "replace the tab with spaces")
     m = re.match(r"found character '(.)' that cannot start any token", problem)
     if m:
         ch = m.group(1)
         return _at(p, f"a value cannot start with '{ch}'", f"quote the value: \"{ch}...\"")
+    if problem == "sequence entries are not allowed here":
+        return _at(p, "a list item ('- ') cannot go here",
+                   "put a list on its own lines under its key, or quote a value that starts with '-'")
+    m = re.match(r"expected the node content, but found (.*)", problem)
+    if m:
+        found = m.group(1)
+        if found == "'-'":
+            return _at(p, "a '- ' list item inside '[...]' or '{...}'", "inside brackets, separate items with ', '")
+        return _at(p, f"a value cannot start with {plain(found)}", "quote the value")
+    if problem.startswith("expected '<document start>'"):
+        prev = _previous(lines, p[0])
+        above = f"line {prev + 1}" if prev is not None else "the line above"
+        return _at(p, "this key follows a line that is not part of any mapping",
+                   f"check {above}: a top-level line is 'key: value', with a space after the ':'")
+    if "directive" in context:
+        return _at(c or p, "a line that starts with '%' is a YAML directive", "quote a value that starts with '%'")
+    if "while scanning a tag" in context or "while parsing a tag" in context:
+        return _at(c or p, "'!' starts a YAML tag, and tags are not allowed", "quote a value that starts with '!'")
+    if problem.startswith("expected a comment or a line break") and "block scalar" in context:
+        return _at(p, "after '|' or '>' the text must start on the next line",
+                   "put the text on the following lines, indented, or quote the value instead")
     if problem.startswith("expected chomping or indentation indicators"):
         return _at(p, "after '|' or '>' the text must start on the next line",
                    "put the text on the following lines, indented, or quote the value instead")
@@ -187,7 +216,12 @@ def _block_end(problem: str, p: tuple[int, int], c: tuple[int, int] | None, line
         return _at(p, f"{found} closes nothing", "remove it, or check the brackets before it")
     if found == "':'":
         return _at(p, "a ':' with no key before it", "write 'key: value'")
-    return _at(p, f"unexpected {plain(found)} here", "check the indentation of this line and the one above")
+    if found == "','":
+        return _at(p, "a ',' outside '[...]' or '{...}'", "write the list as [a, b], or quote the value")
+    if found in ("'['", "'{'"):
+        return _at(p, "text after the end of a quoted value or a '[...]' / '{...}'",
+                   "quote the whole value, or move the closing quote or bracket to its end")
+    return _at(p, f"{plain(found)} cannot go here", "check the indentation of this line and the one above")
 
 
 def _columns_hint(cols: list[int], at: int) -> str:
@@ -217,6 +251,8 @@ def _colon(p: tuple[int, int], lines: list[str], line: str) -> Explained:
         if dash and _indent(line) >= _indent(text):
             return _at((prev, _indent(text)), f"'-{dash.group(2)[:20]}' has no space after its '-', so it is text, "
                        "not a list item", f"write '- {dash.group(2)[:20]}'")
+        if ":" not in text and not text.lstrip().startswith(("-", "#", "'", '"')) and _indent(text) == _indent(line):
+            return _at((prev, _indent(text)), _NO_COLON, "add the missing ': ' after the key, or quote the text")
         key = _KEY.match(text)
         if key and text[key.end(0):].strip() and not text[key.end(0):].strip().startswith("#") \
                 and _indent(line) > _indent(text):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -232,6 +233,33 @@ def test_refused_constructs_are_problems_at_their_node(text: str, expected: str)
     pytest.param(': x\n',
                  "r.yaml:1:1: YAML error: a ':' with no key before it (write 'key: value')",
                  id='empty_key'),
+    pytest.param('a: b\n- c\n',
+                 'r.yaml:2:1: YAML error: a list item among the keys of a mapping (put the list under a key of '
+                 "its own, indented, or make every entry 'key: value')",
+                 id='list_after_value'),
+    pytest.param('a: [1, ,]\n',
+                 "r.yaml:1:8: YAML error: a value cannot start with ',' (quote the value)",
+                 id='value_starts_with_comma'),
+    pytest.param('version 1\nname: x\n',
+                 "r.yaml:1:1: YAML error: this line is neither 'key: value' nor a list item, and is not part of "
+                 "a text above it (add the missing ': ' after the key, or quote the text)",
+                 id='text_then_key_at_top'),
+    pytest.param('a: !<x\n',
+                 "r.yaml:1:4: YAML error: '!' starts a YAML tag, and tags are not allowed (quote a value that "
+                 "starts with '!')",
+                 id='tag_unfinished'),
+    pytest.param('%bad: 1\n',
+                 "r.yaml:1:1: YAML error: a line that starts with '%' is a YAML directive (quote a value that "
+                 "starts with '%')",
+                 id='directive_in_text'),
+    pytest.param('a: | text\n  more\n',
+                 "r.yaml:1:6: YAML error: after '|' or '>' the text must start on the next line (put the text "
+                 'on the following lines, indented, or quote the value instead)',
+                 id='block_scalar_text'),
+    pytest.param('a: [1], 2\n',
+                 "r.yaml:1:7: YAML error: a ',' outside '[...]' or '{...}' (write the list as [a, b], or quote "
+                 'the value)',
+                 id='comma_outside_brackets'),
     pytest.param("a: \x07\n", "r.yaml:1:4: YAML error: character #x0007 is not allowed (is this a text file?)",
                  id="control_character"),
 ])
@@ -320,3 +348,18 @@ def test_yamlish_text_gives_data_or_problems(text: str) -> None:
 def test_random_bytes_give_data_or_problems(raw: bytes) -> None:
     _check(raw.decode("utf-8", errors="replace"))
     _check(raw.decode("latin-1"))
+
+
+_PUNCTUATION = st.sampled_from([" ", "\t", ":", "-", "[", "]", "{", "}", '"', "'", "#", "\n", "|", ">", "&", "*", "!",
+                                "%", "@", "`", ",", "?"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(RECIPE)), st.booleans(), _PUNCTUATION), min_size=1, max_size=3))
+def test_a_damaged_recipe_never_shows_a_parser_token(edits: list[tuple[int, bool, str]]) -> None:
+    text = RECIPE
+    for pos, insert, ch in edits:
+        text = text[:pos] + ch + text[pos:] if insert else text[:pos] + text[pos + 1:]
+    _, problems = load(text)
+    for message in problems:
+        assert not re.search(r"<[a-z ]+>", message), message

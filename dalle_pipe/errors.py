@@ -69,7 +69,7 @@ class RecipeError(DallePipeError):
     """A recipe, pipeline or catalog has problems; all of them are listed, sorted: exit 2."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = sorted(p for p in problems)
+        self.problems = sorted(dict.fromkeys(problems))  # a setting shared by several recipes is said once
         errors = [p for p in self.problems if p.severity == "error"]
         super().__init__(f"{len(errors)} problem(s) found")
 

@@ -344,9 +344,11 @@ def load_recipe(
             pipeline = candidate
     pdata: Mapping[str, Any] = pipeline.data if pipeline else {}
     if pipeline is not None and pipeline.broken:
-        inherited = {"output_root": "output_dir"}
-        broken |= {inherited.get(k, k) for k in pipeline.broken} & {"provider", "model", "params", "throttle",
-                                                                     "vars", "output_dir"}
+        # What this recipe would have inherited from a broken pipeline key is unknown: not checked.
+        inherited = {k: k for k in ("params", "throttle", "vars")} | {"output_root": "output_dir"}
+        own = {"model": "model", "provider": "provider"}
+        broken |= {inherited[k] for k in pipeline.broken if k in inherited}
+        broken |= {own[k] for k in pipeline.broken if k in own and k not in data}
         broken.add("pipeline")  # never planned
 
     provider = _provider(data.get("provider", pdata.get("provider")))

@@ -17,6 +17,7 @@ from . import models
 from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
 from .config.checks import PlannedCheck, StepChecks, read_checks
 from .errors import Problem
+from .imaging.geometry import check_mask
 from .imaging.io import ImageInputError, probe
 from .recipe import API_KINDS, Recipe, Source, Step, display_path, exists, is_file, locate, quoted, suggest
 from .templating import (
@@ -40,6 +41,8 @@ IMAGE_KEYS = ("image", "mask", "markup", "background", "size_of", "from_alpha")
 CONTEXT_NAMES = frozenset({"item", "key", "matrix", "vars", "recipe", "step", "steps"})
 OUTPUT_NAMES = CONTEXT_NAMES | {"index", "ext"}
 MAX_PROMPT_FILE_BYTES = 1024 * 1024
+UNIT_PARTS = frozenset({"catalog", "items", "matrix", "vars"})  # when one is broken, no unit can be rendered
+REQUEST_PARTS = frozenset({"model", "params", "provider"})  # when one is broken, no request can be checked
 
 At = Callable[[int | None], tuple[str, int, int]]  # a template's line -> (file, line, col)
 
@@ -135,6 +138,7 @@ class _Template:
     path: PathKey
     compiled: Compiled | None  # None: it failed to compile or uses a name that never exists
     at: At
+    uses_broken: bool = False  # it reads a step that failed the schema (rendered with a placeholder)
 
 
 @dataclass
@@ -162,11 +166,14 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     out: list[Problem] = []
     src = recipe.source
     base_ctx: dict[str, Any] = {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}}
-    rows = _rows(recipe, out)
+    # A part that failed the schema is left out; what depends on it is not checked (no false problems).
+    rows = _rows(recipe, out) if not recipe.broken & UNIT_PARTS else None
     cat = recipe.catalog or {}
     spec = KeySpec(cat.get("key"), src.at(("catalog", "key")), cat.get("where"), src.at(("catalog", "where")))
-    units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
-    out += found
+    units: list[Unit] = []
+    if not recipe.broken & UNIT_PARTS:
+        units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
+        out += found
     if rows is not None and not units and not any(p.severity == "error" for p in out):
         where = ("catalog", "where") if rows and recipe.catalog and "where" in recipe.catalog else \
             ("catalog", "path") if recipe.catalog else ("items",)
@@ -184,7 +191,8 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     for unit in units:
         tasks.extend(planner.unit(unit))
     out += planner.failures.problems(len(units))
-    if any(p.severity == "error" for p in out):
+    out = list(dict.fromkeys(out))  # a recipe-level setting is said once, not once per step
+    if any(p.severity == "error" for p in out) or not recipe.complete:
         return None, out
     return Plan(recipe, units, tasks, [p for p in out if p.severity == "warning"]), out
 
@@ -232,6 +240,8 @@ def _template(src: Source, path: PathKey, text: Any, out: list[Problem], *, expr
 def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     """Compile a step's templates and check the names they use; work out its request."""
     src = recipe.source
+    if step.broken:
+        return _StepInfo(step)
     info = _StepInfo(step, fields=_image_fields(step))
     body = step.body
     if "prompt" in body:
@@ -248,6 +258,9 @@ def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     for tpl in (info.prompt, info.output, info.when, *info.images.values()):
         if tpl is not None and tpl.compiled is not None and not _names_ok(recipe, step, tpl, out):
             tpl.compiled = None
+    for tpl in (info.output, *info.images.values()):
+        if tpl is not None and tpl.uses_broken:
+            tpl.compiled = None  # a placeholder path would only raise false problems
     if step.kind in API_KINDS:
         info.model = str(body.get("model", recipe.model))
         info.merged = merged = step_params(recipe, step)
@@ -314,7 +327,14 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
         add(None, f"undefined variable {name!r}", hint)
     ids = [s.id for s in recipe.steps]
     earlier = ids[:step.index]
+    hidden = False
     for attr, line in c.attributes("steps"):
+        if attr in earlier and recipe.steps[earlier.index(attr)].broken:
+            tpl.uses_broken = True  # a step that failed the schema: what it makes is unknown
+            continue
+        if attr not in ids and _unnamed_broken(recipe, step.index):
+            hidden = True  # perhaps the step whose id failed the schema: not a problem of its own
+            continue
         if attr in earlier:
             continue
         if attr == step.id:
@@ -325,13 +345,25 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
             close = did_you_mean(attr, earlier)
             hint = close.replace("'", "'steps.", 1) if close else "no step has this id"
         add(line, f"undefined variable 'steps.{attr}'", hint)
+    if recipe.broken & UNIT_PARTS and "vars" not in recipe.broken:
+        # No unit can be rendered to find them, but vars are known: say which ones are missing now.
+        for attr, line in c.attributes("vars"):
+            if attr not in recipe.vars:
+                add(line, f"undefined variable 'vars.{attr}'",
+                    (did_you_mean(attr, list(recipe.vars)) or "").replace("'", "'vars.", 1)
+                    or f"set it under vars: or with --var {attr}=...")
     for attr, line in c.attributes("matrix"):
         if attr not in recipe.matrix:
             close = did_you_mean(attr, list(recipe.matrix))
             add(line, f"undefined variable 'matrix.{attr}'",
                 close.replace("'", "'matrix.", 1) if close else "the matrix has no such name")
     out += found
-    return not found
+    return not found and not hidden
+
+
+def _unnamed_broken(recipe: Recipe, before: int) -> bool:
+    """Whether an earlier step failed the schema without a usable id (any unknown id may be its)."""
+    return any(s.broken and not s.id for s in recipe.steps[:before])
 
 
 def _image_fields(step: Step) -> list[tuple[PathKey, Any]]:
@@ -354,12 +386,18 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
     ids = [s.id for s in recipe.steps]
     for info in infos:
         step = info.step
+        if step.broken:
+            continue
         for path, value in _image_fields(step):
             if not isinstance(value, dict):
                 continue
             ref = value.get("step")
             in_list = isinstance(path[-1], int)
             target = recipe.step(ref) if isinstance(ref, str) else None
+            if target is not None and target.broken and target.index < step.index:
+                continue  # it failed the schema: what it makes is unknown (said already)
+            if target is None and _unnamed_broken(recipe, step.index):
+                continue  # perhaps the step whose id failed the schema
             if target is None:
                 out.append(src.problem((*path, "step"), f"no earlier step {ref!r}",
                                        suggest(str(ref), ids[:step.index])))
@@ -382,6 +420,10 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
         body = step.body
         if step.kind in ("mask", "markup") and not any(k in body for k in ("size", "size_of", "from_alpha")):
             out.append(src.problem(step.body_path, "a mask needs its size", "set size, size_of or from_alpha"))
+        if step.kind == "mask":
+            for issue in check_mask(body.get("shapes") or [], invert=body.get("invert") is True,
+                                    from_alpha="from_alpha" in body):
+                out.append(src.problem((*step.body_path, *issue.path), issue.message, issue.hint))
         if step.kind == "pad" and not any(k in body for k in ("aspect", "size")):
             out.append(src.problem(step.body_path, "pad needs aspect or size"))
 
@@ -389,6 +431,8 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
 def _check_capabilities(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]) -> None:
     """The capability table, once per API step: what the endpoint would refuse."""
     provider = recipe.provider
+    if recipe.broken & REQUEST_PARTS:
+        return  # the model, the parameters or the provider failed the schema: said already
     # The offline renderer previews what the real endpoint will be asked: check as for it.
     official = provider.name != "azure" and models.is_official_endpoint(recipe.base_url)
     api = provider.api if provider.name in ("openai", "azure") else "images"
@@ -449,6 +493,11 @@ class _Planner:
         tasks: list[Task] = []
         for info in self.infos:
             step = info.step
+            if step.broken:
+                if step.id:  # a placeholder, so that prompts reading it still show their other problems
+                    text = f"[{step.id}]"
+                    steps_ctx[step.id] = {"path": text, "paths": [text], "prompt": text, "revised_prompt": text}
+                continue
             ctx["step"] = step.id
             enabled = True
             if info.when is not None and info.when.compiled is not None:

@@ -83,6 +83,7 @@ class Pipeline:
     root: Path
     recipes: tuple[Path, ...]
     data: Mapping[str, Any]
+    broken: frozenset[str] = frozenset()  # keys that failed the schema (left out of `data`)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Step:
     when: str | None
     checks: tuple[Mapping[str, Any], ...] = ()  # as written; typed and validated by config/checks.py
     on_fail: Mapping[str, Any] | None = None
+    broken: bool = False  # it failed the schema: only its id is known (its problems are said already)
 
     @property
     def at(self) -> PathKey:
@@ -125,6 +127,13 @@ class Recipe:
     base_url: str | None
     throttle_stated: bool
     ask_model: str | None = None  # the default model of `ask` checks (recipe > pipeline; no hidden default)
+    # Top-level keys whose values failed the schema ("" for the document itself). A recipe with a
+    # broken part is checked everywhere else, so that every problem shows in one pass, but never planned.
+    broken: frozenset[str] = frozenset()
+
+    @property
+    def complete(self) -> bool:
+        return not self.broken and not any(s.broken for s in self.steps)
 
     @property
     def dir(self) -> Path:
@@ -228,8 +237,8 @@ def _load_source(path: Path, problems: list[Problem]) -> Source | None:
     return Source(path, file, doc, hashlib.sha256(raw).hexdigest())
 
 
-def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
-    """The schema's problems to show, and whether there were any (some are said already)."""
+def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], list[PathKey]]:
+    """The schema's problems to show (some are said already), and the path of every one."""
     out = []
     broken = src.doc.broken
     issues = schema.check(kind, src.doc.data)  # type: ignore[arg-type]
@@ -237,7 +246,19 @@ def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
         if any(issue.path[:len(b)] == b for b in broken):
             continue  # a value the YAML loader refused (a tag, a recursive alias): said once already
         out.append(src.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key))
-    return out, bool(issues)
+    return out, [issue.path for issue in issues]
+
+
+def _broken_parts(paths: list[PathKey]) -> tuple[set[str], set[int]]:
+    """The top-level keys and the steps that the schema's problems are in."""
+    top: set[str] = set()
+    steps: set[int] = set()
+    for path in paths:
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+            steps.add(path[1])
+        else:
+            top.add(str(path[0]) if path else "")
+    return top, steps
 
 
 def is_pipeline_data(data: Any) -> bool:
@@ -250,11 +271,14 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
         return None
     found, failed = _schema_problems("pipeline", src)
     problems.extend(found)
-    if failed or not isinstance(src.doc.data, dict):
+    broken, _ = _broken_parts(failed)
+    if not isinstance(src.doc.data, dict) or "recipes" in broken or "recipes" not in src.doc.data:
         return None
+    # The recipes are still checked; what they would inherit from a broken key is not.
+    data = {k: v for k, v in src.doc.data.items() if k not in broken}
     root = path.resolve().parent
     recipes: list[Path] = []
-    for i, rel in enumerate(src.doc.data.get("recipes", [])):
+    for i, rel in enumerate(data.get("recipes", [])):
         target, why = locate(root, root, rel)
         if target is None:
             problems.append(src.problem(("recipes", i), f"recipe path {quoted(rel)} {why}",
@@ -265,7 +289,7 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
             problems.append(src.problem(("recipes", i), f"recipe {quoted(rel)} is listed twice"))
         else:
             recipes.append(target)
-    return Pipeline(src, root, tuple(recipes), src.doc.data)
+    return Pipeline(src, root, tuple(recipes), data, frozenset(broken))
 
 
 def _provider(value: Any) -> ProviderConfig:
@@ -300,8 +324,12 @@ def load_recipe(
     found, failed = _schema_problems("recipe", src)
     problems.extend(found)
     data = src.doc.data
-    if failed or not isinstance(data, dict):
+    if not isinstance(data, dict):
         return None
+    broken, broken_steps = _broken_parts(failed)
+    if broken or broken_steps:
+        # Check the parts that passed the schema as if the broken ones were not there.
+        data = {k: v for k, v in data.items() if k not in broken}
     root = pipeline.root if pipeline else project_root(path)
     if pipeline is None and is_file(root / PIPELINE_FILE):
         # Inherit from the project's pipeline.yaml when it lists this recipe. Its own problems
@@ -313,6 +341,13 @@ def load_recipe(
         if candidate is not None and path.resolve() in candidate.recipes:
             pipeline = candidate
     pdata: Mapping[str, Any] = pipeline.data if pipeline else {}
+    if pipeline is not None and pipeline.broken:
+        # What this recipe would have inherited from a broken pipeline key is unknown: not checked.
+        inherited = {k: k for k in ("params", "throttle", "vars")} | {"output_root": "output_dir"}
+        own = {"model": "model", "provider": "provider"}
+        broken |= {inherited[k] for k in pipeline.broken if k in inherited}
+        broken |= {own[k] for k in pipeline.broken if k in own and k not in data}
+        broken.add("pipeline")  # never planned
 
     provider = _provider(data.get("provider", pdata.get("provider")))
     if overrides.provider:
@@ -332,29 +367,37 @@ def load_recipe(
     stated = any(k in throttle for k in ("images_per_minute", "requests_per_minute"))
 
     steps = []
-    for i, raw in enumerate(data["steps"]):
+    for i, raw in enumerate(data.get("steps") or []):
+        if i in broken_steps:
+            step_id = raw.get("id") if isinstance(raw, dict) else None
+            steps.append(Step(i, step_id if isinstance(step_id, str) else "", "", {}, None, None, broken=True))
+            continue
         kind = next(k for k in STEP_KINDS if k in raw)
         steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when"),
                           tuple(raw.get("checks") or ()), raw.get("on_fail")))
     _check_step_ids(src, steps, problems)
 
-    output_dir = _output_dir(src, data, pipeline, root, overrides, problems)
+    name = str(data.get("name") or path.stem)
+    output_dir = _output_dir(src, {**data, "name": name}, pipeline, root, overrides, problems)
     base_url = overrides.base_url or os.environ.get("OPENAI_BASE_URL") or None
     return Recipe(
-        source=src, root=root, name=data["name"], sha256=src.sha256,
+        source=src, root=root, name=name, sha256=src.sha256,
         provider=provider, model=data.get("model") or pdata.get("model") or DEFAULT_MODEL,
         params={**(pdata.get("params") or {}), **(data.get("params") or {})},
         throttle=throttle, vars=variables, catalog=data.get("catalog"),
         items=tuple(data["items"]) if "items" in data else None,
         matrix={k: tuple(v) for k, v in (data.get("matrix") or {}).items()},
-        output_dir=output_dir or root / "out" / data["name"], steps=tuple(steps), pipeline=pipeline,
+        output_dir=output_dir or root / "out" / name, steps=tuple(steps), pipeline=pipeline,
         base_url=base_url, throttle_stated=stated, ask_model=data.get("ask_model") or pdata.get("ask_model"),
+        broken=frozenset(broken),
     )
 
 
 def _check_step_ids(src: Source, steps: list[Step], problems: list[Problem]) -> None:
     seen: dict[str, Step] = {}
     for step in steps:
+        if not step.id:
+            continue
         if step.id in seen:
             problems.append(src.problem((*step.at, "id"), f"duplicate step id {step.id!r}",
                                         f"steps[{seen[step.id].index}] has it too"))

@@ -534,6 +534,10 @@ def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, st
             hint = f"set it under vars: or with --var {name}=..."
         if owner == "item" and not obj:
             hint = "this recipe has no catalog or items"
+        elif owner == "item" and hint is None:
+            columns = [str(k) for k in obj]
+            more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+            hint = f"this row's columns are {', '.join(columns[:20])}{more}"
         if owner == "steps" and hint is None:
             hint = "only earlier steps of the same unit are available"
         return f"undefined variable {full!r}", hint

@@ -66,7 +66,20 @@ def _overrides(offline: bool, provider: str | None, base_url: str | None, var: t
             raise UsageError(f"--var {item!r} is not K=V", "e.g. --var brand=Acme")
         k, v = item.split("=", 1)
         variables[k.strip()] = v
-    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir)
+    ctx = click.get_current_context(silent=True)
+    ceiling = ctx.meta.get("max_units") if ctx is not None else None
+    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir,
+                     **({"max_units": ceiling} if ceiling is not None else {}))
+
+
+def _keep_max_units(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        ctx.meta["max_units"] = value
+
+
+max_units_option = click.option(
+    "--max-units", type=click.IntRange(min=1), metavar="N", expose_value=False, callback=_keep_max_units,
+    help="Refuse a recipe that expands to more than N units (default 1,000,000).")
 
 
 def _print_warnings(warnings: list[Any]) -> None:
@@ -92,6 +105,7 @@ def main() -> None:
 @main.command()
 @targets_arg
 @provider_options
+@max_units_option
 @handled
 def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
              var: tuple[str, ...]) -> int:
@@ -124,6 +138,7 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Write outputs here.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
+@max_units_option
 @handled
 def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
         var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
@@ -236,6 +251,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @targets_arg
 @provider_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@max_units_option
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
 @handled
 def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,

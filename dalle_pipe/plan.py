@@ -8,16 +8,40 @@ parameters, output format) is done once per step; only rendering is per unit.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import models
-from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
+from .catalog import (
+    UNITS_HINT,
+    FailureLog,
+    KeySpec,
+    Row,
+    TooManyRows,
+    Unit,
+    catalog_format,
+    expand_units,
+    inline_rows,
+    read_rows,
+)
 from .errors import Problem
 from .imaging.io import ImageInputError, probe
-from .recipe import API_KINDS, Recipe, Source, Step, display_path, exists, is_file, locate, quoted, suggest
+from .recipe import (
+    API_KINDS,
+    Recipe,
+    Source,
+    Step,
+    display_path,
+    exists,
+    is_file,
+    locate,
+    output_dir_problem,
+    quoted,
+    suggest,
+)
 from .templating import (
     GLOBALS,
     Compiled,
@@ -27,6 +51,7 @@ from .templating import (
     did_you_mean,
     evaluate,
     render,
+    validation_budget,
 )
 from .yamlload import PathKey, format_path, read_text
 
@@ -34,7 +59,13 @@ CONFINED_HINT = ("paths are relative to the recipe and must stay inside the proj
                  "the nearest folder above with a pipeline.yaml, else the recipe's folder")
 NON_PARAM_KEYS = {"prompt", "prompt_file", "image", "mask", "model", "fit", "description"}
 VARIATION_PARAMS = {"n", "size", "response_format", "safety_identifier"}
-RESERVED = {"manifest.json", "report.html"}
+RESERVED = {"manifest.json", "report.html"}  # compared lower-cased: Manifest.JSON is reserved too
+RESERVED_FOLDERS = {".dalle-pipe", ".thumbs"}
+WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                             *(f"COM{i}" for i in "123456789\u00b9\u00b2\u00b3"),
+                             *(f"LPT{i}" for i in "123456789\u00b9\u00b2\u00b3")})
+MAX_NAME_BYTES = 255
+TREE_HINT = "dalle-pipe writes only real folders inside output_dir; remove the symlink or change output"
 IMAGE_KEYS = ("image", "mask", "background", "size_of", "from_alpha")
 CONTEXT_NAMES = frozenset({"item", "key", "matrix", "vars", "recipe", "step", "steps"})
 OUTPUT_NAMES = CONTEXT_NAMES | {"index", "ext"}
@@ -150,14 +181,26 @@ class _StepInfo:
 
 
 def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
-    """Expand a recipe into its tasks, checking everything that needs no network."""
+    """Expand a recipe into its tasks, checking everything that needs no network.
+
+    All its templates, every row, share one budget of work (templating.validation_budget)."""
+    with validation_budget():
+        return _build_plan(recipe)
+
+
+def _build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     out: list[Problem] = []
+    unwritable = output_dir_problem(recipe)
+    if unwritable is not None:
+        out.append(unwritable)
     src = recipe.source
     base_ctx: dict[str, Any] = {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}}
     rows = _rows(recipe, out)
     cat = recipe.catalog or {}
     spec = KeySpec(cat.get("key"), src.at(("catalog", "key")), cat.get("where"), src.at(("catalog", "where")))
-    units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
+    units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx, limit=recipe.max_units,
+                                limit_at=("matrix",) if recipe.matrix else ("catalog", "path")
+                                if recipe.catalog else ("items",))
     out += found
     if rows is not None and not units and not any(p.severity == "error" for p in out):
         where = ("catalog", "where") if rows and recipe.catalog and "where" in recipe.catalog else \
@@ -200,7 +243,12 @@ def _rows(recipe: Recipe, out: list[Problem]) -> list[Row] | None:
         out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)}: unknown format {target.suffix!r}",
                                "use .csv, .json, .jsonl or .yaml, or set catalog.format"))
         return []
-    rows, found = read_rows(target, display_path(target), fmt)
+    try:
+        rows, found = read_rows(target, display_path(target), fmt, limit=recipe.max_units)
+    except TooManyRows as exc:
+        out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)} has {exc.count} rows, more than "
+                               f"the ceiling of {exc.limit} units", UNITS_HINT))
+        return None
     out += found
     return rows
 
@@ -413,6 +461,8 @@ class _Planner:
         self.located: dict[str, tuple[Path | None, str | None]] = {}
         self.checked: dict[tuple[Any, ...], list[models.ParamIssue]] = {}
         self.predicted: dict[tuple[Any, ...], tuple[str, tuple[int, int] | None]] = {}
+        self.seen_folders: dict[str, str] = {}  # folded folder of an output -> the first task writing in it
+        self.links = symlinks_in(recipe.output_dir)
 
     def fail(self, tpl_at: tuple[str, int, int], path: PathKey, unit: Unit, message: str,
              hint: str | None = None) -> None:
@@ -603,9 +653,53 @@ class _Planner:
                           "two tasks may not write one path (case-insensitively); use {{ key }} and "
                           "{{ index }} in output")
                 continue
-            self.seen_outputs[folded] = task_id if n == 1 else f"{task_id} (image {index})"
+            clash = self._tree_clash(rel, folded, task_id if n == 1 else f"{task_id} (image {index})")
+            if clash:
+                where = tpl.path if tpl is not None else step.at
+                self.fail(self.recipe.source.at(where), where, unit, f"output path {quoted(rel)} {clash[0]}",
+                          clash[1])
+                continue
             paths.append(rel)
         return paths
+
+    def _tree_clash(self, rel: str, folded: str, who: str) -> tuple[str, str] | None:
+        """An output that is another's folder, or that passes through a symlink; else records it."""
+        if self.links:
+            parts = rel.split("/")
+            for i in range(len(parts), 0, -1):
+                if "/".join(parts[:i]).lower() in self.links:
+                    return (f"passes through a symlink inside output_dir ({'/'.join(parts[:i])!r})", TREE_HINT)
+        if folded in self.seen_folders:
+            return (f"is a folder of {self.seen_folders[folded]}'s output",
+                    "an output may not be another output's folder")
+        folders = [folded.rsplit("/", k)[0] for k in range(1, folded.count("/") + 1)]
+        for folder in folders:
+            if folder in self.seen_outputs:
+                return (f"is inside {folder!r}, an output of {self.seen_outputs[folder]}",
+                        "an output may not be another output's folder")
+        self.seen_outputs[folded] = who
+        for folder in folders:
+            self.seen_folders.setdefault(folder, who)
+        return None
+
+
+def symlinks_in(folder: Path) -> frozenset[str]:
+    """Every symlink inside `folder` (lower-cased, relative, `/`), its `.dalle-pipe` state aside.
+    Symlinked folders are not followed."""
+    found: set[str] = set()
+    try:
+        top = str(folder)
+        for here, dirs, files in os.walk(top, followlinks=False):
+            rel = os.path.relpath(here, top)
+            if rel == ".":
+                dirs[:] = [d for d in dirs if d.lower() != ".dalle-pipe"]
+            for name in (*dirs, *files):
+                full = os.path.join(here, name)
+                if os.path.islink(full):
+                    found.add((name if rel == "." else f"{rel}/{name}").replace(os.sep, "/").lower())
+    except OSError:
+        return frozenset(found)
+    return frozenset(found)
 
 
 def _probe(path: Path) -> models.InputInfo | ImageInputError | None:
@@ -682,6 +776,21 @@ def _bad_output(rel: str) -> str | None:
         return "escapes output_dir"
     if rel.endswith("/") or not p.parts or p.name in (".", ""):
         return "is not a file name"
-    if p.parts[0] in (".dalle-pipe", ".thumbs") or p.as_posix() in RESERVED:
+    if p.parts[0].lower() in RESERVED_FOLDERS or p.as_posix().lower() in RESERVED:
         return "is reserved by dalle-pipe"
+    for part in p.parts:
+        bad = bad_name(part)
+        if bad:
+            return bad
+    return None
+
+
+def bad_name(part: str) -> str | None:
+    """Why one file or folder name cannot be written on every system, or None."""
+    if part.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_DEVICES:
+        return f"uses {part!r}, a Windows device name"
+    if part.endswith((".", " ")):
+        return f"has a name ending in a dot or a space ({part!r})"
+    if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"has a name over {MAX_NAME_BYTES} bytes"
     return None

@@ -707,7 +707,7 @@ def _probe(path: Path) -> models.InputInfo | ImageInputError | None:
     if not exists(path):
         return None
     try:
-        info = probe(path)
+        info = probe(path, decode=True)  # decoded whole: short or corrupt pixel data is refused now
     except ImageInputError as exc:
         return exc
     except (OSError, ValueError) as exc:

@@ -248,7 +248,7 @@ def _rows(recipe: Recipe, out: list[Problem]) -> list[Row] | None:
     except TooManyRows as exc:
         out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)} has {exc.count} rows, more than "
                                f"the ceiling of {exc.limit} units", UNITS_HINT))
-        return None
+        return []
     out += found
     return rows
 
@@ -787,6 +787,8 @@ def _bad_output(rel: str) -> str | None:
 
 def bad_name(part: str) -> str | None:
     """Why one file or folder name cannot be written on every system, or None."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in part):
+        return "has a control character (a line break, a tab...)"
     if part.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_DEVICES:
         return f"uses {part!r}, a Windows device name"
     if part.endswith((".", " ")):

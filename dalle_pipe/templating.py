@@ -79,9 +79,11 @@ _SHARED: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("dalle_p
 
 
 @contextlib.contextmanager
-def validation_budget(limit: int = MAX_VALIDATION_WORK) -> Iterator[Budget]:
-    """Every render inside shares `limit` units of work (loop iterations + calls), on top of each
-    render's own budget: a catalog whose every row spends its whole render budget stops too."""
+def validation_budget(limit: int | None = None) -> Iterator[Budget]:
+    """Every render inside shares `limit` (default MAX_VALIDATION_WORK) units of work (loop
+    iterations + calls), on top of each render's own budget: a catalog whose every row spends
+    its whole render budget stops too."""
+    limit = MAX_VALIDATION_WORK if limit is None else limit
     budget = Budget(limit, limit)
     token = _SHARED.set(budget)
     try:

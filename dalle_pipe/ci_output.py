@@ -109,7 +109,7 @@ def guard_output(env: Mapping[str, str] | None = None) -> Iterator[None]:
         yield
         return
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Guarded(saved[0]), _Guarded(saved[1])  # type: ignore[assignment]
+    sys.stdout, sys.stderr = _Guarded(saved[0]), _Guarded(saved[1])
     try:
         yield
     finally:

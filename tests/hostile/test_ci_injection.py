@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,8 +38,6 @@ def test_our_own_commands_escape_data_and_properties_by_githubs_rules() -> None:
 
 
 def test_the_guard_catches_a_command_split_across_writes(capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-
     with guard_output(GA):
         sys.stdout.write("first ")
         sys.stdout.write("line\n  :")

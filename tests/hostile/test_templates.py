@@ -9,6 +9,8 @@ from fakeapi import FakeOpenAI
 from front_util import KEY, invoke, tree, write
 
 from dalle_pipe import templating
+from dalle_pipe.app import load
+from dalle_pipe.recipe import Overrides
 from dalle_pipe.templating import (
     MAX_CALLS,
     MAX_DEPTH,
@@ -135,16 +137,7 @@ def test_a_template_like_catalog_value_is_data_never_rendered(tmp_path: Path) ->
     })
     r = invoke(root, "run", "--dry-run", "--offline", "recipe.yaml")
     assert r.exit_code == 0, r.output
-    from dalle_pipe.app import load
-    from dalle_pipe.recipe import Overrides
-
-    import os
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        loaded = load([Path("recipe.yaml")], Overrides(provider="offline"))
-    finally:
-        os.chdir(cwd)
+    loaded = load([root / "recipe.yaml"], Overrides(provider="offline"))
     assert loaded.plans[0].tasks[0].prompt == f"{bomb} / {len(bomb)}"
 
 

@@ -685,20 +685,21 @@ class _Planner:
 
 def symlinks_in(folder: Path) -> frozenset[str]:
     """Every symlink inside `folder` (lower-cased, relative, `/`), its `.dalle-pipe` state aside.
-    Symlinked folders are not followed."""
+    Symlinked folders are not followed; one scandir per folder, no stat per file."""
     found: set[str] = set()
-    try:
-        top = str(folder)
-        for here, dirs, files in os.walk(top, followlinks=False):
-            rel = os.path.relpath(here, top)
-            if rel == ".":
-                dirs[:] = [d for d in dirs if d.lower() != ".dalle-pipe"]
-            for name in (*dirs, *files):
-                full = os.path.join(here, name)
-                if os.path.islink(full):
-                    found.add((name if rel == "." else f"{rel}/{name}").replace(os.sep, "/").lower())
-    except OSError:
-        return frozenset(found)
+    stack = [(str(folder), "")]
+    while stack:
+        here, rel = stack.pop()
+        try:
+            with os.scandir(here) as entries:
+                for entry in entries:
+                    name = f"{rel}{entry.name}"
+                    if entry.is_symlink():
+                        found.add(name.lower())
+                    elif entry.is_dir(follow_symlinks=False) and not (not rel and entry.name.lower() == ".dalle-pipe"):
+                        stack.append((entry.path, name + "/"))
+        except OSError:
+            continue
     return frozenset(found)
 
 

@@ -9,6 +9,7 @@ parameters, output format) is done once per step; only rendering is per unit.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -462,7 +463,7 @@ class _Planner:
         self.checked: dict[tuple[Any, ...], list[models.ParamIssue]] = {}
         self.predicted: dict[tuple[Any, ...], tuple[str, tuple[int, int] | None]] = {}
         self.seen_folders: dict[str, str] = {}  # folded folder of an output -> the first task writing in it
-        self.links = symlinks_in(recipe.output_dir)
+        self.links = SymlinkFinder(recipe.output_dir)
 
     def fail(self, tpl_at: tuple[str, int, int], path: PathKey, unit: Unit, message: str,
              hint: str | None = None) -> None:
@@ -664,11 +665,9 @@ class _Planner:
 
     def _tree_clash(self, rel: str, folded: str, who: str) -> tuple[str, str] | None:
         """An output that is another's folder, or that passes through a symlink; else records it."""
-        if self.links:
-            parts = rel.split("/")
-            for i in range(len(parts), 0, -1):
-                if "/".join(parts[:i]).lower() in self.links:
-                    return (f"passes through a symlink inside output_dir ({'/'.join(parts[:i])!r})", TREE_HINT)
+        link = self.links.first_link(rel)
+        if link is not None:
+            return f"passes through a symlink inside output_dir ({link!r})", TREE_HINT
         if folded in self.seen_folders:
             return (f"is a folder of {self.seen_folders[folded]}'s output",
                     "an output may not be another output's folder")
@@ -683,24 +682,37 @@ class _Planner:
         return None
 
 
-def symlinks_in(folder: Path) -> frozenset[str]:
-    """Every symlink inside `folder` (lower-cased, relative, `/`), its `.dalle-pipe` state aside.
-    Symlinked folders are not followed; one scandir per folder, no stat per file."""
-    found: set[str] = set()
-    stack = [(str(folder), "")]
-    while stack:
-        here, rel = stack.pop()
+class SymlinkFinder:
+    """Which output paths pass through a symlink inside an output folder. Only the paths the plan
+    names are looked at (one lstat per new folder or file), never the whole tree, so a huge
+    --output-dir costs nothing more."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.known: dict[str, bool | None] = {}  # prefix -> is a symlink; None: does not exist
+
+    def first_link(self, rel: str) -> str | None:
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            state = self.known.get(prefix, False) if prefix in self.known else self._look(prefix)
+            if state is None:
+                return None  # missing: nothing deeper exists
+            if state:
+                return prefix
+        return None
+
+    def _look(self, prefix: str) -> bool | None:
         try:
-            with os.scandir(here) as entries:
-                for entry in entries:
-                    name = f"{rel}{entry.name}"
-                    if entry.is_symlink():
-                        found.add(name.lower())
-                    elif entry.is_dir(follow_symlinks=False) and not (not rel and entry.name.lower() == ".dalle-pipe"):
-                        stack.append((entry.path, name + "/"))
-        except OSError:
-            continue
-    return frozenset(found)
+            mode = os.lstat(self.folder / prefix).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            state: bool | None = None
+        except (OSError, ValueError):
+            state = False  # unreadable here: the write reports it
+        else:
+            state = stat.S_ISLNK(mode)
+        self.known[prefix] = state
+        return state
 
 
 def _probe(path: Path) -> models.InputInfo | ImageInputError | None:

@@ -176,7 +176,7 @@ def _spend_built(weight: int) -> None:
     budget = _budget()
     budget.built -= weight
     if budget.built < 0:
-        raise _OutOfFuel(f"the values it built add up to more than {MAX_BUILT} characters or items")
+        raise _Refused(f"the values it built add up to more than {MAX_BUILT} characters or items")
 
 
 def _heavy(values: Iterable[Any], what: str) -> None:

@@ -104,6 +104,13 @@ def require_key(recipe: Recipe, overrides: Overrides | None = None) -> None:
     if name == "azure" and not ((overrides and overrides.base_url) or os.environ.get("AZURE_OPENAI_ENDPOINT")):
         raise UsageError(f"no Azure endpoint: recipe {recipe.name!r} needs AZURE_OPENAI_ENDPOINT or --base-url",
                          "export AZURE_OPENAI_ENDPOINT=https://<resource>.openai.azure.com")
+    # ports: refuse to send the key over plain http to another machine, before anything is sent or written.
+    from .providers.endpoint import check_endpoint
+
+    var = "AZURE_OPENAI_ENDPOINT" if name == "azure" else "OPENAI_BASE_URL"
+    given = overrides.base_url if overrides is not None else None
+    url = (given or os.environ.get(var)) if name == "azure" else recipe.base_url
+    check_endpoint(url, source=var if url == os.environ.get(var) else "--base-url")
 
 
 def run(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides: Overrides,

@@ -46,7 +46,17 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _allow_insecure_http(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from .providers.endpoint import allow_insecure_http
+
+    allow_insecure_http(value)
+    return value
+
+
 def provider_options(fn: F) -> F:
+    fn = click.option("--allow-insecure-http", is_flag=True, expose_value=False, callback=_allow_insecure_http,
+                      help="Allow a plain http:// endpoint that is not this machine: this sends the API key "
+                           "unencrypted.")(fn)
     fn = click.option("--var", "var", multiple=True, metavar="K=V", help="Set a template variable.")(fn)
     fn = click.option("--base-url", help="API endpoint (else OPENAI_BASE_URL, else api.openai.com).")(fn)
     fn = click.option("--provider", "provider", help="Provider for every recipe: openai, offline, azure.")(fn)
@@ -438,18 +448,27 @@ def mask(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, ..
 
 @main.command()
 @targets_arg
-@provider_options
+@click.option("--var", "var", multiple=True, metavar="K=V",
+              help="Set a template variable (variables can change output paths).")
+@click.option("--purge", is_flag=True, help="Also empty history: deletes paid images for good, saying what they cost.")
+@click.option("--dry-run", is_flag=True, help="List every file clean would touch, with its reason; change nothing.")
 @handled
-def clean(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
-          var: tuple[str, ...]) -> int:
-    """Remove history and outputs that no recipe produces any more."""
-    from .app import load
-    from .housekeeping import clean_outputs
+def clean(targets: tuple[Path, ...], var: tuple[str, ...], purge: bool, dry_run: bool) -> int:
+    """Tidy output folders: only files their own manifests record, never an input.
 
-    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
-    for plan_ in loaded.plans:
-        removed = clean_outputs(plan_)
-        click.echo(f"{plan_.recipe.name}: removed {len(removed)} file(s)")
+    Outputs no task makes any more: paid ones move to .dalle-pipe/history/, free ones (offline
+    images, masks, local steps) are removed. History is emptied only with --purge.
+    """
+    from .app import load
+    from .housekeeping import clean_plans, describe, pipeline_plans
+
+    overrides = _overrides(False, None, None, var)
+    loaded = load(list(targets), overrides)
+    results = clean_plans(loaded.plans, purge=purge, dry_run=dry_run,
+                          more_plans=lambda: pipeline_plans(loaded.plans, overrides))
+    for result in results:
+        for line in describe(result, dry_run):
+            click.echo(line)
     return 0
 
 

@@ -8,6 +8,7 @@ in-flight requests land, write the manifest and exit 130.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import os
 import signal
@@ -117,6 +118,8 @@ def _limits(recipe: Recipe, opts: RunOptions) -> Limits:
     if opts.concurrency:
         lim = Limits(lim.requests_per_minute, lim.images_per_minute, min(lim.concurrency, opts.concurrency)
                      if "concurrency" in t else opts.concurrency, lim.max_retries, lim.timeout_s)
+    # ports: the cap on a server-requested wait (throttle.max_wait_s), carried over the rebuild above.
+    lim = dataclasses.replace(lim, max_wait_s=float(t.get("max_wait_s", lim.max_wait_s)))
     return lim
 
 

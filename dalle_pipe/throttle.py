@@ -10,6 +10,7 @@ Clock and sleep are injected: tests assert exact schedules without waiting.
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
 import re
@@ -28,6 +29,7 @@ from dalle_pipe.providers.base import (
     RateLimited,
     Refused,
     Transient,
+    WaitTooLong,
 )
 
 T = TypeVar("T")
@@ -35,6 +37,7 @@ T = TypeVar("T")
 # Early arrival (thread wake-up + network jitter) the schedule must absorb without a 429.
 JITTER_S = 0.025
 DEFAULT_RETRY_AFTER_S = 1.0
+DEFAULT_MAX_WAIT_S = 120.0
 MAX_RATE_LIMIT_RETRIES = 20
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -108,6 +111,7 @@ class Limits:
     concurrency: int = 4
     max_retries: int = 6
     timeout_s: float = 300.0
+    max_wait_s: float = DEFAULT_MAX_WAIT_S  # a server asking to wait longer stops the run
 
     def __post_init__(self) -> None:
         for name in ("requests_per_minute", "images_per_minute"):
@@ -120,6 +124,8 @@ class Limits:
             raise ValueError(f"max_retries must be >= 0, not {self.max_retries!r}")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0, not {self.timeout_s!r}")
+        if not (math.isfinite(self.max_wait_s) and self.max_wait_s > 0):
+            raise ValueError(f"max_wait_s must be > 0, not {self.max_wait_s!r}")
 
     @property
     def stated(self) -> bool:
@@ -134,7 +140,7 @@ class Limits:
     def lowered_by(self, other: Limits | Mapping[str, Any]) -> Limits:
         """A recipe's throttle over the pipeline's: rates and concurrency only go down.
 
-        max_retries and timeout_s are not account limits: the recipe's value wins
+        max_retries, timeout_s and max_wait_s are not account limits: the recipe's value wins
         (as in recipe.merge_throttle). Pass the recipe's `throttle:` mapping as
         written: a Limits built with defaults would lower concurrency to 4.
         """
@@ -156,7 +162,10 @@ class Limits:
         timeout_s = self.timeout_s
         if given.get("timeout_s") is not None:
             timeout_s = float(given["timeout_s"])
-        return Limits(rpm, ipm, concurrency, max_retries, timeout_s)
+        max_wait_s = self.max_wait_s
+        if given.get("max_wait_s") is not None:
+            max_wait_s = float(given["max_wait_s"])
+        return Limits(rpm, ipm, concurrency, max_retries, timeout_s, max_wait_s)
 
 
 @dataclass(frozen=True)
@@ -196,13 +205,53 @@ _DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 
 
-def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds form); None when absent."""
+def retry_after_from_headers(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asks to wait, or None when it does not say (or says nonsense).
+
+    ``retry-after-ms`` first, then ``retry-after`` as seconds or as an HTTP date (``now`` is
+    the Unix time to count from; default: the current time). Negative, NaN and infinite
+    values are ignored; a date in the past is 0. Huge values come back as they are (finite:
+    ``retry-after-ms: 10**15`` is 10**12 s): the caller compares them with its cap.
+    """
     h = _lower(headers)
     ms = _number(h.get("retry-after-ms"))
     if ms is not None:
         return ms / 1000.0
-    return _number(h.get("retry-after"))
+    text = h.get("retry-after")
+    seconds = _number(text)
+    if seconds is not None or text is None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(str(text).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a zone-less one is read as such
+        return None
+    try:
+        delta = when.timestamp() - (time.time() if now is None else now)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return max(0.0, delta) if math.isfinite(delta) else None
+
+
+def describe_wait(seconds: float) -> str:
+    """A wait in words for a message: "90 s", "45 min", "3.5 h", "11574 days"."""
+    if seconds < 120:
+        return f"{seconds:g} s" if seconds < 10 else f"{round(seconds)} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{round(seconds / 86400)} days"
+
+
+def wait_too_long_reason(seconds: float, headers: Mapping[str, str], cap: float) -> str:
+    """The stop reason for a server-requested wait over the cap, quoting what the server sent."""
+    h = _lower(headers)
+    quoted = [f"{k}: {h[k]}" for k in ("retry-after-ms", "retry-after") if k in h]
+    asked = f" ({'; '.join(q[:80] for q in quoted)})" if quoted else ""
+    return (f"the server asked to wait {describe_wait(seconds)}{asked}; "
+            f"more than throttle.max_wait_s = {cap:g} s")
 
 
 class Limiter:
@@ -218,6 +267,7 @@ class Limiter:
         self._in_flight = 0
         self._queue: deque[object] = deque()  # waiting callers, first come first served
         self._stopped = False
+        self._stop_reason: str | None = None
         self._paused_until = clock.now()
         self._last_start: float | None = None
         self._last_images = 0
@@ -244,6 +294,12 @@ class Limiter:
     def stopped(self) -> bool:
         with self._cond:
             return self._stopped
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the limiter stopped itself (a server-requested wait over max_wait_s); None otherwise."""
+        with self._cond:
+            return self._stop_reason
 
     @property
     def stats(self) -> LimiterStats:
@@ -328,6 +384,9 @@ class Limiter:
                 wait = retry_after_from_headers(rate_headers)
             if wait is None:
                 wait = self._token_wait(rate_headers)
+            if not math.isfinite(wait) or wait > self._limits.max_wait_s:
+                self._give_up(wait, rate_headers)
+                return
             until = now + max(0.0, wait)
             first_of_pause = now >= self._paused_until
             if until > self._paused_until:
@@ -342,15 +401,34 @@ class Limiter:
                     self._window = max(1, self._window // 2)
             self._cond.notify_all()
 
-    def stop(self) -> None:
+    def stop(self, reason: str | None = None) -> None:
         """Wake every waiter; acquire() raises Stopped from now on. In-flight requests may land."""
         with self._cond:
             self._stopped = True
+            if reason is not None and self._stop_reason is None:
+                self._stop_reason = reason
             self._cond.notify_all()
         if isinstance(self._clock, Interruptible):
             self._clock.interrupt()
 
+    def check_wait(self, seconds: float, headers: Mapping[str, str]) -> bool:
+        """False (and the limiter stopped, with its reason) when a server-requested wait is over the cap."""
+        if math.isfinite(seconds) and seconds <= self._limits.max_wait_s:
+            return True
+        with self._cond:
+            self._give_up(seconds, headers)
+        return False
+
     # -- internals (called with the lock held) -------------------------------------------
+
+    def _give_up(self, wait: float, headers: Mapping[str, str]) -> None:
+        """The account cannot go on: stop new requests, saying what the server asked for."""
+        if self._stop_reason is None:
+            self._stop_reason = wait_too_long_reason(wait, headers, self._limits.max_wait_s)
+        self._stopped = True
+        self._cond.notify_all()
+        if isinstance(self._clock, Interruptible):
+            self._clock.interrupt()
 
     def _rates(self) -> tuple[float | None, float | None]:
         return (
@@ -465,6 +543,8 @@ def call_with_retries(
         finally:
             limiter.release()
 
+        if isinstance(error, RateLimited) and limiter.stop_reason is not None:
+            return Outcome(None, _too_long(limiter.stop_reason, error), attempts, duplicate)
         if isinstance(error, RateLimited):
             rate_limits += 1
             if rate_limits > max_rate_limit_retries:
@@ -480,12 +560,20 @@ def call_with_retries(
             delay = backoff_delay(transient_failures - 1, rng)
             hint = retry_after_from_headers(error.headers)
             if hint is not None:
+                if not limiter.check_wait(hint, error.headers):
+                    return Outcome(None, _too_long(limiter.stop_reason or "", error), attempts, duplicate)
                 delay = max(delay, hint)
             if on_wait is not None:
                 on_wait("backoff", delay)
             clock.sleep(delay)
             continue
         return Outcome(None, error, attempts, duplicate)
+
+
+def _too_long(reason: str, error: ProviderError) -> WaitTooLong:
+    """The error a task records when the server's requested wait stopped the run."""
+    return WaitTooLong(reason, status=error.status, code=error.code, request_id=error.request_id,
+                       headers=error.headers)
 
 
 def backoff_delay(retry: int, rng: random.Random) -> float:

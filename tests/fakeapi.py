@@ -37,6 +37,8 @@ Behaviours (tuples; a bare string is read as a 1-tuple), consumed one per image 
     ("url_gone",)                data[i].url pointing at a file that answers 404
     ("sleep", s)                 wait s seconds, then a normal answer (for client timeouts)
     ("noimage",)                 /v1/responses only: a 200 with a text message and no image call
+    ("raw", status, body, headers)  exactly that answer (body str or bytes; headers a dict, optional)
+    ("drip", s)                  a 200 whose JSON body comes one byte every s seconds (at most 400 bytes)
                                  (and ("moderation",) there is a 200 whose call has status "failed")
 A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
 
@@ -104,6 +106,8 @@ KNOWN = {
     "url_gone",
     "sleep",
     "noimage",
+    "raw",
+    "drip",
 }
 
 
@@ -373,6 +377,28 @@ class _Handler(BaseHTTPRequestHandler):
         if what == "sleep":
             time.sleep(float(b[1]))
             what = "ok"
+        if what == "raw":
+            raw_body = b[2] if isinstance(b[2], bytes) else str(b[2]).encode()
+            given = dict(b[3]) if len(b) > 3 else {}
+            ctype = given.pop("content-type", "application/json")
+            rec.status = int(b[1])
+            self._send(rec.status, raw_body, {**base_headers, **given}, ctype=ctype)
+            return
+        if what == "drip":
+            rec.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "400")
+            for k, v in base_headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.flush()
+            for _ in range(400):  # ends when the client hangs up (a broken pipe) or after 400 bytes
+                time.sleep(float(b[1]))
+                self.wfile.write(b" ")
+                self.wfile.flush()
+            self.close_connection = True
+            return
         if what == "reset":
             rec.status = 0
             self.close_connection = True

@@ -42,7 +42,7 @@ def test_plan_counts_and_costs_before_and_after_a_run(tmp_path: Path) -> None:
                                             "cost", "batch"]
 
 
-def test_clean_removes_history_and_outputs_no_recipe_produces(tmp_path: Path) -> None:
+def test_clean_removes_free_outputs_no_recipe_produces(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p")
     assert invoke(root, "run", "--offline", "recipe.yaml").exit_code == 0
     out = root / "out" / "shots"
@@ -50,9 +50,9 @@ def test_clean_removes_history_and_outputs_no_recipe_produces(tmp_path: Path) ->
     (root / "products.csv").write_text("sku,name,active\nmug,ceramic mug,yes\n")
     stray = out / "notes.txt"
     stray.write_text("keep me")
-    r = invoke(root, "clean", "--offline", "recipe.yaml")
+    r = invoke(root, "clean", "recipe.yaml")
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("shots: removed ")
+    assert r.output == "shots: moved 0 paid image(s) to history; removed 3 free file(s)\n"
     assert not (out / "board").exists()
     assert not (out / ".dalle-pipe" / "history").exists() or not any((out / ".dalle-pipe" / "history").rglob("*.png"))
     assert (out / "mug" / "hero.png").is_file() and (out / "mug" / "beach.png").is_file()

@@ -23,7 +23,8 @@ from dalle_pipe.providers.base import (
     Refused,
     Transient,
 )
-from dalle_pipe.providers.openai import OpenAIProvider, parse_retry_after, sniff_format
+from dalle_pipe.providers.openai import OpenAIProvider, sniff_format
+from dalle_pipe.throttle import retry_after_from_headers as parse_retry_after
 
 try:
     from tests.fakeapi import FakeOpenAI, http_date

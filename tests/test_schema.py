@@ -195,7 +195,7 @@ BROKEN: list[tuple[str, Edit, list[tuple[tuple[str | int, ...], str, str | None]
             (
                 ("throttle", "burst"),
                 "unknown key 'burst'",
-                "allowed: images_per_minute, requests_per_minute, concurrency, max_retries, timeout_s",
+                "allowed: images_per_minute, requests_per_minute, concurrency, max_retries, timeout_s, max_wait_s",
             )
         ],
     ),

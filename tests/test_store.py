@@ -111,7 +111,7 @@ def test_crash_between_temp_write_and_rename_never_shows_partial_file(
     leftovers = [p for p in target.parent.iterdir() if p.name != "hero.png"]
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".hero.png.")
     # the leftover temp file is ours: clean() removes it
-    assert clean(tmp_path / "out", {"hero.png"}) == [leftovers[0].name]
+    assert [(i.path, i.action) for i in clean(tmp_path / "out", {"hero.png"})] == [(leftovers[0].name, "remove")]
     assert listing(tmp_path / "out") == (["hero.png"] if existed else [])
 
 
@@ -642,51 +642,63 @@ def test_move_to_history_refuses_outside_and_missing(tmp_path: Path) -> None:
     assert not (out / ".dalle-pipe").exists()
 
 
-def test_clean_removes_only_orphans_and_history(tmp_path: Path) -> None:
+def test_clean_touches_only_recorded_files_and_keeps_paid_ones(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    keep = {"k1/hero.png", "k1/beach.jpg", "banner.webp"}
-    for rel in [*keep, "k2/hero.png", "k2/deep/x.JPEG", "old.webp", ".thumbs/k1_hero.png"]:
-        atomic_write_bytes(out / rel, b"img")
-    for rel in ["report.html", "notes.txt", "k2/readme.md"]:
-        atomic_write_bytes(out / rel, b"{}")
-    write_manifest(out, manifest())
-    write_manifest(out, manifest())
-    atomic_write_bytes(out / ".dalle-pipe" / "batches" / "b1.json", b"{}")
-    atomic_write_bytes(out / "k1" / "old.png", b"replaced")
-    move_to_history(out, out / "k1" / "old.png", stamp="S")
-    outside = tmp_path / "precious"
-    outside.mkdir()
-    (outside / "p.png").write_bytes(b"not ours")
-    os.symlink(outside, out / "linked-dir")
-    os.symlink(outside / "p.png", out / "link.png")
+    keep = {"k1/hero.png", "banner.webp"}
+    files = {rel: rel.encode() for rel in [*keep, "k2/hero.png", "k2/mask.png", "old.webp", "edited.png",
+                                            "user.png", "input.png", ".thumbs/k1_hero.png"]}
+    for rel, data in files.items():
+        atomic_write_bytes(out / rel, data)
+    outside = tmp_path / "precious.png"
+    outside.write_bytes(b"not ours")
+    os.symlink(outside, out / "link.png")
 
-    removed = clean(out, keep)
-    assert removed == [".dalle-pipe/history/S/k1/old.png", "k2/deep/x.JPEG", "k2/hero.png", "old.webp"]
-    assert (outside / "p.png").read_bytes() == b"not ours"
-    assert os.path.islink(out / "link.png") and os.path.islink(out / "linked-dir")
-    assert listing(out) == sorted(
-        [
-            ".dalle-pipe",
-            ".dalle-pipe/batches",
-            ".dalle-pipe/batches/b1.json",
-            ".dalle-pipe/manifest.prev.json",
-            ".thumbs",
-            ".thumbs/k1_hero.png",
-            "banner.webp",
-            "k1",
-            "k1/beach.jpg",
-            "k1/hero.png",
-            "k2",
-            "k2/readme.md",
-            "link.png",
-            "linked-dir",
-            "manifest.json",
-            "notes.txt",
-            "report.html",
-        ]
-    )
-    assert clean(out, keep) == []
+    def rec(rel: str, provider: str, cost: float | None = None) -> dict[str, Any]:
+        return entry(rel, sha256_bytes(files.get(rel, b"not ours")), "fp", provider=provider, cost_usd=cost)
+
+    write_manifest(out, manifest(rec("k2/hero.png", "openai", 0.05), rec("k2/mask.png", "local"),
+                                 rec("old.webp", "offline"), rec("edited.png", "openai", 0.2),
+                                 rec("input.png", "offline"), rec("link.png", "offline"),
+                                 rec("k1/hero.png", "openai", 0.05), rec("../escape.png", "offline")))
+    (out / "edited.png").write_bytes(b"touched by hand")
+    items = clean(out, keep, protect=[out / "input.png"])
+    assert [(i.path, i.action, i.reason) for i in items] == [
+        ("edited.png", "keep", "no task makes it any more; changed since it was made: yours now, not touched"),
+        ("input.png", "keep", "no task makes it any more; an input a recipe reads: not touched"),
+        ("k2/hero.png", "history", "no task makes it any more; paid ($0.0500)"),
+        ("k2/mask.png", "remove", "no task makes it any more; free (local)"),
+        ("link.png", "keep", "no task makes it any more; a symlink, or reached through one: not touched"),
+        ("old.webp", "remove", "no task makes it any more; free (offline)"),
+    ]
+    assert outside.read_bytes() == b"not ours" and os.path.islink(out / "link.png")
+    (moved,) = [p for p in (out / ".dalle-pipe" / "history").rglob("*") if p.is_file()]
+    assert moved.relative_to(out / ".dalle-pipe" / "history").parts[1:] == ("k2", "hero.png")
+    assert sorted(p for p in listing(out) if not p.startswith(".dalle-pipe")) == [
+        ".thumbs", ".thumbs/k1_hero.png", "banner.webp", "edited.png", "input.png", "k1", "k1/hero.png",
+        "link.png", "manifest.json", "user.png"]
+    assert [i.action for i in clean(out, keep, protect=[out / "input.png"])] == ["keep"] * 3
     assert clean(tmp_path / "missing", set()) == []
+
+
+def test_clean_purge_empties_history_with_the_recorded_cost(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    atomic_write_bytes(out / "a.png", b"paid a")
+    atomic_write_bytes(out / "b.png", b"free b")
+    write_manifest(out, manifest(entry("a.png", sha256_bytes(b"paid a"), "fa", provider="openai", cost_usd=0.25),
+                                 entry("b.png", sha256_bytes(b"free b"), "fb", provider="offline")))
+    move_to_history(out, out / "a.png", stamp="S")
+    move_to_history(out, out / "b.png", stamp="S")
+    atomic_write_bytes(out / ".dalle-pipe" / "history" / "S" / "hand.png", b"unrecorded")
+    dry = clean(out, set(), purge=True, dry_run=True)
+    assert [(i.path, i.action, i.paid, i.cost_usd) for i in dry] == [
+        (".dalle-pipe/history/S/a.png", "purge", True, 0.25),
+        (".dalle-pipe/history/S/b.png", "purge", False, None),
+        (".dalle-pipe/history/S/hand.png", "purge", True, None),
+    ]
+    assert (out / ".dalle-pipe" / "history" / "S" / "a.png").read_bytes() == b"paid a"  # dry: nothing gone
+    assert clean(out, set()) == []  # without --purge history stays
+    assert [i.path for i in clean(out, set(), purge=True)] == [i.path for i in dry]
+    assert not (out / ".dalle-pipe" / "history").exists()
 
 
 def test_file_index_prune_forgets_removed_files(tmp_path: Path) -> None:
@@ -697,7 +709,7 @@ def test_file_index_prune_forgets_removed_files(tmp_path: Path) -> None:
     idx.sha(a)
     idx.record(b, sha256_bytes(b"b.png"))
     idx.save()
-    assert clean(tmp_path, {"b.png"}) == ["a.png"]
+    a.unlink()
     again = FileIndex(tmp_path)
     assert again.prune() == 1 and again.cached() == {"b.png": sha256_bytes(b"b.png")}
     again.save()
@@ -707,8 +719,9 @@ def test_file_index_prune_forgets_removed_files(tmp_path: Path) -> None:
 def test_clean_prunes_folders_it_emptied(tmp_path: Path) -> None:
     atomic_write_bytes(tmp_path / "a" / "b" / "c.png", b"x")
     (tmp_path / "empty-by-user").mkdir()
-    assert clean(tmp_path, set()) == ["a/b/c.png"]
-    assert listing(tmp_path) == ["empty-by-user"]
+    write_manifest(tmp_path, manifest(entry("a/b/c.png", sha256_bytes(b"x"), "f", provider="offline")))
+    assert [i.path for i in clean(tmp_path, set())] == ["a/b/c.png"]
+    assert [p for p in listing(tmp_path) if not p.startswith(".dalle-pipe")] == ["empty-by-user", "manifest.json"]
 
 
 # -- safe_join ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dalle_pipe.providers.base import (
     RateLimited,
     Refused,
     Transient,
+    WaitTooLong,
 )
 from dalle_pipe.throttle import (
     JITTER_S,
@@ -452,7 +453,10 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_retry_after_from_headers() -> None:
     assert retry_after_from_headers({"Retry-After-Ms": "250"}) == 0.25
-    assert retry_after_from_headers({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}) is None
+    # One parser reads HTTP dates too (it used to be one of two, and the only one that did not).
+    date = "Wed, 21 Oct 2026 07:28:00 GMT"
+    assert retry_after_from_headers({"retry-after": date}, now=1792567670.0) == 10.0
+    assert retry_after_from_headers({"retry-after": date}, now=1792567690.0) == 0.0  # past: no wait
     assert retry_after_from_headers({}) is None
 
 
@@ -654,3 +658,70 @@ def test_success_teaches_the_limit() -> None:
     out = call(scripted(response), limiter=limiter, clock=clock)
     assert out.ok
     assert limiter.stats.requests_per_minute == 60
+
+
+# -- server-requested waits over the cap (throttle.max_wait_s) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": str(10**15)}, 10.0**12),  # finite: no OverflowError anywhere
+        ({"retry-after-ms": "1e400"}, None),  # infinite: ignored
+        ({"retry-after-ms": "nan", "retry-after": "3"}, 3.0),  # NaN ignored, the next header read
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, None),  # checked below: finite, huge
+        ({"retry-after": "Mon, 32 Foo 2026 99:99:99 GMT"}, None),
+        ({"retry-after": "21 Oct 2026 07:28:00"}, None),  # no zone: not an HTTP date
+    ],
+    ids=["ms-huge", "ms-inf", "ms-nan", "negative", "far-date", "bad-date", "zoneless-date"],
+)
+def test_retry_after_guards_huge_nan_and_negative_values(headers: dict[str, str], seconds: float | None) -> None:
+    got = retry_after_from_headers(headers, now=1792567670.0)
+    if headers.get("retry-after", "").startswith("Fri, 31 Dec 9999"):
+        assert got is not None and got > 2.5e11  # ~8000 years: finite, over any cap
+    else:
+        assert got == seconds
+
+
+def test_a_429_asking_more_than_max_wait_s_stops_the_limiter_without_sleeping() -> None:
+    clock = FakeClock()
+    limiter = Limiter(Limits(max_wait_s=120), clock, stated=True)
+    too_long = RateLimited("HTTP 429", retry_after_s=10.0**12,
+                           headers={"retry-after-ms": str(10**15), "retry-after": str(10**12)})
+    out = call(scripted(too_long, OK), limiter=limiter, clock=clock)
+    assert out.value is None and out.attempts == 1
+    assert isinstance(out.error, WaitTooLong) and isinstance(out.error, Fatal)
+    reason = ("the server asked to wait 11574074 days (retry-after-ms: 1000000000000000; "
+              "retry-after: 1000000000000); more than throttle.max_wait_s = 120 s")
+    assert out.error.message == reason and limiter.stop_reason == reason
+    assert limiter.stopped and clock.sleeps == [] and clock.now() == 0.0
+    assert limiter.paused_until == 0.0  # no pause was booked
+    with pytest.raises(Stopped):
+        limiter.acquire()
+
+
+def test_a_429_within_max_wait_s_pauses_as_before() -> None:
+    clock = FakeClock()
+    limiter = Limiter(Limits(max_wait_s=120), clock, stated=True)
+    out = call(scripted(RateLimited("HTTP 429", retry_after_s=120.0), OK), limiter=limiter, clock=clock)
+    assert out.ok and out.attempts == 2 and limiter.stop_reason is None
+    assert clock.now() == pytest.approx(120.0)
+
+
+def test_a_transient_error_asking_more_than_max_wait_s_stops_too() -> None:
+    clock = FakeClock()
+    limiter = Limiter(Limits(max_wait_s=60), clock, stated=True)
+    busy = Transient("HTTP 503", status=503, headers={"retry-after": "3600"})
+    out = call(scripted(busy, OK), limiter=limiter, clock=clock)
+    assert isinstance(out.error, WaitTooLong) and out.attempts == 1
+    assert out.error.message == ("the server asked to wait 60 min (retry-after: 3600); "
+                                 "more than throttle.max_wait_s = 60 s")
+    assert clock.sleeps == []
+
+
+def test_max_wait_s_merges_like_timeout_s() -> None:
+    assert Limits.from_mapping({"max_wait_s": 30}).max_wait_s == 30.0
+    assert Limits(max_wait_s=30).lowered_by({"max_wait_s": 300}).max_wait_s == 300.0
+    with pytest.raises(ValueError, match="max_wait_s must be > 0"):
+        Limits(max_wait_s=0)

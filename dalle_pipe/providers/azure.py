@@ -18,13 +18,24 @@ key scrubbing) with another client:
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from ..errors import UsageError
-from ..recipe import ProviderConfig
 from .base import BadRequest, ImageRequest, ImageResponse
-from .openai import OpenAIProvider
+from .endpoint import check_endpoint
+from .openai import OpenAIProvider, http_client
 
 DEFAULT_API_VERSION = "2025-04-01-preview"
+
+
+class AzureSettings(Protocol):
+    """What the provider reads of the recipe's provider setting (plain values: ports take no recipe)."""
+
+    @property
+    def deployment(self) -> str | None: ...
+
+    @property
+    def api_version(self) -> str | None: ...
 
 
 class AzureProvider(OpenAIProvider):
@@ -33,7 +44,7 @@ class AzureProvider(OpenAIProvider):
     name = "azure"
 
     def __init__(
-        self, config: ProviderConfig, *, endpoint: str | None = None, api_key: str | None = None
+        self, config: AzureSettings, *, endpoint: str | None = None, api_key: str | None = None
     ) -> None:
         key = (api_key or os.environ.get("AZURE_OPENAI_API_KEY") or "").strip()
         if not key:
@@ -47,6 +58,7 @@ class AzureProvider(OpenAIProvider):
                 "no Azure endpoint: AZURE_OPENAI_ENDPOINT is not set",
                 hint="export AZURE_OPENAI_ENDPOINT=https://<resource>.openai.azure.com, or pass --base-url",
             )
+        check_endpoint(url, source="--base-url" if endpoint else "AZURE_OPENAI_ENDPOINT")
         deployment = (config.deployment or "").strip()
         if not deployment:
             raise UsageError(
@@ -63,6 +75,7 @@ class AzureProvider(OpenAIProvider):
                 api_version=self.api_version,
                 api_key=k,
                 max_retries=0,
+                http_client=http_client(oa),
             ),
         )
 

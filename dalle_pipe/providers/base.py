@@ -7,6 +7,7 @@ driven by the ProviderError subclasses raised here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -139,6 +140,67 @@ class Fatal(ProviderError):
     """401/403/404 or insufficient_quota: stop starting new requests for the whole run."""
 
     type = "fatal"
+
+
+class WaitTooLong(Fatal):
+    """The server asked to wait longer than throttle.max_wait_s: the account cannot go on."""
+
+    type = "wait_too_long"
+
+
+class NoImage(ProviderError):
+    """A 2xx answer without a readable image (no `data`, not a list, empty, bad base64, not an
+    image). The server may have billed it; what to do next (retry once, fail the entry) is the engine's."""
+
+    type = "no_image"
+    maybe_charged = True
+
+    def __init__(self, message: str = "the server sent no readable image", **kw: Any) -> None:
+        super().__init__(message, **kw)
+
+
+#: The least run of a key's characters that counts as the key when a server reflects part of it.
+KEY_RUN = 8
+REDACTED = "[redacted]"
+_KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_*\-]{3,}")
+
+
+def scrub_key(text: str, key: str | None) -> str:
+    """``text`` with every trace of ``key`` replaced by [redacted]: the key, any run of KEY_RUN or more
+    of its consecutive characters, OpenAI's masked form (first 3 characters, asterisks, last 4,
+    e.g. ``sk-****abcd``) and anything shaped like an OpenAI key (``sk-…``, masked or not)."""
+    if key:
+        text = _scrub_runs(text, key)
+        if len(key) >= 7:
+            masked = re.escape(key[:3]) + r"\*+" + re.escape(key[-4:])
+            text = re.sub(masked, REDACTED, text)
+    return _KEY_SHAPE.sub(f"sk-{REDACTED}", text)
+
+
+def _scrub_runs(text: str, key: str) -> str:
+    """Replace every span of text that is a run of >= KEY_RUN consecutive characters of key."""
+    n = KEY_RUN
+    if len(key) < n:
+        return text.replace(key, REDACTED) if key else text
+    grams = {key[i:i + n] for i in range(len(key) - n + 1)}
+    if not any(g in text for g in grams):
+        return text
+    covered = [False] * len(text)
+    for i in range(len(text) - n + 1):
+        if text[i:i + n] in grams:
+            for j in range(i, i + n):
+                covered[j] = True
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append(REDACTED)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 class Provider(Protocol):

@@ -25,7 +25,8 @@ Error classification (status errors keep status, code, message, request id and h
 - 4xx with code moderation_blocked / content_policy_violation, or a 400 whose message
   mentions the "safety system": Refused.
 - 429 insufficient_quota: Fatal. Other 429: RateLimited, retry_after_s from
-  ``retry-after-ms`` first, then ``retry-after`` (seconds or an HTTP date).
+  ``retry-after-ms`` first, then ``retry-after`` (seconds or an HTTP date), read by
+  throttle.retry_after_from_headers (the one parser).
 - 401, 403, 404: Fatal. 408, 409 (the SDK's own retryable 4xx): Transient, not charged.
   Other 4xx: BadRequest.
 - 5xx: Transient. maybe_charged is True for 502, 504, 520 and 524 — a gateway lost or
@@ -37,28 +38,37 @@ Error classification (status errors keep status, code, message, request id and h
 - Connection errors: maybe_charged False when the request never reached the server
   (ConnectError, WriteError, UnsupportedProtocol, ProxyError, LocalProtocolError), True
   otherwise (ReadError, RemoteProtocolError: a reset or a cut-off answer).
-- A 200 whose body is not JSON, not the expected shape, has no image or bad base64, and
-  a failed ``url`` download: Transient(maybe_charged=True).
+- A 200 whose body is not JSON, or a failed ``url`` download: Transient(maybe_charged=True).
+- A 200 without a readable image (no ``data``, not a list, empty, an item without an image,
+  bad base64, bytes that are not an image): NoImage ("the server sent no readable image").
+- An error body that is not OpenAI-shaped (HTML, plain text, JSON without error.message):
+  ``HTTP <status> <reason phrase>: <a short, tag-free, scrubbed excerpt>``.
 
-The API key never appears in a message: messages are scrubbed of the key and of
-anything shaped like an OpenAI key (``sk-…``, masked or not).
+``timeout_s`` is the deadline of the whole attempt (see deadline.py), not of each read.
+A plain http:// endpoint that is not loopback is refused at construction (endpoint.py).
+
+The API key never appears in anything the server sent back: messages, request ids,
+revised prompts, usage and kept headers all go through base.scrub_key (runs of 8+ of the
+key's characters, its masked form, anything shaped like an OpenAI key).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
+import contextlib
+import http
 import inspect
+import json
 import os
 import re
 import threading
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..throttle import retry_after_from_headers
 from .base import (
     BadRequest,
     Fatal,
@@ -66,11 +76,14 @@ from .base import (
     ImageRequest,
     ImageResponse,
     InputFile,
+    NoImage,
     ProviderError,
     RateLimited,
     Refused,
     Transient,
+    scrub_key,
 )
+from .endpoint import check_endpoint
 
 if TYPE_CHECKING:
     import httpx2
@@ -82,7 +95,8 @@ RETRYABLE_4XX = frozenset({408, 409})
 CHARGED_5XX = frozenset({502, 504, 520, 524})
 SDK_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 RESPONSES_TOP_LEVEL = frozenset({"safety_identifier"})  # sent with responses.create, not in the tool
-_KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_*\-]{3,}")
+EXCERPT_CHARS = 200  # of a non-OpenAI error body, in a message
+_TAG = re.compile(r"<[^>]*>")
 _MAGIC: tuple[tuple[bytes, str], ...] = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"))
 
 
@@ -105,30 +119,14 @@ def _normalise_format(fmt: Any) -> str | None:
     return "jpeg" if s == "jpg" else s
 
 
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait: ``retry-after-ms`` (ms) first, then ``retry-after`` (seconds or HTTP date)."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    ms = lower.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-            if value >= 0:
-                return value
-        except ValueError:
-            pass
-    ra = lower.get("retry-after")
-    if ra is not None:
-        try:
-            value = float(ra)
-            if value >= 0:
-                return value
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(ra)
-            except (TypeError, ValueError, IndexError):
-                return None
-            return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    return None
+def http_client(oa: Any) -> Any:
+    """The SDK's default client, on a transport that makes timeout_s the whole request's deadline."""
+    import httpx2
+
+    from .deadline import transport
+
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)  # the SDK's defaults
+    return oa.DefaultHttpxClient(transport=transport(limits=limits))
 
 
 class OpenAIProvider:
@@ -144,7 +142,9 @@ class OpenAIProvider:
                 hint="export OPENAI_API_KEY=..., or use --offline to render locally",
             )
         url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._setup(key.strip(), lambda oa, k: oa.OpenAI(api_key=k, base_url=url, max_retries=0))
+        check_endpoint(url, source="--base-url" if base_url else "OPENAI_BASE_URL")
+        self._setup(key.strip(), lambda oa, k: oa.OpenAI(api_key=k, base_url=url, max_retries=0,
+                                                          http_client=http_client(oa)))
 
     def _setup(self, key: str, make_client: Callable[[Any, str], openai.OpenAI]) -> None:
         """Import the SDK (lazily: it costs a noticeable import time) and build the client."""
@@ -167,33 +167,42 @@ class OpenAIProvider:
     # -- the Provider interface ----------------------------------------------------------------
 
     def send(self, request: ImageRequest) -> ImageResponse:
-        if request.api == "responses":
-            return self._send_responses(request)
+        from .deadline import deadline
+
+        with deadline(request.timeout_s):  # the whole attempt: request, answer, url download
+            if request.api == "responses":
+                return self._send_responses(request)
+            return self._send_images(request)
+
+    def _send_images(self, request: ImageRequest) -> ImageResponse:
         raw = self._call(lambda: self._images_call(request))
         parsed = self._parse(raw)
         if not isinstance(parsed, self._openai.types.ImagesResponse):
-            raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
-        items = parsed.data or []
-        if not items:
-            raise self._transient_charged("the response holds no image", raw)
-        fallback = _normalise_format(parsed.output_format) or _normalise_format(
-            request.params.get("output_format")
-        )
+            raise self._no_image(raw)
+        items = parsed.data
+        if not isinstance(items, list) or not items:
+            raise self._no_image(raw)
         images: list[GeneratedImage] = []
         for item in items:
-            if item.b64_json:
-                data = self._b64(item.b64_json, raw)
-            elif item.url:
-                data = self._download(item.url, request.timeout_s, raw)
+            if not isinstance(item, self._openai.types.Image):
+                raise self._no_image(raw)
+            b64, url = item.b64_json, item.url
+            if isinstance(b64, str) and b64:
+                data = self._b64(b64, raw)
+            elif isinstance(url, str) and url:
+                data = self._download(url, request.timeout_s, raw)
             else:
-                raise self._transient_charged("an image in the response has neither b64_json nor url", raw)
-            fmt = sniff_format(data) or fallback or "png"
-            images.append(GeneratedImage(data=data, format=fmt, revised_prompt=item.revised_prompt))
+                raise self._no_image(raw)
+            fmt = sniff_format(data)
+            if fmt is None:
+                raise self._no_image(raw)
+            revised = item.revised_prompt if isinstance(item.revised_prompt, str) else None
+            images.append(GeneratedImage(data=data, format=fmt, revised_prompt=self._scrub_opt(revised)))
         usage = parsed.usage.model_dump(exclude_none=True) if parsed.usage is not None else None
         return ImageResponse(
             images=tuple(images),
-            request_id=raw.request_id,
-            usage=usage,
+            request_id=self._scrub_opt(raw.request_id),
+            usage=self._scrub_value(usage),
             rate_headers=self._rate_headers(raw.headers),
         )
 
@@ -278,8 +287,9 @@ class OpenAIProvider:
             raise self._transient_charged(f"unexpected response body ({type(parsed).__name__})", raw)
         from openai.types.responses.response_output_item import ImageGenerationCall
 
-        calls = [o for o in parsed.output if isinstance(o, ImageGenerationCall)]
-        request_id = raw.request_id
+        output = parsed.output if isinstance(parsed.output, list) else []
+        calls = [o for o in output if isinstance(o, ImageGenerationCall)]
+        request_id = self._scrub_opt(raw.request_id)
         headers = self._error_headers(raw.headers)
         made = [c for c in calls if c.status != "failed" and c.result]
         if not made:
@@ -297,13 +307,11 @@ class OpenAIProvider:
         for c in made:
             assert c.result is not None
             data = self._b64(c.result, raw)
-            fmt = (
-                sniff_format(data)
-                or _normalise_format(c.output_format)
-                or _normalise_format(request.params.get("output_format"))
-                or "png"
-            )
-            images.append(GeneratedImage(data=data, format=fmt, revised_prompt=c.revised_prompt))
+            fmt = sniff_format(data)
+            if fmt is None:
+                raise self._no_image(raw)
+            revised = c.revised_prompt if isinstance(c.revised_prompt, str) else None
+            images.append(GeneratedImage(data=data, format=fmt, revised_prompt=self._scrub_opt(revised)))
         # Both models' usage, under the API's own names: the mainline model's `usage`, and the
         # image model's `tool_usage.image_gen` (what prices.cost_from_usage prices).
         usage: dict[str, Any] = {}
@@ -316,9 +324,9 @@ class OpenAIProvider:
         return ImageResponse(
             images=tuple(images),
             request_id=request_id,
-            usage=usage or None,
+            usage=self._scrub_value(usage) or None,
             rate_headers=self._rate_headers(raw.headers),
-            response_id=parsed.id,
+            response_id=self._scrub_opt(parsed.id),
         )
 
     def _responses_call(self, request: ImageRequest) -> Any:
@@ -385,7 +393,7 @@ class OpenAIProvider:
                 maybe_charged=True,
                 status=exc.status_code,
                 code="invalid_response",
-                request_id=exc.response.headers.get("x-request-id"),
+                request_id=self._scrub_opt(exc.response.headers.get("x-request-id")),
             ) from None
 
     def _parse(self, raw: Any) -> Any:
@@ -402,7 +410,7 @@ class OpenAIProvider:
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise self._transient_charged("an image in the response is not valid base64", raw) from None
+            raise self._no_image(raw) from None
 
     def _download(self, url: str, timeout_s: float, raw: Any) -> bytes:
         """Fetch a `url` answer now (it expires after an hour). The API key is not sent."""
@@ -411,7 +419,9 @@ class OpenAIProvider:
         shown = self._scrub(url.split("?", 1)[0])  # a signed URL's query is a credential: never shown
         with self._lock:
             if self._download_client is None:
-                self._download_client = httpx2.Client(follow_redirects=True)
+                from .deadline import transport
+
+                self._download_client = httpx2.Client(follow_redirects=True, transport=transport())
             client = self._download_client
         try:
             resp = client.get(url, timeout=timeout_s)
@@ -421,13 +431,22 @@ class OpenAIProvider:
             raise self._transient_charged(f"downloading {shown} failed: HTTP {resp.status_code}", raw)
         return resp.content
 
+    def _no_image(self, raw: Any) -> NoImage:
+        """A 2xx answer without a readable image."""
+        return NoImage(
+            status=getattr(raw, "status_code", None),
+            code="no_image",
+            request_id=self._scrub_opt(getattr(raw, "request_id", None)),
+            headers=self._error_headers(getattr(raw, "headers", {})),
+        )
+
     def _transient_charged(self, message: str, raw: Any) -> Transient:
         return Transient(
             self._scrub(message),
             maybe_charged=True,
             status=getattr(raw, "status_code", None),
             code="invalid_response",
-            request_id=getattr(raw, "request_id", None),
+            request_id=self._scrub_opt(getattr(raw, "request_id", None)),
             headers=self._error_headers(getattr(raw, "headers", {})),
         )
 
@@ -436,21 +455,23 @@ class OpenAIProvider:
         body = exc.body
         message = ""
         err_type: str | None = None
-        if isinstance(body, dict):
-            message = str(body.get("message") or "")
+        text = ""
+        if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"].strip():
+            message = self._scrub(body["message"].strip())[:2000]
             err_type = str(body.get("type")) if body.get("type") is not None else None
-        elif isinstance(body, str):
-            message = body.strip()[:500]
-        message = self._scrub(message or f"HTTP {status}")
-        code = exc.code
+        else:  # not OpenAI-shaped (an HTML page from a proxy, plain text, other JSON): say what came
+            message = self._excerpt(exc.response)
+            text = f"HTTP {status} {message}"
+        code = exc.code if isinstance(exc.code, str) else None
+        code = self._scrub(code)[:100] if code else None
         headers = self._error_headers(exc.response.headers)
         kw: dict[str, Any] = {
             "status": status,
             "code": code,
-            "request_id": exc.request_id,
+            "request_id": self._scrub_opt(exc.request_id),
             "headers": headers,
         }
-        text = f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+        text = text or f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
         if 400 <= status < 500 and (
             code in REFUSAL_CODES or (status == 400 and "safety system" in message.lower())
         ):
@@ -458,7 +479,7 @@ class OpenAIProvider:
         if status == 429:
             if code == "insufficient_quota" or err_type == "insufficient_quota":
                 return Fatal(text, **kw)
-            return RateLimited(text, retry_after_s=parse_retry_after(headers), **kw)
+            return RateLimited(text, retry_after_s=retry_after_from_headers(headers), **kw)
         if status in FATAL_STATUSES:
             return Fatal(text, **kw)
         if status in RETRYABLE_4XX:
@@ -487,9 +508,28 @@ class OpenAIProvider:
         chain = self._cause_chain(exc)
         return type(chain[0]).__name__ if chain else type(exc).__name__
 
-    @staticmethod
-    def _rate_headers(headers: Mapping[str, str]) -> dict[str, str]:
-        return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
+    def _rate_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {k.lower(): self._scrub(v) for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
+
+    def _excerpt(self, response: Any) -> str:
+        """The reason phrase and a short, scrubbed, tag-free excerpt of an error body."""
+        status = int(getattr(response, "status_code", 0) or 0)
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = str(getattr(response, "reason_phrase", "") or "")
+        try:
+            text = response.text
+        except Exception:
+            text = ""
+        if text.lstrip().startswith(("{", "[")):  # JSON on one line, as it came
+            with contextlib.suppress(ValueError):
+                text = json.dumps(json.loads(text), ensure_ascii=False)
+        text = " ".join(_TAG.sub(" ", text).split())
+        text = self._scrub(text)
+        if len(text) > EXCERPT_CHARS:
+            text = text[: EXCERPT_CHARS - 1] + "…"
+        return f"{phrase}: {text}" if text else f"{phrase} (empty body)" if phrase else "(empty body)"
 
     def _error_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {
@@ -499,6 +539,18 @@ class OpenAIProvider:
         }
 
     def _scrub(self, text: str) -> str:
-        if self._key:
-            text = text.replace(self._key, "[redacted]")
-        return _KEY_SHAPE.sub("sk-[redacted]", text)
+        """The one scrubber (base.scrub_key) with this provider's key."""
+        return scrub_key(text, self._key)
+
+    def _scrub_opt(self, text: str | None) -> str | None:
+        return None if text is None else self._scrub(str(text))
+
+    def _scrub_value(self, value: Any) -> Any:
+        """Every string inside a JSON-like value (usage) scrubbed."""
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, dict):
+            return {self._scrub(str(k)): self._scrub_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub_value(v) for v in value]
+        return value

@@ -9,7 +9,9 @@ Layout::
       .dalle-pipe/
         lock                    flock held by the running process (pid inside, informational)
         journal.jsonl           intent before each paid call, done once the image is durable
-        index.json              stat cache: rel path -> [size, mtime_ns, ino, sha256]
+        index.json              stat cache: rel path -> [size, mtime_ns, ino, sha256] (a cache:
+                                rebuilt when missing or corrupt)
+        objects/                paid answers' raw bytes and records, until placed (objects.py)
         manifest.prev.json      the manifest before the last write
         history/<UTC stamp>/    paid images that a newer one replaced
         batches/                batch state
@@ -37,15 +39,29 @@ from ._fs import (
     dumps_json,
     fingerprint,
     fsync_dir,
+    fsync_file,
     history_dir,
+    inject_faults,
     safe_join,
     sha256_bytes,
     sha256_file,
     state_dir,
     utc_now_iso,
+    write_all,
+)
+from .diskspace import (
+    DISK_ERRNOS,
+    DiskError,
+    bytes_for_images,
+    check_free_space,
+    free_bytes,
+    image_bytes_bound,
+    is_disk_error,
+    margin_for,
+    mount_point,
 )
 from .fileindex import FileIndex
-from .history import IMAGE_SUFFIXES, clean, history_stamp, move_to_history
+from .history import FREE_PROVIDERS, IMAGE_SUFFIXES, CleanItem, clean, history_stamp, move_to_history
 from .journal import Journal, JournalState, PendingIntent
 from .lock import RunLock
 from .manifest import (
@@ -55,10 +71,22 @@ from .manifest import (
     manifest_path,
     write_manifest,
 )
+from .objects import (
+    CorruptRecord,
+    ObjectCorruptError,
+    ObjectRecord,
+    ObjectScan,
+    ObjectStore,
+    objects_dir,
+    rescue,
+    rescue_dir,
+)
 from .reuse import ReuseIndex
 
 __all__ = [
     "BATCHES_DIRNAME",
+    "DISK_ERRNOS",
+    "FREE_PROVIDERS",
     "HISTORY_DIRNAME",
     "IMAGE_SUFFIXES",
     "INDEX_NAME",
@@ -69,10 +97,17 @@ __all__ = [
     "REPORT_NAME",
     "STATE_DIRNAME",
     "THUMBS_DIRNAME",
+    "CleanItem",
+    "CorruptRecord",
+    "DiskError",
     "FileIndex",
     "Journal",
     "JournalState",
     "ManifestCorruptError",
+    "ObjectCorruptError",
+    "ObjectRecord",
+    "ObjectScan",
+    "ObjectStore",
     "PendingIntent",
     "ReuseIndex",
     "RunLock",
@@ -80,20 +115,33 @@ __all__ = [
     "atomic_write_chunks",
     "atomic_write_json",
     "batches_dir",
+    "bytes_for_images",
+    "check_free_space",
     "clean",
     "dumps_json",
     "fingerprint",
+    "free_bytes",
     "fsync_dir",
+    "fsync_file",
     "history_dir",
     "history_stamp",
+    "image_bytes_bound",
+    "inject_faults",
+    "is_disk_error",
     "load_manifest",
     "load_previous_manifest",
     "manifest_path",
+    "margin_for",
+    "mount_point",
     "move_to_history",
+    "objects_dir",
+    "rescue",
+    "rescue_dir",
     "safe_join",
     "sha256_bytes",
     "sha256_file",
     "state_dir",
     "utc_now_iso",
+    "write_all",
     "write_manifest",
 ]

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _encode_basestring
 from pathlib import Path, PurePosixPath
@@ -23,6 +23,9 @@ PREV_MANIFEST_NAME = "manifest.prev.json"
 INDEX_NAME = "index.json"
 HISTORY_DIRNAME = "history"
 BATCHES_DIRNAME = "batches"
+
+#: Small pieces are gathered into writes of about this size (the buffered file object did the same).
+_WRITE_BLOCK = 1 << 20
 
 #: Temp files made by :func:`atomic_write_bytes` are named ``.<name>.<hex>.dp-tmp``.
 TMP_SUFFIX = ".dp-tmp"
@@ -46,6 +49,47 @@ def history_dir(output_dir: Path) -> Path:
 def utc_now_iso() -> str:
     """The current UTC time as ``2026-11-05T14:22:33.123Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: ``hook(op, path)`` is called before each durable ``"write"`` (one per chunk) and ``"fsync"`` of a
+#: file the store writes; raising an ``OSError`` there is how tests inject a full, read-only or
+#: failing disk at the file layer (see :func:`inject_faults`).
+FaultHook = Callable[[str, Path], None]
+
+_fault_hook: FaultHook | None = None
+
+
+@contextlib.contextmanager
+def inject_faults(hook: FaultHook) -> Iterator[None]:
+    """The test seam of the file layer: while active, every durable write and fsync made through
+    :func:`write_all` / :func:`fsync_file` (images, manifests, the journal, the index, paid-answer
+    objects, rescue files) first calls ``hook(op, path)``, which may raise ``OSError``.
+    Process-wide; not nestable (the inner hook replaces the outer one until it exits)."""
+    global _fault_hook
+    previous, _fault_hook = _fault_hook, hook
+    try:
+        yield
+    finally:
+        _fault_hook = previous
+
+
+def write_all(fd: int, data: bytes | memoryview, path: Path) -> None:
+    """``os.write`` until every byte of ``data`` is in the file behind ``fd`` (``path`` names it
+    for the fault seam and for errors)."""
+    view = memoryview(data)
+    while view:
+        hook = _fault_hook
+        if hook is not None:
+            hook("write", path)
+        view = view[os.write(fd, view) :]
+
+
+def fsync_file(fd: int, path: Path) -> None:
+    """``os.fsync(fd)`` through the fault seam."""
+    hook = _fault_hook
+    if hook is not None:
+        hook("fsync", path)
+    os.fsync(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -96,11 +140,21 @@ def atomic_write_chunks(path: Path, chunks: Iterable[bytes | str]) -> None:
     tmp = parent / f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:
+            pending: list[bytes] = []
+            size = 0
             for chunk in chunks:
-                f.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
-            f.flush()
-            os.fsync(f.fileno())
+                piece = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+                pending.append(piece)
+                size += len(piece)
+                if size >= _WRITE_BLOCK:
+                    write_all(fd, b"".join(pending), path)
+                    pending, size = [], 0
+            if pending:
+                write_all(fd, b"".join(pending), path)
+            fsync_file(fd, path)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -69,8 +69,8 @@ class FileIndex:
                 and type(v[3]) is str_
             }
             self._racy_ns = st.st_mtime_ns
-        except (OSError, ValueError):
-            return
+        except (OSError, ValueError, RecursionError):
+            return  # a cache: a missing, unreadable or hand-edited index.json is rebuilt by hashing
         finally:
             if gc_was_on:
                 gc.enable()

@@ -8,9 +8,18 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeGuard
 
-from ._fs import JOURNAL_NAME, _makedirs, atomic_write_bytes, fsync_dir, state_dir, utc_now_iso
+from ._fs import (
+    JOURNAL_NAME,
+    _makedirs,
+    atomic_write_bytes,
+    fsync_dir,
+    fsync_file,
+    state_dir,
+    utc_now_iso,
+    write_all,
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,10 @@ class JournalState:
     - ``failed``: the failed lines, oldest first (``{"t", "task", "fp", "error", "at"}``).
     - ``pending``: intents with no later done/failed line for the same task and fingerprint:
       possibly paid but not landed. The runner flags those as possible duplicate charges.
-    - ``bad_lines``: unparseable lines other than the last one (should be 0).
+    - ``bad_lines``: unparseable or wrong-typed lines other than the last one (should be 0): a
+      line whose ``task`` or ``fp`` is not a string, or a done line whose ``entries`` is not a
+      list, is skipped and counted here; a failed line's ``error`` that is not an object is kept
+      as ``{"message": <its text>}``.
     - ``torn_tail``: the last line was incomplete or unparseable and was ignored.
     """
 
@@ -50,6 +62,18 @@ class JournalState:
 
     def pending_for(self, fingerprint: str) -> list[PendingIntent]:
         return [p for p in self.pending if p.fingerprint == fingerprint]
+
+
+def _well_typed(obj: object) -> TypeGuard[dict[str, Any]]:
+    """Whether a parsed line has the types :meth:`Journal.read` relies on (other kinds pass)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
+        return False
+    if obj["t"] in ("intent", "done", "failed"):
+        if not isinstance(obj.get("task"), str) or not isinstance(obj.get("fp"), str):
+            return False
+        if obj["t"] == "done" and not isinstance(obj.get("entries"), list):
+            return False
+    return True
 
 
 def _parse(data: bytes) -> tuple[list[dict[str, Any]], int, bool]:
@@ -65,9 +89,9 @@ def _parse(data: bytes) -> tuple[list[dict[str, Any]], int, bool]:
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("t"), str):
+        if _well_typed(obj):
             records.append(obj)
         elif i == last and not torn:
             torn = True
@@ -112,10 +136,8 @@ class Journal:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             fd = self._open()
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, line, self.path)
+            fsync_file(fd, self.path)
 
     def intent(self, task: str, fingerprint: str, attempt: int) -> None:
         """Before each paid call (every retry too): ``{"t":"intent", task, fp, attempt, at}``."""
@@ -142,7 +164,7 @@ class Journal:
         state = JournalState(bad_lines=bad, torn_tail=torn)
         open_intents: dict[tuple[str, str], PendingIntent] = {}
         for rec in records:
-            kind, task, fp = rec.get("t"), str(rec.get("task", "")), str(rec.get("fp", ""))
+            kind, task, fp = rec["t"], str(rec.get("task", "")), str(rec.get("fp", ""))
             if kind == "intent":
                 prev = open_intents.get((task, fp))
                 attempt = rec.get("attempt")
@@ -162,6 +184,8 @@ class Journal:
                 state.done_entries.extend(entries)
             elif kind == "failed":
                 open_intents.pop((task, fp), None)
+                if not isinstance(rec.get("error"), dict):
+                    rec = {**rec, "error": {"message": str(rec.get("error", ""))}}
                 state.failed.append(rec)
         state.pending = list(open_intents.values())
         return state

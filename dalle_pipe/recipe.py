@@ -476,7 +476,7 @@ def output_dir_problem(recipe: Recipe) -> Problem | None:
     folder = recipe.output_dir
     path = ("output_dir",) if "output_dir" in recipe.source.doc.data else ("name",)
     probe = folder
-    while not os.path.lexists(probe):
+    while not os.path.exists(probe):  # a dangling symlink: its confinement is checked elsewhere
         if probe.parent == probe:
             break
         probe = probe.parent

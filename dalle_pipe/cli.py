@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -81,7 +82,20 @@ def _overrides(offline: bool, provider: str | None, base_url: str | None, var: t
             raise UsageError(f"--var {item!r} is not K=V", "e.g. --var brand=Acme")
         k, v = item.split("=", 1)
         variables[k.strip()] = v
-    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir)
+    ctx = click.get_current_context(silent=True)
+    ceiling = ctx.meta.get("max_units") if ctx is not None else None
+    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir,
+                     **({"max_units": ceiling} if ceiling is not None else {}))
+
+
+def _keep_max_units(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        ctx.meta["max_units"] = value
+
+
+max_units_option = click.option(
+    "--max-units", type=click.IntRange(min=1), metavar="N", expose_value=False, callback=_keep_max_units,
+    help="Refuse a recipe that expands to more than N units (default 1,000,000).")
 
 
 def _print_warnings(warnings: list[Any]) -> None:
@@ -102,6 +116,10 @@ def main() -> None:
     # A run builds tens of thousands of small dicts and almost no cycles: collecting less often
     # saves about a fifth of a 30,000-task no-op rerun.
     gc.set_threshold(50_000, 20, 100)
+    if os.environ.get("GITHUB_ACTIONS") == "true":  # no printed line may start a workflow command
+        from .ci_output import guard_output
+
+        click.get_current_context().with_resource(guard_output())
 
 
 def _json_failure(exc: DallePipeError) -> int:
@@ -118,6 +136,7 @@ def _json_failure(exc: DallePipeError) -> int:
 @targets_arg
 @provider_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result and every problem as JSON.")
+@max_units_option
 @handled
 def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
              var: tuple[str, ...], as_json: bool) -> int:
@@ -163,6 +182,7 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
               help="Send even when the output disk has less free space than the run may write.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
+@max_units_option
 @handled
 def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
         var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
@@ -277,6 +297,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @targets_arg
 @provider_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@max_units_option
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
 @handled
 def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,

@@ -6,6 +6,7 @@ pipeline's limits are the account's and a recipe may only lower them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
+from .catalog import MAX_UNITS
 from .errors import Problem
 from .yamlload import (
     MAX_FILE_BYTES,
@@ -43,6 +45,7 @@ class Overrides:
     vars: Mapping[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
     several: bool = False  # --output-dir DIR with several recipes writes DIR/<name>
+    max_units: int = MAX_UNITS  # --max-units: the ceiling on units per recipe
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Recipe:
     @property
     def complete(self) -> bool:
         return not self.broken and not any(s.broken for s in self.steps)
+    max_units: int = MAX_UNITS
 
     @property
     def dir(self) -> Path:
@@ -389,7 +393,7 @@ def load_recipe(
         matrix={k: tuple(v) for k, v in (data.get("matrix") or {}).items()},
         output_dir=output_dir or root / "out" / name, steps=tuple(steps), pipeline=pipeline,
         base_url=base_url, throttle_stated=stated, ask_model=data.get("ask_model") or pdata.get("ask_model"),
-        broken=frozenset(broken),
+        broken=frozenset(broken), max_units=overrides.max_units,
     )
 
 
@@ -425,8 +429,17 @@ def _output_dir(src: Source, data: Mapping[str, Any], pipeline: Pipeline | None,
                                                     f"{quoted(pipeline.data['output_root'])} {why}",
                                                     "use a path inside the project, or --output-dir"))
             return None
-        return target / "out" / str(data["name"])
-    return root / "out" / str(data["name"])
+        base, shown = target, f"{pipeline.data['output_root']}/out/{data['name']}"
+    else:
+        base, shown = root, f"out/{data['name']}"
+    # The default folder is held to the rule an explicit output_dir is: a symlink on the way
+    # (out/ -> /elsewhere) may not take the outputs out of the project.
+    default, why = locate(root, base, f"out/{data['name']}")
+    if default is None:
+        problems.append(src.problem(("name",), f"the default output folder {quoted(shown)} {why}",
+                                    "set output_dir to a folder inside the project, or use --output-dir"))
+        return None
+    return default
 
 
 def suggest(word: str, choices: list[str]) -> str | None:
@@ -469,7 +482,7 @@ def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, li
         unique.setdefault(path.resolve(), (path, pipe))
     paths = list(unique.values())
     several = len(paths) > 1
-    ov = Overrides(overrides.provider, overrides.base_url, overrides.vars, overrides.output_dir, several)
+    ov = dataclasses.replace(overrides, several=several)
     names: dict[str, Recipe] = {}
     for path, pipe in paths:
         recipe = load_recipe(path, ov, problems, pipe)
@@ -481,7 +494,46 @@ def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, li
             continue
         names[recipe.name] = recipe
         recipes.append(recipe)
+    problems.extend(nested_output_dirs(recipes))
     return Project(tuple(recipes), pipeline), list(dict.fromkeys(problems))
+
+
+def nested_output_dirs(recipes: list[Recipe]) -> list[Problem]:
+    """Two recipes whose output folders nest: each would take the other's files for its own
+    (clean, reports, manifests)."""
+    out: list[Problem] = []
+    for i, later in enumerate(recipes):
+        for earlier in recipes[:i]:
+            a, b = earlier.output_dir, later.output_dir
+            if a in b.parents or b in a.parents:  # the same folder twice: app.load says so
+                how = "is inside the output folder of" if a in b.parents else "holds the output folder of"
+                path = ("output_dir",) if "output_dir" in later.source.doc.data else ("name",)
+                out.append(later.source.problem(path, f"output folder {quoted(display_path(b))} {how} recipe "
+                                                f"{earlier.name!r}", "give every recipe a folder of its own"))
+                break
+    return out
+
+
+def output_dir_problem(recipe: Recipe) -> Problem | None:
+    """A clear problem when the recipe's output folder cannot be written: read-only, or missing
+    under something that is not a writable folder. Checks only; creates nothing."""
+    folder = recipe.output_dir
+    path = ("output_dir",) if "output_dir" in recipe.source.doc.data else ("name",)
+    probe = folder
+    while not os.path.exists(probe):  # a dangling symlink: its confinement is checked elsewhere
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    shown = quoted(display_path(folder))
+    if not _is_dir(probe):
+        return recipe.source.problem(path, f"output folder {shown} cannot be made: "
+                                     f"{quoted(display_path(probe))} is not a folder",
+                                     "use --output-dir, or set output_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is read-only" if probe == folder else f"cannot be made: {quoted(display_path(probe))} is read-only"
+        return recipe.source.problem(path, f"output folder {shown} {what}",
+                                     "make it writable, or use --output-dir to write elsewhere")
+    return None
 
 
 def _is_dir(path: Path) -> bool:

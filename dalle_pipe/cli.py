@@ -192,7 +192,7 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     """Make every image that is missing or out of date."""
     from .app import exit_code, get_prices, load, notes
     from .app import run as run_all
-    from .progress import Progress, failures, summary_line
+    from .progress import Progress, failures, not_made, summary_line
     from .progress import as_json as summary_json
     from .runner import RunOptions
 
@@ -235,6 +235,8 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
         for r in results:
             click.echo(summary_line(r))
             for line in failures(r)[:20]:
+                click.echo(line)
+            for line in not_made(r):
                 click.echo(line)
             for line in notes(r):
                 click.echo(line)

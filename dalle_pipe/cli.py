@@ -501,7 +501,7 @@ def markup(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, 
     Coordinates are fractions of IMAGE's width and height from the top-left (a circle's radius: of the
     shorter side), as in a markup step. Send it as an edit's `markup` (GPT Image 2.5 models).
     """
-    from .markupcmd import make_markup, parse_markup_shapes
+    from .maskcmd import make_markup, parse_markup_shapes
 
     shapes = parse_markup_shapes(circle, ellipse, rect, polygon, arrow)
     w, h = make_markup(image, out, shapes, color=color, width=width, fill=fill)

@@ -60,9 +60,15 @@ def _allow_insecure_http(ctx: click.Context, param: click.Parameter, value: bool
 
 
 def provider_options(fn: F) -> F:
+    """The provider choice, for commands that send requests; plus --allow-insecure-http."""
     fn = click.option("--allow-insecure-http", is_flag=True, expose_value=False, callback=_allow_insecure_http,
                       help="Allow a plain http:// endpoint that is not this machine: this sends the API key "
                            "unencrypted.")(fn)
+    return check_options(fn)
+
+
+def check_options(fn: F) -> F:
+    """The provider choice, for commands that send nothing but check against it (validate, plan)."""
     fn = var_option(fn)
     fn = click.option("--base-url", help="API endpoint (else OPENAI_BASE_URL, else api.openai.com).")(fn)
     fn = click.option("--provider", "provider", help="Provider for every recipe: openai, offline, azure.")(fn)
@@ -135,7 +141,7 @@ def _json_failure(exc: DallePipeError) -> int:
 
 @main.command()
 @targets_arg
-@provider_options
+@check_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result and every problem as JSON.")
 @max_units_option
 @handled
@@ -293,7 +299,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 @main.command()
 @targets_arg
-@provider_options
+@check_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @max_units_option
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")

@@ -113,3 +113,12 @@ def test_report_and_approve_offer_no_provider_options(command: str) -> None:
         assert option not in text
     r = CliRunner().invoke(main, [command, "--offline"])
     assert r.exit_code == 2 and "No such option '--offline'" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_commands_that_send_nothing_do_not_offer_to_send_insecurely(command: str) -> None:
+    text = CliRunner().invoke(main, [command, "--help"]).stdout
+    assert "--offline" in text and "--provider" in text and "--base-url" in text  # they change what is checked
+    assert "--allow-insecure-http" not in text
+    r = CliRunner().invoke(main, [command, "--allow-insecure-http"])
+    assert r.exit_code == 2 and "No such option '--allow-insecure-http'" in r.stderr

@@ -201,7 +201,8 @@ def exit_code(results: list[RecipeResult], opts: RunOptions) -> int:
     """0 all done; 1 failures or work found by --check; 130 interrupted."""
     return reduce_exit(
         interrupted=any(r.interrupted for r in results),
-        failed=any(r.count("failed") or (r.stop_reason and r.stop_reason != "interrupted") for r in results),
+        failed=any(r.count("failed") or r.count("failed_checks")
+                   or (r.stop_reason and r.stop_reason != "interrupted") for r in results),
         work_left=opts.mode == "check" and any(r.count("pending") for r in results))
 
 

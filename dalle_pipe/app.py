@@ -229,6 +229,8 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
         for r in result.reports:
             row = steps[r.task.step.id]
             row["model"] = r.task.model
+            if r.task.checks:  # the worst case: on_fail retries, each paying the image and its judgements
+                row["tries"] = max(int(row.get("tries", 1)), r.task.retry + 1)
             if not r.task.enabled:
                 continue
             active.add(r.task.unit.key)

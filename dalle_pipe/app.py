@@ -238,7 +238,7 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
             if r.task.is_api:
                 row["requests"] += r.task.n if responses else 1  # the Responses route makes one call per image
             row["images"] += r.task.n
-            if r.outcome.status in ("up_to_date", "modified"):
+            if r.outcome.status in ("up_to_date", "modified", "failed_checks"):  # kept: not made again
                 row["up_to_date"] += r.task.n
                 continue
             row["to_make"] += r.task.n

@@ -111,7 +111,7 @@ def as_json(results: list[RecipeResult], exit_code: int) -> dict[str, Any]:
             {
                 "name": r.recipe.name, "output_dir": str(r.output_dir), "counts": r.counts,
                 "to_make": r.count("pending"), "spent_usd": r.spent_usd, "estimate_usd": r.estimate_usd,
-                "stop_reason": r.stop_reason,
+                "stop_reason": r.stop_reason, "checks": check_counts(r),
                 "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.reports
                            if t.outcome.status == "failed"],
                 "to_make_tasks": [t.task.id for t in r.reports if t.outcome.status == "pending"],

@@ -95,9 +95,11 @@ def _judged_before(state: RunState, task: Task, out: Outcome) -> Outcome:
             continue
         recorded = [r for r in (CheckResult.from_json(c) for c in entry.get("checks") or []
                                 if isinstance(c, dict)) if r is not None]
-        if [r.name for r in recorded] != names:
+        if [r.name for r in recorded] != names:  # checks added or renamed: a run judges the kept image
+            free = state.provider_name == "offline"
             return Outcome("pending", prompt=out.prompt, paths=task.outputs, reason="its checks have not run",
-                           cost=0.0 if out.status == "up_to_date" else out.cost, in_scope=out.in_scope)
+                           cost=ask.checks_cost(state.prices, task.checks, task.n, free=free),
+                           in_scope=out.in_scope)
         if not checks_pass(recorded, offline=state.provider_name == "offline"):
             return _failed(out, task, _first_failure([recorded]))
     return out

@@ -5,9 +5,11 @@ the worst-case estimate and --max-cost."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from fakeapi import FakeOpenAI, RecordedRequest
 from test_run import by_task, invoke, manifest
@@ -223,3 +225,25 @@ def test_plan_counts_the_worst_case_and_max_cost_gates_on_it(tmp_path: Path, api
     assert r.exit_code == 2, r.output
     assert "exceeds --max-cost" in r.output
     assert api.image_requests == [] and not (root / "out").exists()
+
+
+def test_the_shipped_catalog_shows_where_check_results_appear_offline(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    src = Path(__file__).resolve().parent.parent
+    for name in ("pipeline.yaml", "recipes", "catalogs"):
+        (shutil.copytree if (src / name).is_dir() else shutil.copy)(src / name, tmp_path / name)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    r = invoke(tmp_path, "run", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
+    assert r.exit_code == 0, r.output
+    assert "product-catalog: 9 generated, 0 up to date, 0 failed, 0 skipped, 0 modified; checks: 3 passed, " \
+           "0 failed, 3 not judged" in r.output
+    beach = by_task(manifest(tmp_path, "product-catalog"))["beach@mug-01#0"]
+    unchanged, judged = beach["checks"]
+    assert (unchanged["kind"], unchanged["passed"], unchanged["score"]) == ("unchanged", True, 1.0)
+    assert (judged["kind"], judged["severity"], judged["passed"], judged["cost_usd"]) == ("ask", "warn", None, 0.0)
+    r = invoke(tmp_path, "run", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
+    assert r.exit_code == 0 and "0 generated, 9 up to date" in r.output, r.output
+    assert by_task(manifest(tmp_path, "product-catalog"))["beach@mug-01#0"]["checks"] == beach["checks"]
+    before = (tmp_path / "out/product-catalog/manifest.json").read_bytes()
+    r = invoke(tmp_path, "run", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
+    assert (tmp_path / "out/product-catalog/manifest.json").read_bytes() == before  # nothing changed, nothing written

@@ -247,3 +247,23 @@ def test_the_shipped_catalog_shows_where_check_results_appear_offline(tmp_path: 
     before = (tmp_path / "out/product-catalog/manifest.json").read_bytes()
     r = invoke(tmp_path, "run", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
     assert (tmp_path / "out/product-catalog/manifest.json").read_bytes() == before  # nothing changed, nothing written
+
+
+def test_a_check_added_later_runs_on_the_kept_image_without_paying_for_it(tmp_path: Path,
+                                                                          api: FakeOpenAI) -> None:
+    root = project(tmp_path / "p")
+    assert run(root, api).exit_code == 0
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("      - size: 1024x1024\n",
+                                                 "      - size: 1024x1024\n      - transparent: {min: 0.5}\n"))
+    r = run(root, api, "--check")
+    assert r.exit_code == 1 and "1 failed checks" in r.output, r.output  # measured locally, nothing sent
+    api.clear()
+    r = run(root, api)
+    assert r.exit_code == 1, r.output
+    assert api.image_requests == []  # the image is up to date and the ask cached: only the new check ran
+    hero = by_task(manifest(root))["hero@mug#0"]
+    assert hero["status"] == "failed_checks"
+    assert [(c["name"], c["passed"]) for c in hero["checks"]] == [("size", True), ("transparent", False),
+                                                                   ("ask", True)]
+    assert hero["checks"][1]["reason"] == "0.0% of the pixels are fully transparent (needs at least 50.0%)"

@@ -39,7 +39,7 @@ def checked(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
     if out.status not in CHECKED or not out.entries:
         return out
     if state.mode != "run":
-        return _judged_before(state, task, out)
+        return _judged_before(state, task, out, done)
     offline = state.provider_name == "offline"
     history: list[dict[str, Any]] = list(out.entries[0].get("check_attempts") or []) if attempt else []
     while True:
@@ -87,21 +87,18 @@ def _kept_attempt(state: RunState, task: Task, done: dict[str, Outcome]) -> tupl
     return (attempt, out) if out.status in CHECKED else (0, None)
 
 
-def _judged_before(state: RunState, task: Task, out: Outcome) -> Outcome:
-    """--check and dry runs: an image's recorded results decide (no check runs without `run`)."""
-    names = [c.spec.name for c in task.checks]
-    for entry in out.entries:
-        if entry.get("approved"):
-            continue
-        recorded = [r for r in (CheckResult.from_json(c) for c in entry.get("checks") or []
-                                if isinstance(c, dict)) if r is not None]
-        if [r.name for r in recorded] != names:  # checks added or renamed: a run judges the kept image
-            free = state.provider_name == "offline"
-            return Outcome("pending", prompt=out.prompt, paths=task.outputs, reason="its checks have not run",
-                           cost=ask.checks_cost(state.prices, task.checks, task.n, free=free),
-                           in_scope=out.in_scope)
-        if not checks_pass(recorded, offline=state.provider_name == "offline"):
-            return _failed(out, task, _first_failure([recorded]))
+def _judged_before(state: RunState, task: Task, out: Outcome, done: dict[str, Outcome]) -> Outcome:
+    """--check, dry runs and plan: the checks run where they cost nothing (local ones, results known
+    by fingerprint); a judgement still to pay for makes the task pending, at its price."""
+    results = _run_all(state, task, out, done)
+    if results is None:
+        free = state.provider_name == "offline"
+        return Outcome("pending", prompt=out.prompt, paths=task.outputs, reason="its checks have not run",
+                       cost=ask.checks_cost(state.prices, task.checks, task.n, free=free), in_scope=out.in_scope)
+    offline = state.provider_name == "offline"
+    for entry, res in zip(out.entries, results, strict=True):
+        if not entry.get("approved") and not checks_pass(res, offline=offline):
+            return _failed(out, task, _first_failure([res]))
     return out
 
 
@@ -214,10 +211,10 @@ def _run_one(state: RunState, task: Task, check: PlannedCheck, path: Path, sha: 
     fp = ask.request_fingerprint(req, provider=state.provider_name, base_url=state.endpoint_host,
                                  shas=[sha, *(s for _, _, s in inputs)])
     hit = _hit(cache, fp)
-    if hit is not None and hit.passed is not None:
-        return hit
-    if state.reuse_only and state.provider_name != "offline":
-        return None
+    if hit is not None and (hit.passed is not None or state.provider_name == "offline"):
+        return hit  # "not judged" is an answer only offline
+    if state.mode != "run" or (state.reuse_only and state.provider_name != "offline"):
+        return None  # --check, a dry run, the fast pass: no judgement is asked for here
     return _judge(state, task, check, req.image, refs, fp, [sha, *(s for _, _, s in inputs)])
 
 

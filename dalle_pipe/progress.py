@@ -111,9 +111,9 @@ def as_json(results: list[RecipeResult], exit_code: int) -> dict[str, Any]:
             {
                 "name": r.recipe.name, "output_dir": str(r.output_dir), "counts": r.counts,
                 "to_make": r.count("pending"), "spent_usd": r.spent_usd, "estimate_usd": r.estimate_usd,
-                "stop_reason": r.stop_reason, "checks": check_counts(r),
+                "stop_reason": r.stop_reason, "checks": check_counts(r), "failed_checks": r.count("failed_checks"),
                 "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.reports
-                           if t.outcome.status == "failed"],
+                           if t.outcome.status in ("failed", "failed_checks")],
                 "to_make_tasks": [t.task.id for t in r.reports if t.outcome.status == "pending"],
             }
             for r in results

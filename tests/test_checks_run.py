@@ -270,3 +270,20 @@ def test_a_check_added_later_runs_on_the_kept_image_without_paying_for_it(tmp_pa
     assert [(c["name"], c["passed"]) for c in hero["checks"]] == [("size", True), ("transparent", False),
                                                                    ("ask", True)]
     assert hero["checks"][1]["reason"] == "0.0% of the pixels are fully transparent (needs at least 50.0%)"
+
+
+def test_offline_a_failing_local_check_uses_its_retries_then_keeps_the_last_image(tmp_path: Path) -> None:
+    root = project(tmp_path / "p")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("      - size: 1024x1024\n", "      - transparent: {min: 0.5}\n"))
+    r = invoke(root, "run", "recipe.yaml", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
+    assert r.exit_code == 1, r.output
+    assert ("hero@mug: checks failed: transparent: 0.0% of the pixels are fully transparent "
+            "(needs at least 50.0%)") in r.output
+    hero = by_task(manifest(root))["hero@mug#0"]
+    assert (hero["status"], hero["attempt"]) == ("failed_checks", 2)
+    assert [a["attempt"] for a in hero["check_attempts"]] == [0, 1, 2]  # the offline "not judged" ask passes
+    assert len({a["fingerprint"] for a in hero["check_attempts"]}) == 3
+    r = invoke(root, "run", "recipe.yaml", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
+    assert r.exit_code == 1 and "0 generated" in r.output
+    assert by_task(manifest(root))["hero@mug#0"]["check_attempts"] == hero["check_attempts"]  # not made again

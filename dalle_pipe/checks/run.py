@@ -119,8 +119,8 @@ def _first_failure(results: list[list[CheckResult]]) -> str:
 
 
 def _judged(results: list[list[CheckResult]]) -> bool:
-    """Every blocking result is a real `no` (an unanswered judgement is no reason to make the image again)."""
-    return all(r.passed is not None for res in results for r in res if r.severity == "error")
+    """Some `error` check said a real no (a judgement left unanswered is no reason to make the image again)."""
+    return any(r.blocking for res in results for r in res)
 
 
 def _affordable(state: RunState, task: Task, prompt: str | None) -> bool:

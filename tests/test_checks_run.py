@@ -276,8 +276,11 @@ def test_offline_a_failing_local_check_uses_its_retries_then_keeps_the_last_imag
     root = project(tmp_path / "p")
     recipe = root / "recipe.yaml"
     recipe.write_text(recipe.read_text().replace("      - size: 1024x1024\n", "      - transparent: {min: 0.5}\n"))
-    r = invoke(root, "run", "recipe.yaml", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
+    r = invoke(root, "run", "recipe.yaml", "--offline", env={"DALLE_PIPE_NO_REPORT": "0"})
     assert r.exit_code == 1, r.output
+    page = (root / "out/shots/report.html").read_text()  # the page shows the result and can filter on it
+    assert 'data-path="mug/hero.png" data-checks="failed"' in page
+    assert "0.0% of the pixels are fully transparent (needs at least 50.0%)" in page
     assert ("hero@mug: checks failed: transparent: 0.0% of the pixels are fully transparent "
             "(needs at least 50.0%)") in r.output
     hero = by_task(manifest(root))["hero@mug#0"]

@@ -272,7 +272,7 @@ def step_summary(results: Sequence[RecipeResult], mode: str = "run",
         row += [r.count("pending")] if pending else []
         row += [f"${r.spent_usd:,.2f}"]
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
-    for label, kind in (("Failed tasks", "failed"), ("Out of date", "pending")):
+    for label, kind in (("Failed tasks", "failed"), ("Failed checks", "failed_checks"), ("Out of date", "pending")):
         if kind == "pending" and mode != "check":
             continue
         rows = [(r, t) for r in results for t in r.reports if t.outcome.status == kind and t.outcome.in_scope]

@@ -189,8 +189,12 @@ def test_a_warn_check_annotates_its_own_line_and_exits_0(tmp_path: Path, api: Fa
 def test_an_error_check_annotates_its_line_as_an_error(tmp_path: Path, api: FakeOpenAI) -> None:
     root = project(tmp_path / "p", retry=0)
     api.judge = answers(False)
-    r = run(root, api, GITHUB_ACTIONS="true")
+    summary = tmp_path / "summary.md"
+    r = run(root, api, GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
     assert r.exit_code == 1
+    assert ("**Failed checks** (1)\n\n| recipe | task | where | message |\n| --- | --- | --- | --- |\n"
+            "| shots | hero@mug | recipe.yaml:8 | checks failed: ask: the mug's handle is cut off |"
+            ) in summary.read_text()
     assert (f"::error file=recipe.yaml,line={ASK_LINE},title=dalle-pipe::hero@mug: check 'ask' failed: "
             f"the mug's handle is cut off") in r.output.splitlines()
 

@@ -19,7 +19,7 @@ from ..config.checks import CheckImage, PlannedCheck
 from ..engine.estimate import task_cost
 from ..execute import Outcome, RunState, process
 from ..plan import Task
-from ..providers.base import ImageResponse, Judge, ProviderError
+from ..providers.base import ImageResponse, InputFile, Judge, ProviderError
 from ..throttle import Stopped, call_with_retries
 from . import ask, local
 from .result import CheckResult, checks_pass
@@ -202,20 +202,21 @@ def _run_one(state: RunState, task: Task, check: PlannedCheck, path: Path, sha: 
             return hit
         paths = {i: p for i, p, _ in inputs}
         return local.run_planned(check, path, lambda i: paths[i])
-    try:
-        image, _ = ask.input_file(path, str(path.relative_to(state.output_dir)))
-        refs = [ask.input_file(p, p.name)[0] for _, p, _ in inputs]
-    except (OSError, ValueError) as exc:
-        return CheckResult(spec.name, spec.kind, None, None, f"not judged: {exc}", 0.0, spec.severity)
-    req = ask.request(check, image, refs, timeout_s=state.timeout_s)
-    fp = ask.request_fingerprint(req, provider=state.provider_name, base_url=state.endpoint_host,
-                                 shas=[sha, *(s for _, _, s in inputs)])
+    files = [sha, *(s for _, _, s in inputs)]  # the image's sha256, then each reference's
+    blank = InputFile("image", "", b"", "", "image/png")  # the key needs the files' sha256, not their bytes
+    fp = ask.request_fingerprint(ask.request(check, blank, [blank] * len(inputs)), provider=state.provider_name,
+                                 base_url=state.endpoint_host, shas=files)
     hit = _hit(cache, fp)
     if hit is not None and (hit.passed is not None or state.provider_name == "offline"):
         return hit  # "not judged" is an answer only offline
     if state.mode != "run" or (state.reuse_only and state.provider_name != "offline"):
         return None  # --check, a dry run, the fast pass: no judgement is asked for here
-    return _judge(state, task, check, req.image, refs, fp, [sha, *(s for _, _, s in inputs)])
+    try:
+        image, _ = ask.input_file(path, str(path.relative_to(state.output_dir)))
+        refs = [ask.input_file(p, p.name)[0] for _, p, _ in inputs]
+    except (OSError, ValueError) as exc:
+        return CheckResult(spec.name, spec.kind, None, None, f"not judged: {exc}", 0.0, spec.severity, fp)
+    return _judge(state, task, check, image, refs, fp, files)
 
 
 def _hit(cache: Mapping[str, dict[str, Any]], fp: str) -> CheckResult | None:
@@ -223,7 +224,7 @@ def _hit(cache: Mapping[str, dict[str, Any]], fp: str) -> CheckResult | None:
     return CheckResult.from_json(data) if data is not None else None
 
 
-def _judge(state: RunState, task: Task, check: PlannedCheck, image: Any, refs: list[Any], fp: str,
+def _judge(state: RunState, task: Task, check: PlannedCheck, image: InputFile, refs: list[InputFile], fp: str,
            shas: list[str]) -> CheckResult:
     """One paid judgement: through the limiter and its retry policy, journaled, costed, charged."""
     spec = check.spec

@@ -147,7 +147,9 @@ def test_checks_still_failing_keep_the_last_image_exit_1_and_are_not_paid_again(
     assert by_task(manifest(root))["hero@mug#0"]["status"] == "failed_checks"
     doc = json.loads(run(root, api, "--json").output)["recipes"][0]
     assert (doc["failed_checks"], doc["checks"]) == (1, {"passed": 1, "failed": 1, "warn": 0, "not_judged": 0})
-    assert doc["failed"] == [{"task": "hero@mug", "error": "checks failed: ask: the mug's handle is cut off"}]
+    assert doc["failed"] == [{"task": "hero@mug", "error": "checks failed: ask: the mug's handle is cut off; kept "
+                              "from an earlier run (`dalle-pipe approve` accepts it; --force or a changed recipe "
+                              "makes it again)"}]
     r = run(root, api, "--check")
     assert r.exit_code == 1, r.output
     a = invoke(root, "approve", "mug/hero", "--recipe", "recipe.yaml")

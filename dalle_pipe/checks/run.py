@@ -61,7 +61,10 @@ def checked(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         if passing or any(e.get("approved") for e in out.entries):
             return out
         why = _first_failure(results)
-        if out.status != "generated" or attempt >= task.retry or not _judged(results):
+        if out.status != "generated":
+            return _failed(out, task, f"{why}; kept from an earlier run (`dalle-pipe approve` accepts it; "
+                                      f"--force or a changed recipe makes it again)")
+        if attempt >= task.retry or not _judged(results):
             return _failed(out, task, why)
         if not _affordable(state, task, out.prompt):
             return _failed(out, task, f"{why}; no retry: the next try would pass --max-cost")

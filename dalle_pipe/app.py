@@ -201,7 +201,8 @@ def exit_code(results: list[RecipeResult], opts: RunOptions) -> int:
     """0 all done; 1 failures or work found by --check; 130 interrupted."""
     return reduce_exit(
         interrupted=any(r.interrupted for r in results),
-        failed=any(r.count("failed") or (r.stop_reason and r.stop_reason != "interrupted") for r in results),
+        failed=any(r.count("failed") or r.count("failed_checks")
+                   or (r.stop_reason and r.stop_reason != "interrupted") for r in results),
         work_left=opts.mode == "check" and any(r.count("pending") for r in results))
 
 
@@ -228,6 +229,8 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
         for r in result.reports:
             row = steps[r.task.step.id]
             row["model"] = r.task.model
+            if r.task.checks:  # the worst case: on_fail retries, each paying the image and its judgements
+                row["tries"] = max(int(row.get("tries", 1)), r.task.retry + 1)
             if not r.task.enabled:
                 continue
             active.add(r.task.unit.key)
@@ -235,7 +238,7 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
             if r.task.is_api:
                 row["requests"] += r.task.n if responses else 1  # the Responses route makes one call per image
             row["images"] += r.task.n
-            if r.outcome.status in ("up_to_date", "modified"):
+            if r.outcome.status in ("up_to_date", "modified", "failed_checks"):  # kept: not made again
                 row["up_to_date"] += r.task.n
                 continue
             row["to_make"] += r.task.n

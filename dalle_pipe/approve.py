@@ -17,7 +17,7 @@ from . import store
 from .errors import UsageError
 from .recipe import Overrides, suggest
 
-APPROVABLE = ("generated", "up_to_date", "modified")
+APPROVABLE = ("generated", "up_to_date", "modified", "failed_checks")
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,25 @@ def _task_note(report: TaskReport, mode: str) -> tuple[str, str] | None:
     return None
 
 
+def _check_notes(report: TaskReport, env: Mapping[str, str] | None) -> list[tuple[str, str, str, int]]:
+    """(kind, message, file, line) for each check that failed on this task's images, at the check's own
+    line: an `error` check as an error, a `warn` check as a warning."""
+    out: list[tuple[str, str, str, int]] = []
+    if not report.task.checks or not report.outcome.in_scope:
+        return out
+    specs = {c.spec.name: c.spec for c in report.task.checks}
+    for entry in report.outcome.entries:
+        for c in entry.get("checks") or []:
+            spec = specs.get(str(c.get("name"))) if isinstance(c, dict) else None
+            if spec is None or c.get("passed") is not False:
+                continue
+            file, line, _ = report.task.recipe.source.at(spec.at)
+            kind = "error" if spec.severity == "error" else "warning"
+            out.append((kind, f"{report.task.id}: check '{spec.name}' failed: {c.get('reason') or 'no reason'}",
+                        repo_path(file, env), line))
+    return out
+
+
 def run_annotations(results: Sequence[RecipeResult], mode: str = "run",
                     env: Mapping[str, str] | None = None) -> list[str]:
     """Annotations for a run: failed (and, under --check, out-of-date) tasks as errors, skipped and
@@ -214,6 +233,13 @@ def run_annotations(results: Sequence[RecipeResult], mode: str = "run",
             shown[kind] = shown.get(kind, 0) + 1
             file, line = _where(report, env)
             out.append(command(kind, message, file=file, line=line))
+        for report in result.reports:
+            for kind, message, file, line in _check_notes(report, env):
+                if shown.get(kind, 0) >= MAX_ANNOTATIONS:
+                    hidden[kind] = hidden.get(kind, 0) + 1
+                    continue
+                shown[kind] = shown.get(kind, 0) + 1
+                out.append(command(kind, message, file=file, line=line))
         if result.stop_reason:
             out.append(command("error" if result.stop_reason != "interrupted" else "warning",
                                f"{result.recipe.name}: {result.stop_reason}"))
@@ -246,7 +272,7 @@ def step_summary(results: Sequence[RecipeResult], mode: str = "run",
         row += [r.count("pending")] if pending else []
         row += [f"${r.spent_usd:,.2f}"]
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
-    for label, kind in (("Failed tasks", "failed"), ("Out of date", "pending")):
+    for label, kind in (("Failed tasks", "failed"), ("Failed checks", "failed_checks"), ("Out of date", "pending")):
         if kind == "pending" and mode != "check":
             continue
         rows = [(r, t) for r in results for t in r.reports if t.outcome.status == kind and t.outcome.in_scope]

@@ -328,6 +328,7 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
         for s in [*r["steps"], {**r["total"], "step": "total", "kind": ""}]:
             # a cost from a placeholder price (no public figure yet) says so (api helper, issue 13)
             mark = "  placeholder" if s in guessed or (s["step"] == "total" and guessed) else ""
+            mark += f"  up to {s['tries']} tries" if s.get("tries", 1) > 1 else ""
             click.echo(f"  {s['step']:<16}{s['kind']:<11}{s['requests']:>9}{s['images']:>8}"
                        f"{s['up_to_date']:>12}{s['to_make']:>9}{_usd(s['cost_usd']):>11}"
                        f"{_usd(s['batch_cost_usd']):>11}{mark}")

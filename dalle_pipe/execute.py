@@ -154,8 +154,9 @@ class RunState:
             return self._provider
 
 
-def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
-    """Decide and, in run mode, make one task; `done` holds this unit's earlier outcomes."""
+def process(state: RunState, task: Task, done: dict[str, Outcome], *, attempt: int = 0) -> Outcome:
+    """Decide and, in run mode, make one task; `done` holds this unit's earlier outcomes. `attempt`
+    (a retry after failed checks, see checks/run.py) is numbered in the fingerprint."""
     rc = state.ctx
     scoped = rc.selected_steps is None or task.step.id in rc.selected_steps
     if not task.enabled:
@@ -198,7 +199,8 @@ def process(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
                        cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt))
     provider = rc.provider_name if task.is_api else "local"
     endpoint = _endpoint(task, state)
-    fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint, params=task.params,
+    fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint,
+                           params={**task.params, "attempt": attempt} if attempt else task.params,
                            prompt=prompt, input_shas=[s for _, _, s in inputs])
     if not rc.force:
         found = [_own(state, task, fp, i) or state.reuse.lookup(fp, i) for i in range(task.n)]

@@ -68,6 +68,12 @@ def summary_line(result: RecipeResult) -> str:
     pending = result.count("pending")
     if pending:
         text += f", {pending} to make"
+    if result.count("failed_checks"):
+        text += f", {result.count('failed_checks')} failed checks"
+    checks = check_counts(result)
+    if any(checks.values()):
+        failed = f"{checks['failed']} failed" + (f" ({checks['warn']} warn)" if checks["warn"] else "")
+        text += f"; checks: {checks['passed']} passed, {failed}, {checks['not_judged']} not judged"
     if result.spent_usd:
         text += f", ${result.spent_usd:.2f} spent"
     if result.stop_reason:
@@ -75,10 +81,25 @@ def summary_line(result: RecipeResult) -> str:
     return text
 
 
+def check_counts(result: RecipeResult) -> dict[str, int]:
+    """The checks of this run's images: passed, failed (of which `warn`), not judged (offline)."""
+    counts = {"passed": 0, "failed": 0, "warn": 0, "not_judged": 0}
+    for r in result.reports:
+        if not r.outcome.in_scope or not r.task.checks:
+            continue
+        for e in r.outcome.entries:
+            for c in e.get("checks") or []:
+                passed = c.get("passed") if isinstance(c, dict) else None
+                key = "passed" if passed is True else "failed" if passed is False else "not_judged"
+                counts[key] += 1
+                counts["warn"] += passed is False and c.get("severity") == "warn"
+    return counts
+
+
 def failures(result: RecipeResult) -> list[str]:
     lines = []
     for r in result.reports:
-        if r.outcome.status == "failed":
+        if r.outcome.status in ("failed", "failed_checks"):
             lines.append(f"  {r.task.id}: {r.outcome.reason}")
     return lines
 
@@ -118,9 +139,9 @@ def as_json(results: list[RecipeResult], exit_code: int) -> dict[str, Any]:
             {
                 "name": r.recipe.name, "output_dir": str(r.output_dir), "counts": r.counts,
                 "to_make": r.count("pending"), "spent_usd": r.spent_usd, "estimate_usd": r.estimate_usd,
-                "stop_reason": r.stop_reason,
+                "stop_reason": r.stop_reason, "checks": check_counts(r), "failed_checks": r.count("failed_checks"),
                 "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.reports
-                           if t.outcome.status == "failed"],
+                           if t.outcome.status in ("failed", "failed_checks")],
                 "to_make_tasks": [t.task.id for t in r.reports if t.outcome.status == "pending"],
                 "kept": [{"task": t.task.id, "paths": t.outcome.outputs, "reason": t.outcome.kept}
                          for t in r.reports if t.outcome.in_scope and t.outcome.kept],

@@ -18,19 +18,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from . import __version__, store
 from .catalog import Unit
+from .checks.run import checked
 from .engine.context import Ledger, RunContext
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .engine.hosts import endpoint_host, is_loopback, reusable_from
 from .engine.migrate import MANIFEST_FORMAT, upgrade
 from .errors import EXIT_INTERRUPTED, CostLimitError, DiskSpaceError, UsageError
-from .execute import Outcome, RunState, process
+from .execute import Outcome, RunState
 from .plan import Plan, Task
 from .prices import PriceTable
-from .providers.base import ImageRequest, ImageResponse, Provider
+from .providers.base import ImageRequest, ImageResponse, Judge, JudgeRequest, Provider, Verdict
 from .recipe import Recipe, display_path, suggest
 from .store.manifest import Entry
 from .throttle import Clock, Limiter, Limits, SystemClock
@@ -247,6 +248,9 @@ class _ShardShare:
             raise
         return replace(resp, rate_headers=self._scale(resp.rate_headers))
 
+    def judge(self, request: JudgeRequest) -> Verdict:
+        return cast(Judge, self.inner).judge(request)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -421,7 +425,7 @@ def _todo_estimate(plan: Plan, units: list[int], state: RunState) -> float:
     for i in units:
         done: dict[str, Outcome] = {}
         for task in plan.tasks_of(i):
-            out = process(dry, task, done)
+            out = checked(dry, task, done)
             done[task.step.id] = out
             if out.status == "pending" and out.in_scope:
                 if out.cost is None:
@@ -484,7 +488,7 @@ def _run_unit(plan: Plan, index: int, state: RunState, progress: Callable[[TaskR
         if progress:
             progress(r)
     for task in plan.tasks_of(index)[len(out):]:
-        outcome = process(state, task, done)
+        outcome = checked(state, task, done)
         done[task.step.id] = outcome
         report = TaskReport(task, outcome)
         out.append(report)
@@ -554,7 +558,9 @@ def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units:
     if kept:  # the reports are in plan order already (units in order, steps in order, images by index)
         order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
         entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
-    counts = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
+    counts = {s: sum(1 for e in entries if e.get("status") == s) for s in (*STATUSES, "failed_checks")}
+    if not counts["failed_checks"]:  # only recipes with checks that failed say so
+        del counts["failed_checks"]
     doc = {
         "tool": "dalle-pipe", "version": __version__, "format": MANIFEST_FORMAT,
         "recipe": {"path": display_path(recipe.source.path), "name": recipe.name, "sha256": recipe.sha256},

@@ -48,6 +48,7 @@ question, images: (passed, reason)` decides it (images: the decoded bytes of eve
 input_image, the image under review first); a str instead of a tuple is sent verbatim as the
 output text (a malformed answer). Default: {"pass": true, "reason": "looks right"}. Usage:
 input_tokens = len(question) // 4 + 765 per image, output_tokens = 25.
+`api.vary = True` makes every image answer a new picture (the real API never answers twice alike).
 A missing bearer token, or one other than FakeOpenAI(api_key=...) when set, gets a 401.
 
 Strict mode (on unless FakeOpenAI(strict=False)): a field the installed SDK does not define
@@ -607,6 +608,8 @@ class FakeOpenAI:
     revise: Callable[[str, int], str] | None = None
     # /v1/responses judgements: the verdict for (question, image bytes); None: a pass
     judge: Callable[[str, list[bytes]], tuple[bool, str] | str] | None = None
+    # each image answer differs from the last (as the real API's do): a retry makes another picture
+    vary: bool = False
 
     def __init__(
         self,
@@ -810,6 +813,10 @@ class FakeOpenAI:
         return None
 
     def _image(self, width: int, height: int, seed: str, fmt: str) -> bytes:
+        if self.vary:
+            with self._lock:
+                self._varied = getattr(self, "_varied", 0) + 1
+                seed += f"\0{self._varied}"
         digest = hashlib.sha256(seed.encode()).digest()
         colour = (digest[0], digest[1], digest[2])
         key = (width, height, colour, fmt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..checks import ask
 from ..plan import Task
 from ..prices import PriceTable, estimate_request
 
@@ -9,12 +10,22 @@ FREE_PROVIDERS = frozenset({"offline"})
 
 
 def task_cost(prices: PriceTable, task: Task, provider: str, *, prompt: str | None = None,
-              batch: bool = False) -> float | None:
+              batch: bool = False, try_only: bool = False) -> float | None:
     """The list-price cost of one task (all n images); 0 when it is free; None when a price is unknown.
 
     An edit counts its prompt and its input images (`input_fidelity: high` adds their tokens); the
-    prompt is the rendered one when it is known, else the step's static text.
+    prompt is the rendered one when it is known, else the step's static text. A task with checks
+    costs its worst case: `on_fail: {retry: N}` tries, each paying the images and every `ask` on
+    each of them (`try_only`: one try).
     """
+    image = _image_cost(prices, task, provider, prompt, batch)
+    if not task.checks:
+        return image
+    checks = ask.checks_cost(prices, task.checks, task.n, free=provider in FREE_PROVIDERS)
+    return ask.worst_case(image, checks, 0 if try_only else task.retry)
+
+
+def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | None, batch: bool) -> float | None:
     if not task.is_api or provider in FREE_PROVIDERS:
         return 0.0
     text = prompt if prompt is not None else task.prompt

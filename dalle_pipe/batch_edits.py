@@ -1,0 +1,102 @@
+"""Edits through the Batch API: the JSON form of `/v1/images/edits`, for GPT image models.
+
+OpenAI's published OpenAPI spec defines a JSON body for `/v1/images/edits` (`EditImageBodyJsonParam`):
+`images: [{file_id | image_url}]` (up to 16) and `mask: {file_id | image_url}` beside the usual
+fields. A Batch line is JSON anyway, so an edit of a GPT image model goes into a batch at half
+price. Its input files are the exact bytes a direct call would upload (`execute.image_request`);
+each distinct one (by sha256) is uploaded once through the Files API and named by its file id.
+
+Uploads are remembered per base URL in `.dalle-pipe/batches/uploads.json`, so a later submission
+(a failed line sent again, a submission that was abandoned) never uploads the same bytes twice. A
+server that refuses the form (a 4xx at an upload, at batch creation, or on an edit's line) is
+remembered there too: from then on, edits against it are sent directly, and the summary says so.
+Deleting the file makes dalle-pipe try again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import models, store
+from .batch_api import BatchClient
+from .plan import Task
+from .providers.base import ImageRequest, InputFile
+
+ENDPOINTS = {"generate": "/v1/images/generations", "edit": "/v1/images/edits"}
+UPLOADS_FORMAT = "uploads/1"  # not a batch state's format: load_states skips this file
+MAX_IMAGES = 16  # images of one JSON edit
+
+
+def json_edit(task: Task) -> bool:
+    """Can this edit go through the Batch API? A GPT image model, no markup (the form has none)."""
+    if task.kind != "edit" or task.markup is not None or len(task.images) > MAX_IMAGES:
+        return False
+    spec = models.get_model(task.model or "")
+    return spec is not None and spec.family == "gpt-image"
+
+
+def line_body(req: dict[str, Any], image_ids: list[str], mask_id: str | None) -> dict[str, Any]:
+    """An edit's JSON body: the fields a direct call sends, with its files named by their file ids."""
+    body = {k: v for k, v in req["params"].items() if k not in ("model", "prompt", "image", "mask", "markup")}
+    body.update({"prompt": req["prompt"] or "", "model": req["model"],
+                 "images": [{"file_id": i} for i in image_ids]})
+    if mask_id is not None:
+        body["mask"] = {"file_id": mask_id}
+    return body
+
+
+def form_refused(error: dict[str, Any]) -> bool:
+    """Does an edit line's error say the server takes no JSON edits (rather than refusing the image)?"""
+    return error.get("type") == "bad_request" or error.get("status") in (404, 405, 415, 422)
+
+
+class Uploads:
+    """What this output folder uploaded, per base URL, and whether that server refused JSON edits."""
+
+    def __init__(self, out_dir: Path, base_url: str) -> None:
+        self.path = store.batches_dir(out_dir) / "uploads.json"
+        self.base_url = base_url
+        self.doc: dict[str, Any] = {"format": UPLOADS_FORMAT, "servers": {}}
+        try:
+            doc = json.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("format") == UPLOADS_FORMAT and isinstance(doc.get("servers"), dict):
+            self.doc = doc
+        server = self.doc["servers"].get(base_url)
+        if not isinstance(server, dict) or not isinstance(server.get("files"), dict):
+            server = {"files": {}, "refused": None}
+            self.doc["servers"][base_url] = server
+        self.server: dict[str, Any] = server
+
+    @property
+    def refused(self) -> str | None:
+        """Why this server takes no JSON edits (None: it may)."""
+        why = self.server.get("refused")
+        return str(why.get("reason")) if isinstance(why, dict) else None
+
+    def refuse(self, reason: str) -> None:
+        self.server["refused"] = {"reason": reason, "at": store.utc_now_iso()}
+        self._save()
+
+    def file_id(self, client: BatchClient, f: InputFile) -> str:
+        """The file id of these bytes: uploaded now, or remembered from an earlier upload."""
+        sha = store.sha256_bytes(f.data)
+        known = self.server["files"].get(sha)
+        if isinstance(known, dict) and isinstance(known.get("file_id"), str):
+            return str(known["file_id"])
+        file_id = client.upload_input(f"{sha[:16]}-{f.filename}", f.data, f.mime)
+        self.server["files"][sha] = {"file_id": file_id, "bytes": len(f.data), "uploaded_at": store.utc_now_iso()}
+        self._save()  # at once: a crash later never uploads these bytes again
+        return file_id
+
+    def line_body(self, client: BatchClient, req: dict[str, Any], request: ImageRequest) -> dict[str, Any]:
+        """Upload what is not uploaded yet; the edit's JSON body."""
+        image_ids = [self.file_id(client, f) for f in request.images]
+        mask_id = self.file_id(client, request.mask) if request.mask is not None else None
+        return line_body(req, image_ids, mask_id)
+
+    def _save(self) -> None:
+        store.atomic_write_json(self.path, self.doc)

@@ -190,14 +190,13 @@ def summary(run: BatchRun, collect: bool) -> str:
     if run.running:
         parts.append(f"{len(run.running)} batch(es) still running" if collect else
                      f"{len(run.running)} batch(es) to collect (`dalle-pipe batch collect`)")
-    parts.extend(run.notes)
     if run.result.spent_usd:
         parts.append(f"${run.result.spent_usd:.2f} spent")
     if run.result.stop_reason:
         parts.append(f"({run.result.stop_reason})")
     if collect and not run.wrote_manifest:
         parts.append("nothing new: nothing written")
-    return f"{run.name}: " + "; ".join(parts)
+    return "\n".join([f"{run.name}: " + "; ".join(parts), *(f"  note: {n}" for n in run.notes)])
 
 
 def as_json(runs: list[BatchRun], exit_code: int) -> dict[str, Any]:
@@ -732,7 +731,7 @@ class _Drive:
             except BatchAPIError as exc:
                 if not exc.refused:
                     raise
-                self._fall_back(exc.format())
+                self._fall_back(exc.message)
                 return self._decide(state, peek, task, done)  # now directly
         with self.lock:
             self.queue.append(_Queued(self.order[id(task)], task, fp, out.prompt, inputs, body))
@@ -787,7 +786,7 @@ class _Drive:
             doc["error"] = exc.format()
             save_state(doc)
             if endpoint == ENDPOINTS["edit"] and exc.refused:  # sent directly by the next run or collect
-                self._fall_back(exc.format())
+                self._fall_back(exc.message)
                 self.run_.notes.append(f"{len(chunk)} edit(s) wait for the next `run --batch` or `batch collect`")
                 return
             self.run_.errors.append(exc.format())

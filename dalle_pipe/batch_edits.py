@@ -16,6 +16,7 @@ Deleting the file makes dalle-pipe try again.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,8 @@ class Uploads:
             server = {"files": {}, "refused": None}
             self.doc["servers"][base_url] = server
         self.server: dict[str, Any] = server
+        self._lock = threading.Lock()  # the document, and the per-sha locks
+        self._uploading: dict[str, threading.Lock] = {}  # sha -> held while its bytes upload
 
     @property
     def refused(self) -> str | None:
@@ -78,19 +81,26 @@ class Uploads:
         return str(why.get("reason")) if isinstance(why, dict) else None
 
     def refuse(self, reason: str) -> None:
-        self.server["refused"] = {"reason": reason, "at": store.utc_now_iso()}
-        self._save()
+        with self._lock:
+            self.server["refused"] = {"reason": reason, "at": store.utc_now_iso()}
+            self._save()
 
     def file_id(self, client: BatchClient, f: InputFile) -> str:
         """The file id of these bytes: uploaded now, or remembered from an earlier upload."""
         sha = store.sha256_bytes(f.data)
-        known = self.server["files"].get(sha)
-        if isinstance(known, dict) and isinstance(known.get("file_id"), str):
-            return str(known["file_id"])
-        file_id = client.upload_input(f"{sha[:16]}-{f.filename}", f.data, f.mime)
-        self.server["files"][sha] = {"file_id": file_id, "bytes": len(f.data), "uploaded_at": store.utc_now_iso()}
-        self._save()  # at once: a crash later never uploads these bytes again
-        return file_id
+        with self._lock:
+            one = self._uploading.setdefault(sha, threading.Lock())
+        with one:  # two tasks with the same input: one uploads, the other waits and reuses its id
+            with self._lock:
+                known = self.server["files"].get(sha)
+            if isinstance(known, dict) and isinstance(known.get("file_id"), str):
+                return str(known["file_id"])
+            file_id = client.upload_input(f"{sha[:16]}-{f.filename}", f.data, f.mime)
+            with self._lock:
+                self.server["files"][sha] = {"file_id": file_id, "bytes": len(f.data),
+                                             "uploaded_at": store.utc_now_iso()}
+                self._save()  # at once: a crash later never uploads these bytes again
+            return file_id
 
     def line_body(self, client: BatchClient, req: dict[str, Any], request: ImageRequest) -> dict[str, Any]:
         """Upload what is not uploaded yet; the edit's JSON body."""

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .errors import EXIT_FAILED, DallePipeError
 from .providers.base import ProviderError, RateLimited, Transient
@@ -35,7 +35,7 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 META_KEY = "dalle_pipe"  # metadata key holding the submission's token
 RETRIES = 4
 #: Input images of JSON edits: a purpose of the SDK's `FilePurpose` for images a model reads.
-INPUT_PURPOSE = "vision"
+INPUT_PURPOSE: Literal["vision"] = "vision"
 REFUSED_STATUSES = frozenset({400, 404, 405, 415, 422})
 
 

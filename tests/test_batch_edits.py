@@ -108,7 +108,8 @@ def test_edits_go_in_batches_inputs_uploaded_once_collected_as_a_direct_run(tmp_
     assert [d["endpoint"] for d in states(root)] == ["/v1/images/generations", "/v1/images/edits"]
     assert [q for q in api.requests if q.path.startswith("/v1/images/")] == []  # nothing direct
     product, mask = (root / "product.png").read_bytes(), (root / "mask.png").read_bytes()
-    assert sorted(vision_uploads(api)) == sorted([product, mask])  # once each, for three rows: the bytes a direct call sends
+    # once each, for three rows: the bytes a direct call sends
+    assert sorted(vision_uploads(api)) == sorted([product, mask])
 
     lines = batch_lines(api, "/v1/images/edits")
     assert len(lines) == 3
@@ -226,8 +227,8 @@ def test_an_upload_refused_falls_back_to_direct_edits_at_once(tmp_path: Path, ap
     api.batch_api.refuse_purposes = {"vision"}
     r = cli(root, api, "run", "--batch", "recipe.yaml")
     assert r.exit_code == 0, r.output
-    assert (f"  note: {FALLBACK} (could not upload an input image: HTTP 400 invalid_value: Invalid value for 'purpose': 'vision'.)\n"
-            in r.output)
+    assert (f"  note: {FALLBACK} (could not upload an input image: HTTP 400 invalid_value: "
+            "Invalid value for 'purpose': 'vision'.)\n" in r.output)
     assert "3 generated" in r.output and "submitted" not in r.output
     assert len([q for q in api.requests if q.path == "/v1/images/edits"]) == 3
     assert [d for d in states(root) if d["endpoint"] == "/v1/images/edits"] == []

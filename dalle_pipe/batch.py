@@ -728,11 +728,18 @@ class _Drive:
             try:
                 body = self.uploads.line_body(self.client, _request(_Queued(0, task, fp, out.prompt, inputs)),
                                               image_request(state, task, out.resolved, out.prompt))
+            except (imgio.ImageInputError, OSError, ValueError) as exc:  # as a direct call would fail
+                failed = failed_outcome(task, "input", str(getattr(exc, "message", exc)), True)
+                failed.prompt = out.prompt
+                return failed
             except BatchAPIError as exc:
-                if not exc.refused:
-                    raise
-                self._fall_back(exc.message)
-                return self._decide(state, peek, task, done)  # now directly
+                if exc.refused:
+                    self._fall_back(exc.message)
+                    return self._decide(state, peek, task, done)  # now directly
+                with self.lock:  # not submitted: the next `run --batch` tries again
+                    if exc.format() not in self.run_.errors:
+                        self.run_.errors.append(exc.format())
+                return Outcome("skipped", reason=f"not submitted: {exc.message}", prompt=out.prompt)
         with self.lock:
             self.queue.append(_Queued(self.order[id(task)], task, fp, out.prompt, inputs, body))
         return _pending(task, "submitted in a batch", out.prompt)

@@ -19,6 +19,7 @@ import json
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import models, store
 from .batch_api import BatchClient
@@ -58,18 +59,12 @@ class Uploads:
 
     def __init__(self, out_dir: Path, base_url: str) -> None:
         self.path = store.batches_dir(out_dir) / "uploads.json"
-        self.base_url = base_url
-        self.doc: dict[str, Any] = {"format": UPLOADS_FORMAT, "servers": {}}
-        try:
-            doc = json.loads(self.path.read_text("utf-8"))
-        except (OSError, ValueError):
-            doc = None
-        if isinstance(doc, dict) and doc.get("format") == UPLOADS_FORMAT and isinstance(doc.get("servers"), dict):
-            self.doc = doc
-        server = self.doc["servers"].get(base_url)
+        self.base_url = server_name(base_url)
+        self.doc = self._read()
+        server = self.doc["servers"].get(self.base_url)
         if not isinstance(server, dict) or not isinstance(server.get("files"), dict):
             server = {"files": {}, "refused": None}
-            self.doc["servers"][base_url] = server
+            self.doc["servers"][self.base_url] = server
         self.server: dict[str, Any] = server
         self._lock = threading.Lock()  # the document, and the per-sha locks
         self._uploading: dict[str, threading.Lock] = {}  # sha -> held while its bytes upload
@@ -108,5 +103,28 @@ class Uploads:
         mask_id = self.file_id(client, request.mask) if request.mask is not None else None
         return line_body(req, image_ids, mask_id)
 
+    def _read(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("format") == UPLOADS_FORMAT and isinstance(doc.get("servers"), dict):
+            return doc
+        return {"format": UPLOADS_FORMAT, "servers": {}}
+
     def _save(self) -> None:
+        """Write the file, keeping what another process (a shard) recorded since it was read."""
+        on_disk = self._read()["servers"].get(self.base_url)
+        if isinstance(on_disk, dict) and isinstance(on_disk.get("files"), dict):
+            self.server["files"] = {**on_disk["files"], **self.server["files"]}
+        self.doc["servers"][self.base_url] = self.server
         store.atomic_write_json(self.path, self.doc)
+
+
+def server_name(base_url: str) -> str:
+    """A base URL as uploads.json names it: no user, password or query (they may hold a secret)."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")

@@ -258,3 +258,11 @@ def test_the_stand_in_knows_the_json_edit_fields_in_strict_mode(api: FakeOpenAI)
     assert errors["c1"]["code"] == "unknown_parameter" and errors["c1"]["param"] == "image"
     assert errors["c2"]["message"] == "Invalid file id for 'image': 'file-nope'."
     client.close()
+
+
+def test_uploads_json_names_a_server_without_its_credentials() -> None:
+    from dalle_pipe.batch_edits import server_name
+
+    assert server_name("https://user:sk-secret@proxy.example:8443/v1/?key=sk-secret") == \
+        "https://proxy.example:8443/v1"
+    assert server_name("https://api.openai.com/v1/") == "https://api.openai.com/v1"

@@ -65,7 +65,8 @@ to the error file. An edit line takes the JSON form of OpenAI's spec (`EditImage
 `images: [{file_id}]` and `mask: {file_id}` name files uploaded to /v1/files, and are answered
 exactly as a multipart edit of those bytes; strict mode knows its fields (`json_edit_fields`).
 `api.batch_api.json_edits = False` answers every edit line 400 (a server without the form);
-`api.batch_api.refuse_purposes = {"vision"}` answers uploads of that purpose 400.
+`api.batch_api.refuse_purposes = {"vision"}` answers uploads of that purpose 400;
+`api.batch_api.refuse_endpoints = {"/v1/images/edits"}` answers creating a batch for it 400.
 `api.batch_api.hold = True` keeps batches in_progress until `release()`;
 `api.batch_api.fail = lambda line: ("moderation",) or None` picks lines to fail (any error
 behaviour, or ("expired",) for a line the window never reached); `api.batch_api.lines` lists
@@ -1040,6 +1041,7 @@ class FakeBatchAPI:
         self.lines: list[dict[str, Any]] = []  # every executed line
         self.json_edits = True  # edit lines in the JSON form are answered (False: 400, as without the form)
         self.refuse_purposes: set[str] = set()  # uploads of these purposes are answered 400
+        self.refuse_endpoints: set[str] = set()  # batches for these endpoints are refused 400
         self._lock = threading.Lock()
 
     def release(self) -> None:
@@ -1112,7 +1114,8 @@ class FakeBatchAPI:
         f = self.files.get(str(body.get("input_file_id")))
         if f is None or f["meta"]["purpose"] != "batch":
             return 400, _error("Invalid 'input_file_id'.", "invalid_request_error", "invalid_value")
-        if body.get("endpoint") not in BATCH_ENDPOINTS or body.get("completion_window") != "24h":
+        if body.get("endpoint") not in set(BATCH_ENDPOINTS) - self.refuse_endpoints \
+                or body.get("completion_window") != "24h":
             return 400, _error("Invalid 'endpoint' or 'completion_window'.", "invalid_request_error",
                                "invalid_value")
         now = int(time.time())

@@ -266,3 +266,20 @@ def test_uploads_json_names_a_server_without_its_credentials() -> None:
     assert server_name("https://user:sk-secret@proxy.example:8443/v1/?key=sk-secret") == \
         "https://proxy.example:8443/v1"
     assert server_name("https://api.openai.com/v1/") == "https://api.openai.com/v1"
+
+
+def test_an_edits_batch_refused_at_creation_falls_back_on_the_next_run(tmp_path: Path, api: FakeOpenAI) -> None:
+    root = project(tmp_path / "p", EDITS_ONLY)
+    api.batch_api.refuse_endpoints = {"/v1/images/edits"}
+    r = cli(root, api, "run", "--batch", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    assert (f"  note: {FALLBACK} (could not create a batch: HTTP 400 invalid_value: Invalid 'endpoint' or "
+            "'completion_window'.)\n  note: 3 edit(s) wait for the next `run --batch` or `batch collect`\n"
+            in r.output)
+    assert [d["status"] for d in states(root)] == ["abandoned"]
+    assert [q for q in api.requests if q.path == "/v1/images/edits"] == []
+    api.clear()
+    r = cli(root, api, "run", "--batch", "recipe.yaml")
+    assert r.exit_code == 0 and "3 generated" in r.output, r.output
+    assert "refused JSON edits in a batch earlier" in r.output
+    assert [q.path for q in api.requests] == ["/v1/images/edits"] * 3

@@ -149,6 +149,14 @@ def test_edits_go_in_batches_inputs_uploaded_once_collected_as_a_direct_run(tmp_
     assert r.exit_code == 0, r.output
     sent = [q for q in api.requests if q.path == "/v1/images/edits"]
     assert len(sent) == 6 and {q.images[0].data for q in sent if q.mask is not None} == {product}
+    by_prompt = {q.params["prompt"]: q for q in sent}
+    for line in batch_lines(api, "/v1/images/edits"):  # each line: the direct call's fields and files
+        q = by_prompt[line["body"]["prompt"]]
+        fields = {k: str(v) for k, v in line["body"].items() if k not in ("images", "mask")}
+        assert fields == q.params
+        assert [file_data(api, i["file_id"]) for i in line["body"]["images"]] == [f.data for f in q.images]
+        assert (file_data(api, line["body"]["mask"]["file_id"]) if "mask" in line["body"] else None) == \
+            (q.mask.data if q.mask is not None else None)
     assert images(root / "out/cat") == images(other / "out/cat")
     batched, plain = manifest(root, "cat"), manifest(other, "cat")
     assert stable(batched) == stable(plain)

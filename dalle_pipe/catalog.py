@@ -8,6 +8,7 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"
 KEY_HINT = "keys become folder names: use letters, digits, '.', '_' and '-', starting with a letter or digit"
 MAX_NAMED = 3  # units named in one grouped problem, then a count
 MAX_GROUPS = 3  # distinct messages reported for one place, then one more problem for the rest
+MAX_UNITS = 1_000_000  # units one recipe may expand to (rows x matrix combinations); --max-units changes it
+UNITS_HINT = "--max-units N raises the ceiling; or split the catalog, or use `where` to keep fewer rows"
 
 Where = Callable[[PathKey], tuple[str, int, int]]  # a recipe path -> (file, line, col)
 
@@ -124,8 +127,20 @@ def catalog_format(path: Path, fmt: str | None = None) -> str | None:
     return fmt if fmt in ("csv", "json", "jsonl", "yaml") else None
 
 
-def read_rows(path: Path, file: str, fmt: str | None = None) -> tuple[list[Row], list[Problem]]:
-    """Rows of a catalog file; problems carry the catalog file's own line numbers."""
+class TooManyRows(Exception):
+    """A catalog holds more rows than the unit ceiling: counted before any row is built."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"the catalog has {count} rows, more than the ceiling of {limit} units")
+        self.count = count
+        self.limit = limit
+
+
+def read_rows(path: Path, file: str, fmt: str | None = None, *,
+              limit: int | None = None) -> tuple[list[Row], list[Problem]]:
+    """Rows of a catalog file; problems carry the catalog file's own line numbers.
+
+    Raises TooManyRows, before building any row, when there are more than `limit`."""
     fmt = catalog_format(path, fmt)
     if fmt is None:
         return [], [Problem(file, 1, 1, "", f"unknown catalog format {path.suffix or fmt!r}",
@@ -133,16 +148,43 @@ def read_rows(path: Path, file: str, fmt: str | None = None) -> tuple[list[Row],
     text, problems = read_text(path, file, MAX_CATALOG_BYTES)
     if text is None:
         return [], problems
-    return parse_rows(text, file, fmt)
+    return parse_rows(text, file, fmt, limit=limit)
 
 
-def parse_rows(text: str, file: str, fmt: str) -> tuple[list[Row], list[Problem]]:
-    """Rows of catalog text in one of the four formats."""
+def parse_rows(text: str, file: str, fmt: str, *, limit: int | None = None) -> tuple[list[Row], list[Problem]]:
+    """Rows of catalog text in one of the four formats (TooManyRows past `limit`)."""
+    if limit is not None and fmt in ("csv", "jsonl") and len(text) > 2 * limit:
+        count = _count_rows(text, fmt, limit)  # a row takes two characters at least: else no need
+        if count > limit:
+            raise TooManyRows(count, limit)
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         return [], [Problem(file, line, 1, "", "catalog contains a NUL byte", "is it a binary file?")]
-    reader = {"csv": _csv_rows, "json": _json_rows, "jsonl": _jsonl_rows, "yaml": _yaml_rows}[fmt]
-    return reader(text, file)
+    if fmt == "json":
+        return _json_rows(text, file, limit)
+    reader = {"csv": _csv_rows, "jsonl": _jsonl_rows, "yaml": _yaml_rows}[fmt]
+    rows, problems = reader(text, file)
+    if limit is not None and len(rows) > limit:
+        raise TooManyRows(len(rows), limit)
+    return rows, problems
+
+
+_LINE = re.compile(r"^[ \t\r]*\S", re.MULTILINE)
+
+
+def _count_rows(text: str, fmt: str, limit: int) -> int:
+    """How many rows the text holds, counted without building them (a malformed one counts too)."""
+    if fmt == "jsonl":
+        return sum(1 for _ in _LINE.finditer(text))
+    count = -1  # the header
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        for fields in reader:
+            if fields and fields != [""]:
+                count += 1
+    except csv.Error:
+        pass  # reported when the rows are read
+    return count
 
 
 def _csv_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
@@ -220,7 +262,21 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs)
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def _json_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
+def _count_json(text: str, pos: int, counted: int) -> int:
+    """The elements of a JSON list from `pos` on, each decoded and dropped: no row is kept."""
+    while True:
+        try:
+            _, end = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            return counted
+        counted += 1
+        pos = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        if pos >= len(text) or text[pos] != ",":
+            return counted
+        pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+
+
+def _json_rows(text: str, file: str, limit: int | None = None) -> tuple[list[Row], list[Problem]]:
     """A JSON array of objects, read element by element so each row knows where it starts."""
     lines = _LineIndex(text)
     pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
@@ -249,6 +305,8 @@ def _json_rows(text: str, file: str) -> tuple[list[Row], list[Problem]]:
             except RecursionError:
                 return rows, [*problems, Problem(file, *lines.at(pos), f"row {index + 1}",
                                                  "JSON error: nested too deeply")]
+            if limit is not None and index >= limit:
+                raise TooManyRows(_count_json(text, pos, index), limit)
             line, col = lines.at(pos)
             if isinstance(obj, dict):
                 rows.append(Row(index + 1, file, line, col, obj))
@@ -363,10 +421,14 @@ def expand_units(
     matrix: Mapping[str, Sequence[Any]],
     at: Where,
     base_context: Mapping[str, Any],
+    *,
+    limit: int | None = None,
+    limit_at: PathKey = ("matrix",),
 ) -> tuple[list[Unit], list[Problem]]:
     """Apply `where`, compute keys, cross with the matrix: units in a deterministic order.
 
-    `at` gives the place of a recipe path (for the matrix's values).
+    `at` gives the place of a recipe path (for the matrix's values). More units than `limit`
+    is one problem at `limit_at`, counted before any unit is built.
     """
     problems: list[Problem] = []
     kept: list[tuple[str, Row]] = []
@@ -389,6 +451,16 @@ def expand_units(
                                         f"also at matrix.{name}[{j}]" if first == text else
                                         f"matrix.{name}[{j}] is {first!r}; values are compared case-insensitively"))
             seen.setdefault(text.lower(), (i, text))
+    if limit is not None:
+        per_row = math.prod(len(matrix[n]) for n in names)
+        total = (len(kept) if rows is not None else 1) * per_row
+        if total > limit:
+            made = f"{len(kept)} rows x {per_row} matrix combinations" if rows is not None and names else \
+                f"{len(kept)} rows" if rows is not None else f"{per_row} matrix combinations"
+            problems.append(Problem(*at(limit_at), format_path(limit_at),
+                                    f"the recipe expands to {total} units ({made}), more than the ceiling "
+                                    f"of {limit}", UNITS_HINT))
+            return [], problems
     combos: list[dict[str, Any]] = [dict(zip(names, values, strict=True))
                                     for values in itertools.product(*(matrix[n] for n in names))]
     texts = [[_matrix_text(c[n]) for n in names] for c in combos]

@@ -2,14 +2,19 @@
 
 Active only when ``GITHUB_ACTIONS=true``; the summary only when ``GITHUB_STEP_SUMMARY``
 names a file. Everything user-controlled (prompts, keys, messages) is escaped so it can
-never start a workflow command of its own.
+never start a workflow command of its own: inside our own commands by GitHub's rules for
+data and properties, and on every other line the tool prints by :func:`safe_line`, which
+:func:`guard_output` applies to all of stdout and stderr while a command runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import TextIO
@@ -23,6 +28,95 @@ MAX_SUMMARY_ROWS = 100
 
 def in_github_actions(env: Mapping[str, str] | None = None) -> bool:
     return (os.environ if env is None else env).get("GITHUB_ACTIONS") == "true"
+
+
+_COMMAND_START = re.compile(r"^(\s*):(?=:)")
+_LINE_ENDS = re.compile(r"(\r\n|\r|\n)")
+
+
+def safe_line(text: str) -> str:
+    """Plain output that cannot start a workflow command when the runner reads it.
+
+    The runner reads a line as a command when, leading spaces trimmed, it starts with `::`
+    (`::error::`, `::add-mask::`, `::stop-commands::`...), and as an old-style one when it holds
+    `##[`; it splits lines at `\n`, `\r` and `\r\n`. So the first `:` of every such line start
+    becomes `%3A` (GitHub's escape for a colon) and `##[` becomes `##%5B`; the rest is kept."""
+    parts = _LINE_ENDS.split(text)
+    for i in range(0, len(parts), 2):
+        parts[i] = _COMMAND_START.sub(r"\1%3A", parts[i], count=1).replace("##[", "##%5B")
+    return "".join(parts)
+
+
+class _Guarded(io.TextIOBase):
+    """A text stream whose every line goes out through safe_line; whole lines only, so a command
+    split across writes is caught too. Our own commands go out through `command_line`."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+        self.pending = ""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.raw, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return getattr(self.raw, "errors", None) or "strict"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        buffered = self.pending + text
+        cut = max(buffered.rfind("\n"), buffered.rfind("\r"))
+        if cut >= 0:
+            self.raw.write(safe_line(buffered[:cut + 1]))
+        self.pending = buffered[cut + 1:]
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.raw.write(safe_line(self.pending))
+            self.pending = ""
+        self.raw.flush()
+
+    def command_line(self, line: str) -> None:
+        self.flush()
+        self.raw.write(line + "\n")
+
+
+def _write_command(out: TextIO, line: str) -> None:
+    """One of our own workflow commands: as is (its text is escaped by `command`)."""
+    if isinstance(out, _Guarded):
+        out.command_line(line)
+    else:
+        out.write(line + "\n")
+
+
+@contextlib.contextmanager
+def guard_output(env: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Under GitHub Actions, pass every line printed on stdout and stderr through safe_line until
+    the block ends; elsewhere, nothing changes."""
+    if not in_github_actions(env):
+        yield
+        return
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Guarded(saved[0]), _Guarded(saved[1])
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = saved
 
 
 def _data(text: str) -> str:
@@ -180,7 +274,7 @@ def emit_run(results: Sequence[RecipeResult], mode: str = "run", warnings: Seque
         return
     out = stream or sys.stdout
     for line in [*problem_annotations(warnings, env), *run_annotations(results, mode, env)]:
-        out.write(line + "\n")
+        _write_command(out, line)
     out.flush()
     path = env.get("GITHUB_STEP_SUMMARY")
     if path:
@@ -188,7 +282,7 @@ def emit_run(results: Sequence[RecipeResult], mode: str = "run", warnings: Seque
             with open(path, "a", encoding="utf-8") as f:
                 f.write(step_summary(results, mode, env))
         except OSError as exc:
-            out.write(command("warning", f"could not write the job summary: {exc}") + "\n")
+            _write_command(out, command("warning", f"could not write the job summary: {exc}"))
 
 
 def emit_error(exc: DallePipeError, *, env: Mapping[str, str] | None = None,
@@ -198,5 +292,5 @@ def emit_error(exc: DallePipeError, *, env: Mapping[str, str] | None = None,
         return
     out = stream or sys.stdout
     for line in error_annotations(exc, env):
-        out.write(line + "\n")
+        _write_command(out, line)
     out.flush()

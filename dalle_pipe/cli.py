@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -45,6 +46,11 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def var_option(fn: F) -> F:
+    """--var alone: for commands that send nothing, where a variable can still change paths."""
+    return click.option("--var", "var", multiple=True, metavar="K=V", help="Set a template variable.")(fn)
+
+
 def _allow_insecure_http(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     from .providers.endpoint import allow_insecure_http
 
@@ -56,7 +62,7 @@ def provider_options(fn: F) -> F:
     fn = click.option("--allow-insecure-http", is_flag=True, expose_value=False, callback=_allow_insecure_http,
                       help="Allow a plain http:// endpoint that is not this machine: this sends the API key "
                            "unencrypted.")(fn)
-    fn = click.option("--var", "var", multiple=True, metavar="K=V", help="Set a template variable.")(fn)
+    fn = var_option(fn)
     fn = click.option("--base-url", help="API endpoint (else OPENAI_BASE_URL, else api.openai.com).")(fn)
     fn = click.option("--provider", "provider", help="Provider for every recipe: openai, offline, azure.")(fn)
     fn = click.option("--offline", is_flag=True, help="Use the local offline renderer: no key, no network.")(fn)
@@ -76,7 +82,20 @@ def _overrides(offline: bool, provider: str | None, base_url: str | None, var: t
             raise UsageError(f"--var {item!r} is not K=V", "e.g. --var brand=Acme")
         k, v = item.split("=", 1)
         variables[k.strip()] = v
-    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir)
+    ctx = click.get_current_context(silent=True)
+    ceiling = ctx.meta.get("max_units") if ctx is not None else None
+    return Overrides(provider=name, base_url=base_url, vars=variables, output_dir=output_dir,
+                     **({"max_units": ceiling} if ceiling is not None else {}))
+
+
+def _keep_max_units(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        ctx.meta["max_units"] = value
+
+
+max_units_option = click.option(
+    "--max-units", type=click.IntRange(min=1), metavar="N", expose_value=False, callback=_keep_max_units,
+    help="Refuse a recipe that expands to more than N units (default 1,000,000).")
 
 
 def _print_warnings(warnings: list[Any]) -> None:
@@ -97,18 +116,45 @@ def main() -> None:
     # A run builds tens of thousands of small dicts and almost no cycles: collecting less often
     # saves about a fifth of a 30,000-task no-op rerun.
     gc.set_threshold(50_000, 20, 100)
+    if os.environ.get("GITHUB_ACTIONS") == "true":  # no printed line may start a workflow command
+        from .ci_output import guard_output
+
+        click.get_current_context().with_resource(guard_output())
+
+
+def _json_failure(exc: DallePipeError) -> int:
+    """--json: the failure as JSON on stdout (problems as {file, line, column, path, message, hint})."""
+    click.echo(json.dumps(exc.to_json(), indent=2))
+    if isinstance(exc, RecipeError):
+        from .ci_output import emit_error
+
+        emit_error(exc, stream=sys.stderr)
+    return exc.exit_code
 
 
 @main.command()
 @targets_arg
 @provider_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result and every problem as JSON.")
+@max_units_option
 @handled
 def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
-             var: tuple[str, ...]) -> int:
+             var: tuple[str, ...], as_json: bool) -> int:
     """Check everything that needs no network; exit 0 or 2."""
     from .app import load
 
-    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    try:
+        loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    except DallePipeError as exc:
+        if as_json:
+            return _json_failure(exc)
+        raise
+    if as_json:
+        click.echo(json.dumps({
+            "exit_code": 0, "error": None, "problems": [], "warnings": [w.to_json() for w in loaded.warnings],
+            "recipes": [{"name": p.recipe.name, "file": p.recipe.source.file, "units": len(p.units),
+                         "tasks": len(p.tasks)} for p in loaded.plans]}, indent=2))
+        return 0
     _print_warnings(loaded.warnings)
     n = sum(len(p.tasks) for p in loaded.plans)
     click.echo(f"ok: {len(loaded.plans)} recipe(s), {sum(len(p.units) for p in loaded.plans)} unit(s), "
@@ -136,6 +182,7 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
               help="Send even when the output disk has less free space than the run may write.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
+@max_units_option
 @handled
 def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
         var: tuple[str, ...], only: tuple[str, ...], items: tuple[str, ...], limit: int | None, force: bool,
@@ -250,6 +297,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @targets_arg
 @provider_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@max_units_option
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
 @handled
 def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
@@ -257,14 +305,20 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
     """Show, per step and in total, what a run would request and what it would cost."""
     from .app import get_prices, grand_total, load, plan_summary
 
-    table = get_prices(prices)
-    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    try:
+        table = get_prices(prices)
+        loaded = load(list(targets), _overrides(offline, provider, base_url, var))
+    except DallePipeError as exc:
+        if as_json:
+            return _json_failure(exc)
+        raise
     rows = plan_summary(loaded, table)
     total = grand_total(rows)
     placeholders = sorted({m for r in rows for m in r["placeholders"]})
     if as_json:
         click.echo(json.dumps({"prices_checked": table.checked, "recipes": rows, "total": total,
-                               "placeholder_prices": placeholders}, indent=2))
+                               "placeholder_prices": placeholders, "exit_code": 0, "problems": [],
+                               "warnings": [w.to_json() for w in loaded.warnings]}, indent=2))
         return 0
     _print_warnings(loaded.warnings)
     for r in rows:
@@ -395,48 +449,41 @@ def schema(kind: str) -> int:
     return 0
 
 
-def _floats(text: str | None, count: int | None, name: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise UsageError(f"{name} {text!r}: expected numbers separated by commas") from None
-    if count is not None and len(values) != count:
-        raise UsageError(f"{name} {text!r}: expected {count} numbers")
-    return values
-
-
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--circle", multiple=True, metavar="CX,CY,R")
-@click.option("--ellipse", multiple=True, metavar="X0,Y0,X1,Y1")
-@click.option("--rect", multiple=True, metavar="X0,Y0,X1,Y1")
-@click.option("--polygon", multiple=True, metavar="X,Y,X,Y,...")
-@click.option("--from-alpha", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--invert", is_flag=True)
-@click.option("--feather", type=click.FloatRange(min=0), default=0.0)
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              metavar="OUT.png", help="The mask to write: a PNG (JPEG has no alpha channel).")
+@click.option("--circle", multiple=True, metavar="CX,CY,R",
+              help="A circle: centre CX,CY in fractions of the width and height; radius R in fractions of "
+                   "min(width, height), so it stays round.")
+@click.option("--ellipse", multiple=True, metavar="X0,Y0,X1,Y1",
+              help="The ellipse inside the box from X0,Y0 (top-left) to X1,Y1 (bottom-right), in fractions of "
+                   "the width and height.")
+@click.option("--rect", multiple=True, metavar="X0,Y0,X1,Y1",
+              help="A rectangle from X0,Y0 (top-left) to X1,Y1 (bottom-right), in fractions of the width and "
+                   "height.")
+@click.option("--polygon", multiple=True, metavar="X,Y,X,Y,...",
+              help="A polygon through at least 3 points X,Y, in fractions of the width and height.")
+@click.option("--from-alpha", type=click.Path(path_type=Path, dir_okay=False), metavar="IMAGE",
+              help="Also mark the fully transparent pixels of this image (scaled to IMAGE's size).")
+@click.option("--invert", is_flag=True, help="Edit everything except the shapes.")
+@click.option("--feather", type=click.FloatRange(min=0), default=0.0, metavar="PX", show_default=True,
+              help="Soften the edge: a linear ramp PX pixels wide, centred on the edge.")
+@click.option("--allow-empty", is_flag=True, help="Write the mask even if it leaves nothing to edit.")
 @handled
 def mask(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, ...], rect: tuple[str, ...],
-         polygon: tuple[str, ...], from_alpha: Path | None, invert: bool, feather: float) -> int:
-    """Make an RGBA PNG mask the size of IMAGE: transparent where the image is to be edited."""
-    from .maskcmd import make_mask
+         polygon: tuple[str, ...], from_alpha: Path | None, invert: bool, feather: float, allow_empty: bool) -> int:
+    """Make an RGBA PNG mask the size of IMAGE: transparent where the image is to be edited.
 
-    shapes: list[dict[str, Any]] = []
-    for c in circle:
-        cx, cy, r = _floats(c, 3, "--circle") or []
-        shapes.append({"circle": {"center": [cx, cy], "radius": r}})
-    for e in ellipse:
-        shapes.append({"ellipse": {"box": _floats(e, 4, "--ellipse")}})
-    for r_ in rect:
-        shapes.append({"rect": {"box": _floats(r_, 4, "--rect")}})
-    for p in polygon:
-        pts = _floats(p, None, "--polygon") or []
-        if len(pts) < 6 or len(pts) % 2:
-            raise UsageError(f"--polygon {p!r}: expected at least 3 X,Y pairs")
-        shapes.append({"polygon": {"points": [pts[i:i + 2] for i in range(0, len(pts), 2)]}})
-    w, h = make_mask(image, out, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
+    Coordinates are fractions of IMAGE's width and height, from 0,0 (top-left) to 1,1
+    (bottom-right): 0.5,0.5 is the centre. Shapes may overhang the image but must touch it.
+    Shapes are repeatable and unioned, then --invert, then --feather.
+    """
+    from .maskcmd import make_mask, parse_shapes
+
+    shapes = parse_shapes(circle, ellipse, rect, polygon)
+    w, h = make_mask(image, out, shapes, from_alpha=from_alpha, invert=invert, feather=feather,
+                     allow_empty=allow_empty)
     click.echo(f"wrote {out} ({w}x{h})")
     return 0
 
@@ -461,24 +508,9 @@ def markup(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, 
     Coordinates are fractions of IMAGE's width and height from the top-left (a circle's radius: of the
     shorter side), as in a markup step. Send it as an edit's `markup` (GPT Image 2.5 models).
     """
-    from .markupcmd import make_markup
+    from .markupcmd import make_markup, parse_markup_shapes
 
-    shapes: list[dict[str, Any]] = []
-    for c in circle:
-        cx, cy, r = _floats(c, 3, "--circle") or []
-        shapes.append({"circle": {"center": [cx, cy], "radius": r}})
-    for e in ellipse:
-        shapes.append({"ellipse": {"box": _floats(e, 4, "--ellipse")}})
-    for r_ in rect:
-        shapes.append({"rect": {"box": _floats(r_, 4, "--rect")}})
-    for p in polygon:
-        pts = _floats(p, None, "--polygon") or []
-        if len(pts) < 6 or len(pts) % 2:
-            raise UsageError(f"--polygon {p!r}: expected at least 3 X,Y pairs")
-        shapes.append({"polygon": {"points": [pts[i:i + 2] for i in range(0, len(pts), 2)]}})
-    for a in arrow:
-        x0, y0, x1, y1 = _floats(a, 4, "--arrow") or []
-        shapes.append({"arrow": {"from": [x0, y0], "to": [x1, y1]}})
+    shapes = parse_markup_shapes(circle, ellipse, rect, polygon, arrow)
     w, h = make_markup(image, out, shapes, color=color, width=width, fill=fill)
     click.echo(f"wrote {out} ({w}x{h})")
     return 0
@@ -512,12 +544,11 @@ def clean(targets: tuple[Path, ...], var: tuple[str, ...], purge: bool, dry_run:
 
 @main.command()
 @targets_arg
-@provider_options
+@var_option
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
               help="The --output-dir the run used.")
 @handled
-def report(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url: str | None,
-           var: tuple[str, ...], output_dir: Path | None) -> int:
+def report(targets: tuple[Path, ...], var: tuple[str, ...], output_dir: Path | None) -> int:
     """Rebuild the review page (report.html) of each recipe's output folder.
 
     A TARGET may also be an output folder that holds a manifest.json.
@@ -525,7 +556,7 @@ def report(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
     from .recipe import display_path
     from .report import rebuild_reports
 
-    overrides = _overrides(offline, provider, base_url, var, output_dir)
+    overrides = _overrides(False, None, None, var, output_dir)
     for name, path in rebuild_reports(list(targets), overrides):
         click.echo(f"{name}: wrote {display_path(path)}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,6 +57,11 @@ class Problem:
         tail = f" ({self.hint})" if self.hint else ""
         return f"{where}{prefix}{head}{self.message}{tail}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a problem, for every command's --json."""
+        return {"file": self.file, "line": self.line, "column": self.col, "path": self.path,
+                "message": self.message, "hint": self.hint}
+
 
 class DallePipeError(Exception):
     """Base of every error the tool raises on purpose; carries a message and an exit code."""
@@ -71,6 +76,13 @@ class DallePipeError(Exception):
     def format(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def to_json(self) -> dict[str, Any]:
+        """`{exit_code, error, problems, warnings}`: what --json prints when a command cannot start."""
+        problems = getattr(self, "problems", [])
+        return {"exit_code": self.exit_code, "error": None if problems else self.format(),
+                "problems": [p.to_json() for p in problems if p.severity == "error"],
+                "warnings": [p.to_json() for p in problems if p.severity == "warning"]}
+
 
 class UsageError(DallePipeError):
     """Bad arguments or environment (no key, unknown option value, ...): exit 2."""
@@ -80,7 +92,7 @@ class RecipeError(DallePipeError):
     """A recipe, pipeline or catalog has problems; all of them are listed, sorted: exit 2."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = sorted(p for p in problems)
+        self.problems = sorted(dict.fromkeys(problems))  # a setting shared by several recipes is said once
         errors = [p for p in self.problems if p.severity == "error"]
         super().__init__(f"{len(errors)} problem(s) found")
 

@@ -11,6 +11,7 @@ Sources: the `openai` SDK 3.x types (`image_generate_params.py`,
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -403,7 +404,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 # What a kind needs when the model lacks it, and what the Responses API tool refuses.
 KIND_HINTS: dict[str, str] = {
     "variation": "variations need dall-e-2; with a GPT image model, use an edit with a prompt",
-    "edit": "edits need a GPT image model such as gpt-image-2 (or dall-e-2)",
+    "edit": "edits need a GPT image model such as gpt-image-2",
     "generate": "use a model that generates images",
 }
 RESPONSES_REJECTED: dict[str, tuple[str, str]] = {
@@ -480,6 +481,17 @@ def _size_choices(spec: ModelSpec) -> list[str]:
     return list(spec.sizes) + (["auto"] if spec.auto_size else [])
 
 
+def _nearest(sizes: Sequence[str], wh: tuple[int, int]) -> str:
+    """The size closest to `wh` in shape and area (log-distance of the two sides)."""
+    w, h = max(wh[0], 1), max(wh[1], 1)
+
+    def distance(size: str) -> float:
+        sw, sh = parse_size(size) or (1, 1)
+        return (math.log(sw / w)) ** 2 + (math.log(sh / h)) ** 2
+
+    return min(sizes, key=distance)
+
+
 def size_allowed(spec: ModelSpec, size: str) -> bool:
     """Whether `size` (a fixed size, "auto" or free-form WxH) is accepted by the model."""
     if size in spec.sizes or (size == "auto" and spec.auto_size):
@@ -540,8 +552,10 @@ def check_request(
 
     spec = MODELS.get(model)
     if spec is None:
-        close = difflib.get_close_matches(model, known_models(), n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'?" if close else "known models: " + ", ".join(known_models())
+        # Never suggest a model the endpoint has retired.
+        names = [m for m in known_models() if not (official and MODELS[m].retired)]
+        close = difflib.get_close_matches(model, names, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else "known models: " + ", ".join(names)
         if official:
             issues.append(ParamIssue("model", f"unknown model '{model}'", hint))
         else:
@@ -566,7 +580,10 @@ def check_request(
         )
 
     if kind not in spec.kinds:
-        issues.append(ParamIssue("model", f"{model} does not support {KIND_NOUN[kind]}", KIND_HINTS[kind]))
+        hint = KIND_HINTS[kind]
+        if kind == "variation" and official:
+            hint = "only dall-e-2 makes variations, and it is retired: use an edit with a prompt and a GPT image model"
+        issues.append(ParamIssue("model", f"{model} does not support {KIND_NOUN[kind]}", hint))
         return issues
 
     if api == "responses":
@@ -784,16 +801,21 @@ def _check_size(spec: ModelSpec, value: object) -> list[ParamIssue]:
             return []
         w, h = wh
         m = free.multiple
-        hint = "use " + free.summary()
+        hint = f"use {_nearest(spec.sizes, wh)}, the nearest standard size, or any {free.summary()}"
         suggestion = (max(m, int(w / m + 0.5) * m), max(m, int(h / m + 0.5) * m))
         if suggestion != wh and not free.reasons(*suggestion):
-            hint = f"try {suggestion[0]}x{suggestion[1]} ({free.summary()})"
+            hint = f"try {suggestion[0]}x{suggestion[1]}, the nearest size it takes; sizes are {free.summary()}"
         return [
             ParamIssue(
                 "size", f"size {_fmt_value(value)} is not accepted by {model}: {'; '.join(reasons)}", hint
             )
         ]
-    hint = "use " + _join_or([*choices, "WxH (e.g. 1536x864)"] if free is not None else choices)
+    if wh is not None:  # the nearest first
+        near = _nearest(spec.sizes, wh)
+        choices = [near, *(c for c in choices if c != near)]
+    hint = "use " + _join_or([*choices, "WxH such as 1536x864"] if free is not None else choices)
+    if wh is not None:
+        hint = f"use {choices[0]}, the nearest; or {_join_or(choices[1:])}" if len(choices) > 1 else hint
     if wh is None and value != "auto":
         return [ParamIssue("size", f"size {_fmt_value(value)} is not a size", hint)]
     return [ParamIssue("size", f"size {_fmt_value(value)} is not accepted by {model}", hint)]

@@ -8,17 +8,43 @@ parameters, output format) is done once per step; only rendering is per unit.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import models
-from .catalog import FailureLog, KeySpec, Row, Unit, catalog_format, expand_units, inline_rows, read_rows
+from .catalog import (
+    UNITS_HINT,
+    FailureLog,
+    KeySpec,
+    Row,
+    TooManyRows,
+    Unit,
+    catalog_format,
+    expand_units,
+    inline_rows,
+    read_rows,
+)
 from .config.checks import PlannedCheck, StepChecks, read_checks
 from .errors import Problem
+from .imaging.geometry import check_mask
 from .imaging.io import ImageInputError, probe
-from .recipe import API_KINDS, Recipe, Source, Step, display_path, exists, is_file, locate, quoted, suggest
+from .recipe import (
+    API_KINDS,
+    Recipe,
+    Source,
+    Step,
+    display_path,
+    exists,
+    is_file,
+    locate,
+    output_dir_problem,
+    quoted,
+    suggest,
+)
 from .templating import (
     GLOBALS,
     Compiled,
@@ -28,6 +54,7 @@ from .templating import (
     did_you_mean,
     evaluate,
     render,
+    validation_budget,
 )
 from .yamlload import PathKey, format_path, read_text
 
@@ -35,11 +62,19 @@ CONFINED_HINT = ("paths are relative to the recipe and must stay inside the proj
                  "the nearest folder above with a pipeline.yaml, else the recipe's folder")
 NON_PARAM_KEYS = {"prompt", "prompt_file", "image", "mask", "markup", "model", "fit", "description"}
 VARIATION_PARAMS = {"n", "size", "response_format", "safety_identifier", "extra_params"}
-RESERVED = {"manifest.json", "report.html"}
+RESERVED = {"manifest.json", "report.html"}  # compared lower-cased: Manifest.JSON is reserved too
+RESERVED_FOLDERS = {".dalle-pipe", ".thumbs"}
+WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                             *(f"COM{i}" for i in "123456789\u00b9\u00b2\u00b3"),
+                             *(f"LPT{i}" for i in "123456789\u00b9\u00b2\u00b3")})
+MAX_NAME_BYTES = 255
+TREE_HINT = "dalle-pipe writes only real folders inside output_dir; remove the symlink or change output"
 IMAGE_KEYS = ("image", "mask", "markup", "background", "size_of", "from_alpha")
 CONTEXT_NAMES = frozenset({"item", "key", "matrix", "vars", "recipe", "step", "steps"})
 OUTPUT_NAMES = CONTEXT_NAMES | {"index", "ext"}
 MAX_PROMPT_FILE_BYTES = 1024 * 1024
+UNIT_PARTS = frozenset({"catalog", "items", "matrix", "vars"})  # when one is broken, no unit can be rendered
+REQUEST_PARTS = frozenset({"model", "params", "provider"})  # when one is broken, no request can be checked
 
 At = Callable[[int | None], tuple[str, int, int]]  # a template's line -> (file, line, col)
 
@@ -135,6 +170,7 @@ class _Template:
     path: PathKey
     compiled: Compiled | None  # None: it failed to compile or uses a name that never exists
     at: At
+    uses_broken: bool = False  # it reads a step that failed the schema (rendered with a placeholder)
 
 
 @dataclass
@@ -158,15 +194,30 @@ class _StepInfo:
 
 
 def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
-    """Expand a recipe into its tasks, checking everything that needs no network."""
+    """Expand a recipe into its tasks, checking everything that needs no network.
+
+    All its templates, every row, share one budget of work (templating.validation_budget)."""
+    with validation_budget():
+        return _build_plan(recipe)
+
+
+def _build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     out: list[Problem] = []
+    unwritable = output_dir_problem(recipe)
+    if unwritable is not None:
+        out.append(unwritable)
     src = recipe.source
     base_ctx: dict[str, Any] = {"vars": dict(recipe.vars), "recipe": {"name": recipe.name}}
-    rows = _rows(recipe, out)
+    # A part that failed the schema is left out; what depends on it is not checked (no false problems).
+    rows = _rows(recipe, out) if not recipe.broken & UNIT_PARTS else None
     cat = recipe.catalog or {}
     spec = KeySpec(cat.get("key"), src.at(("catalog", "key")), cat.get("where"), src.at(("catalog", "where")))
-    units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx)
-    out += found
+    units: list[Unit] = []
+    if not recipe.broken & UNIT_PARTS:
+        units, found = expand_units(rows, spec, recipe.matrix, src.at, base_ctx, limit=recipe.max_units,
+                                    limit_at=("matrix",) if recipe.matrix else ("catalog", "path")
+                                    if recipe.catalog else ("items",))
+        out += found
     if rows is not None and not units and not any(p.severity == "error" for p in out):
         where = ("catalog", "where") if rows and recipe.catalog and "where" in recipe.catalog else \
             ("catalog", "path") if recipe.catalog else ("items",)
@@ -184,7 +235,8 @@ def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
     for unit in units:
         tasks.extend(planner.unit(unit))
     out += planner.failures.problems(len(units))
-    if any(p.severity == "error" for p in out):
+    out = list(dict.fromkeys(out))  # a recipe-level setting is said once, not once per step
+    if any(p.severity == "error" for p in out) or not recipe.complete:
         return None, out
     return Plan(recipe, units, tasks, [p for p in out if p.severity == "warning"]), out
 
@@ -212,7 +264,12 @@ def _rows(recipe: Recipe, out: list[Problem]) -> list[Row] | None:
         out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)}: unknown format {target.suffix!r}",
                                "use .csv, .json, .jsonl or .yaml, or set catalog.format"))
         return []
-    rows, found = read_rows(target, display_path(target), fmt)
+    try:
+        rows, found = read_rows(target, display_path(target), fmt, limit=recipe.max_units)
+    except TooManyRows as exc:
+        out.append(src.problem(("catalog", "path"), f"catalog {quoted(rel)} has {exc.count} rows, more than "
+                               f"the ceiling of {exc.limit} units", UNITS_HINT))
+        return []
     out += found
     return rows
 
@@ -232,6 +289,8 @@ def _template(src: Source, path: PathKey, text: Any, out: list[Problem], *, expr
 def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     """Compile a step's templates and check the names they use; work out its request."""
     src = recipe.source
+    if step.broken:
+        return _StepInfo(step)
     info = _StepInfo(step, fields=_image_fields(step))
     body = step.body
     if "prompt" in body:
@@ -248,6 +307,9 @@ def _prepare(recipe: Recipe, step: Step, out: list[Problem]) -> _StepInfo:
     for tpl in (info.prompt, info.output, info.when, *info.images.values()):
         if tpl is not None and tpl.compiled is not None and not _names_ok(recipe, step, tpl, out):
             tpl.compiled = None
+    for tpl in (info.output, *info.images.values()):
+        if tpl is not None and tpl.uses_broken:
+            tpl.compiled = None  # a placeholder path would only raise false problems
     if step.kind in API_KINDS:
         info.model = str(body.get("model", recipe.model))
         info.merged = merged = step_params(recipe, step)
@@ -314,7 +376,14 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
         add(None, f"undefined variable {name!r}", hint)
     ids = [s.id for s in recipe.steps]
     earlier = ids[:step.index]
+    hidden = False
     for attr, line in c.attributes("steps"):
+        if attr in earlier and recipe.steps[earlier.index(attr)].broken:
+            tpl.uses_broken = True  # a step that failed the schema: what it makes is unknown
+            continue
+        if attr not in ids and _unnamed_broken(recipe, step.index):
+            hidden = True  # perhaps the step whose id failed the schema: not a problem of its own
+            continue
         if attr in earlier:
             continue
         if attr == step.id:
@@ -325,13 +394,25 @@ def _names_ok(recipe: Recipe, step: Step, tpl: _Template, out: list[Problem]) ->
             close = did_you_mean(attr, earlier)
             hint = close.replace("'", "'steps.", 1) if close else "no step has this id"
         add(line, f"undefined variable 'steps.{attr}'", hint)
+    if recipe.broken & UNIT_PARTS and "vars" not in recipe.broken:
+        # No unit can be rendered to find them, but vars are known: say which ones are missing now.
+        for attr, line in c.attributes("vars"):
+            if attr not in recipe.vars:
+                add(line, f"undefined variable 'vars.{attr}'",
+                    (did_you_mean(attr, list(recipe.vars)) or "").replace("'", "'vars.", 1)
+                    or f"set it under vars: or with --var {attr}=...")
     for attr, line in c.attributes("matrix"):
         if attr not in recipe.matrix:
             close = did_you_mean(attr, list(recipe.matrix))
             add(line, f"undefined variable 'matrix.{attr}'",
                 close.replace("'", "'matrix.", 1) if close else "the matrix has no such name")
     out += found
-    return not found
+    return not found and not hidden
+
+
+def _unnamed_broken(recipe: Recipe, before: int) -> bool:
+    """Whether an earlier step failed the schema without a usable id (any unknown id may be its)."""
+    return any(s.broken and not s.id for s in recipe.steps[:before])
 
 
 def _image_fields(step: Step) -> list[tuple[PathKey, Any]]:
@@ -354,12 +435,18 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
     ids = [s.id for s in recipe.steps]
     for info in infos:
         step = info.step
+        if step.broken:
+            continue
         for path, value in _image_fields(step):
             if not isinstance(value, dict):
                 continue
             ref = value.get("step")
             in_list = isinstance(path[-1], int)
             target = recipe.step(ref) if isinstance(ref, str) else None
+            if target is not None and target.broken and target.index < step.index:
+                continue  # it failed the schema: what it makes is unknown (said already)
+            if target is None and _unnamed_broken(recipe, step.index):
+                continue  # perhaps the step whose id failed the schema
             if target is None:
                 out.append(src.problem((*path, "step"), f"no earlier step {ref!r}",
                                        suggest(str(ref), ids[:step.index])))
@@ -382,6 +469,10 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
         body = step.body
         if step.kind in ("mask", "markup") and not any(k in body for k in ("size", "size_of", "from_alpha")):
             out.append(src.problem(step.body_path, "a mask needs its size", "set size, size_of or from_alpha"))
+        if step.kind == "mask":
+            for issue in check_mask(body.get("shapes") or [], invert=body.get("invert") is True,
+                                    from_alpha="from_alpha" in body):
+                out.append(src.problem((*step.body_path, *issue.path), issue.message, issue.hint))
         if step.kind == "pad" and not any(k in body for k in ("aspect", "size")):
             out.append(src.problem(step.body_path, "pad needs aspect or size"))
 
@@ -389,6 +480,8 @@ def _check_references(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]
 def _check_capabilities(recipe: Recipe, infos: list[_StepInfo], out: list[Problem]) -> None:
     """The capability table, once per API step: what the endpoint would refuse."""
     provider = recipe.provider
+    if recipe.broken & REQUEST_PARTS:
+        return  # the model, the parameters or the provider failed the schema: said already
     # The offline renderer previews what the real endpoint will be asked: check as for it.
     official = provider.name != "azure" and models.is_official_endpoint(recipe.base_url)
     api = provider.api if provider.name in ("openai", "azure") else "images"
@@ -436,6 +529,8 @@ class _Planner:
         self.located: dict[str, tuple[Path | None, str | None]] = {}
         self.checked: dict[tuple[Any, ...], list[models.ParamIssue]] = {}
         self.predicted: dict[tuple[Any, ...], tuple[str, tuple[int, int] | None]] = {}
+        self.seen_folders: dict[str, str] = {}  # folded folder of an output -> the first task writing in it
+        self.links = SymlinkFinder(recipe.output_dir)
 
     def fail(self, tpl_at: tuple[str, int, int], path: PathKey, unit: Unit, message: str,
              hint: str | None = None) -> None:
@@ -449,6 +544,11 @@ class _Planner:
         tasks: list[Task] = []
         for info in self.infos:
             step = info.step
+            if step.broken:
+                if step.id:  # a placeholder, so that prompts reading it still show their other problems
+                    text = f"[{step.id}]"
+                    steps_ctx[step.id] = {"path": text, "paths": [text], "prompt": text, "revised_prompt": text}
+                continue
             ctx["step"] = step.id
             enabled = True
             if info.when is not None and info.when.compiled is not None:
@@ -641,9 +741,65 @@ class _Planner:
                           "two tasks may not write one path (case-insensitively); use {{ key }} and "
                           "{{ index }} in output")
                 continue
-            self.seen_outputs[folded] = task_id if n == 1 else f"{task_id} (image {index})"
+            clash = self._tree_clash(rel, folded, task_id if n == 1 else f"{task_id} (image {index})")
+            if clash:
+                where = tpl.path if tpl is not None else step.at
+                self.fail(self.recipe.source.at(where), where, unit, f"output path {quoted(rel)} {clash[0]}",
+                          clash[1])
+                continue
             paths.append(rel)
         return paths
+
+    def _tree_clash(self, rel: str, folded: str, who: str) -> tuple[str, str] | None:
+        """An output that is another's folder, or that passes through a symlink; else records it."""
+        link = self.links.first_link(rel)
+        if link is not None:
+            return f"passes through a symlink inside output_dir ({link!r})", TREE_HINT
+        if folded in self.seen_folders:
+            return (f"is a folder of {self.seen_folders[folded]}'s output",
+                    "an output may not be another output's folder")
+        folders = [folded.rsplit("/", k)[0] for k in range(1, folded.count("/") + 1)]
+        for folder in folders:
+            if folder in self.seen_outputs:
+                return (f"is inside {folder!r}, an output of {self.seen_outputs[folder]}",
+                        "an output may not be another output's folder")
+        self.seen_outputs[folded] = who
+        for folder in folders:
+            self.seen_folders.setdefault(folder, who)
+        return None
+
+
+class SymlinkFinder:
+    """Which output paths pass through a symlink inside an output folder. Only the paths the plan
+    names are looked at (one lstat per new folder or file), never the whole tree, so a huge
+    --output-dir costs nothing more."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.known: dict[str, bool | None] = {}  # prefix -> is a symlink; None: does not exist
+
+    def first_link(self, rel: str) -> str | None:
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            state = self.known.get(prefix, False) if prefix in self.known else self._look(prefix)
+            if state is None:
+                return None  # missing: nothing deeper exists
+            if state:
+                return prefix
+        return None
+
+    def _look(self, prefix: str) -> bool | None:
+        try:
+            mode = os.lstat(self.folder / prefix).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            state: bool | None = None
+        except (OSError, ValueError):
+            state = False  # unreadable here: the write reports it
+        else:
+            state = stat.S_ISLNK(mode)
+        self.known[prefix] = state
+        return state
 
 
 def _probe(path: Path) -> models.InputInfo | ImageInputError | None:
@@ -651,7 +807,7 @@ def _probe(path: Path) -> models.InputInfo | ImageInputError | None:
     if not exists(path):
         return None
     try:
-        info = probe(path)
+        info = probe(path, decode=True)  # decoded whole: short or corrupt pixel data is refused now
     except ImageInputError as exc:
         return exc
     except (OSError, ValueError) as exc:
@@ -720,6 +876,23 @@ def _bad_output(rel: str) -> str | None:
         return "escapes output_dir"
     if rel.endswith("/") or not p.parts or p.name in (".", ""):
         return "is not a file name"
-    if p.parts[0] in (".dalle-pipe", ".thumbs") or p.as_posix() in RESERVED:
+    if p.parts[0].lower() in RESERVED_FOLDERS or p.as_posix().lower() in RESERVED:
         return "is reserved by dalle-pipe"
+    for part in p.parts:
+        bad = bad_name(part)
+        if bad:
+            return bad
+    return None
+
+
+def bad_name(part: str) -> str | None:
+    """Why one file or folder name cannot be written on every system, or None."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in part):
+        return "has a control character (a line break, a tab...)"
+    if part.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_DEVICES:
+        return f"uses {part!r}, a Windows device name"
+    if part.endswith((".", " ")):
+        return f"has a name ending in a dot or a space ({part!r})"
+    if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"has a name over {MAX_NAME_BYTES} bytes"
     return None

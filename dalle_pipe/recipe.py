@@ -6,6 +6,7 @@ pipeline's limits are the account's and a recipe may only lower them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
+from .catalog import MAX_UNITS
 from .errors import Problem
 from .yamlload import (
     MAX_FILE_BYTES,
@@ -43,6 +45,7 @@ class Overrides:
     vars: Mapping[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
     several: bool = False  # --output-dir DIR with several recipes writes DIR/<name>
+    max_units: int = MAX_UNITS  # --max-units: the ceiling on units per recipe
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Pipeline:
     root: Path
     recipes: tuple[Path, ...]
     data: Mapping[str, Any]
+    broken: frozenset[str] = frozenset()  # keys that failed the schema (left out of `data`)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class Step:
     when: str | None
     checks: tuple[Mapping[str, Any], ...] = ()  # as written; typed and validated by config/checks.py
     on_fail: Mapping[str, Any] | None = None
+    broken: bool = False  # it failed the schema: only its id is known (its problems are said already)
 
     @property
     def at(self) -> PathKey:
@@ -125,6 +130,14 @@ class Recipe:
     base_url: str | None
     throttle_stated: bool
     ask_model: str | None = None  # the default model of `ask` checks (recipe > pipeline; no hidden default)
+    # Top-level keys whose values failed the schema ("" for the document itself). A recipe with a
+    # broken part is checked everywhere else, so that every problem shows in one pass, but never planned.
+    broken: frozenset[str] = frozenset()
+
+    @property
+    def complete(self) -> bool:
+        return not self.broken and not any(s.broken for s in self.steps)
+    max_units: int = MAX_UNITS
 
     @property
     def dir(self) -> Path:
@@ -228,8 +241,8 @@ def _load_source(path: Path, problems: list[Problem]) -> Source | None:
     return Source(path, file, doc, hashlib.sha256(raw).hexdigest())
 
 
-def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
-    """The schema's problems to show, and whether there were any (some are said already)."""
+def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], list[PathKey]]:
+    """The schema's problems to show (some are said already), and the path of every one."""
     out = []
     broken = src.doc.broken
     issues = schema.check(kind, src.doc.data)  # type: ignore[arg-type]
@@ -237,7 +250,19 @@ def _schema_problems(kind: str, src: Source) -> tuple[list[Problem], bool]:
         if any(issue.path[:len(b)] == b for b in broken):
             continue  # a value the YAML loader refused (a tag, a recursive alias): said once already
         out.append(src.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key))
-    return out, bool(issues)
+    return out, [issue.path for issue in issues]
+
+
+def _broken_parts(paths: list[PathKey]) -> tuple[set[str], set[int]]:
+    """The top-level keys and the steps that the schema's problems are in."""
+    top: set[str] = set()
+    steps: set[int] = set()
+    for path in paths:
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+            steps.add(path[1])
+        else:
+            top.add(str(path[0]) if path else "")
+    return top, steps
 
 
 def is_pipeline_data(data: Any) -> bool:
@@ -250,11 +275,14 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
         return None
     found, failed = _schema_problems("pipeline", src)
     problems.extend(found)
-    if failed or not isinstance(src.doc.data, dict):
+    broken, _ = _broken_parts(failed)
+    if not isinstance(src.doc.data, dict) or "recipes" in broken or "recipes" not in src.doc.data:
         return None
+    # The recipes are still checked; what they would inherit from a broken key is not.
+    data = {k: v for k, v in src.doc.data.items() if k not in broken}
     root = path.resolve().parent
     recipes: list[Path] = []
-    for i, rel in enumerate(src.doc.data.get("recipes", [])):
+    for i, rel in enumerate(data.get("recipes", [])):
         target, why = locate(root, root, rel)
         if target is None:
             problems.append(src.problem(("recipes", i), f"recipe path {quoted(rel)} {why}",
@@ -265,7 +293,7 @@ def load_pipeline(path: Path, problems: list[Problem]) -> Pipeline | None:
             problems.append(src.problem(("recipes", i), f"recipe {quoted(rel)} is listed twice"))
         else:
             recipes.append(target)
-    return Pipeline(src, root, tuple(recipes), src.doc.data)
+    return Pipeline(src, root, tuple(recipes), data, frozenset(broken))
 
 
 def _provider(value: Any) -> ProviderConfig:
@@ -300,8 +328,12 @@ def load_recipe(
     found, failed = _schema_problems("recipe", src)
     problems.extend(found)
     data = src.doc.data
-    if failed or not isinstance(data, dict):
+    if not isinstance(data, dict):
         return None
+    broken, broken_steps = _broken_parts(failed)
+    if broken or broken_steps:
+        # Check the parts that passed the schema as if the broken ones were not there.
+        data = {k: v for k, v in data.items() if k not in broken}
     root = pipeline.root if pipeline else project_root(path)
     if pipeline is None and is_file(root / PIPELINE_FILE):
         # Inherit from the project's pipeline.yaml when it lists this recipe. Its own problems
@@ -313,6 +345,13 @@ def load_recipe(
         if candidate is not None and path.resolve() in candidate.recipes:
             pipeline = candidate
     pdata: Mapping[str, Any] = pipeline.data if pipeline else {}
+    if pipeline is not None and pipeline.broken:
+        # What this recipe would have inherited from a broken pipeline key is unknown: not checked.
+        inherited = {k: k for k in ("params", "throttle", "vars")} | {"output_root": "output_dir"}
+        own = {"model": "model", "provider": "provider"}
+        broken |= {inherited[k] for k in pipeline.broken if k in inherited}
+        broken |= {own[k] for k in pipeline.broken if k in own and k not in data}
+        broken.add("pipeline")  # never planned
 
     provider = _provider(data.get("provider", pdata.get("provider")))
     if overrides.provider:
@@ -332,29 +371,37 @@ def load_recipe(
     stated = any(k in throttle for k in ("images_per_minute", "requests_per_minute"))
 
     steps = []
-    for i, raw in enumerate(data["steps"]):
+    for i, raw in enumerate(data.get("steps") or []):
+        if i in broken_steps:
+            step_id = raw.get("id") if isinstance(raw, dict) else None
+            steps.append(Step(i, step_id if isinstance(step_id, str) else "", "", {}, None, None, broken=True))
+            continue
         kind = next(k for k in STEP_KINDS if k in raw)
         steps.append(Step(i, raw["id"], kind, raw[kind] or {}, raw.get("output"), raw.get("when"),
                           tuple(raw.get("checks") or ()), raw.get("on_fail")))
     _check_step_ids(src, steps, problems)
 
-    output_dir = _output_dir(src, data, pipeline, root, overrides, problems)
+    name = str(data.get("name") or path.stem)
+    output_dir = _output_dir(src, {**data, "name": name}, pipeline, root, overrides, problems)
     base_url = overrides.base_url or os.environ.get("OPENAI_BASE_URL") or None
     return Recipe(
-        source=src, root=root, name=data["name"], sha256=src.sha256,
+        source=src, root=root, name=name, sha256=src.sha256,
         provider=provider, model=data.get("model") or pdata.get("model") or DEFAULT_MODEL,
         params={**(pdata.get("params") or {}), **(data.get("params") or {})},
         throttle=throttle, vars=variables, catalog=data.get("catalog"),
         items=tuple(data["items"]) if "items" in data else None,
         matrix={k: tuple(v) for k, v in (data.get("matrix") or {}).items()},
-        output_dir=output_dir or root / "out" / data["name"], steps=tuple(steps), pipeline=pipeline,
+        output_dir=output_dir or root / "out" / name, steps=tuple(steps), pipeline=pipeline,
         base_url=base_url, throttle_stated=stated, ask_model=data.get("ask_model") or pdata.get("ask_model"),
+        broken=frozenset(broken), max_units=overrides.max_units,
     )
 
 
 def _check_step_ids(src: Source, steps: list[Step], problems: list[Problem]) -> None:
     seen: dict[str, Step] = {}
     for step in steps:
+        if not step.id:
+            continue
         if step.id in seen:
             problems.append(src.problem((*step.at, "id"), f"duplicate step id {step.id!r}",
                                         f"steps[{seen[step.id].index}] has it too"))
@@ -382,8 +429,17 @@ def _output_dir(src: Source, data: Mapping[str, Any], pipeline: Pipeline | None,
                                                     f"{quoted(pipeline.data['output_root'])} {why}",
                                                     "use a path inside the project, or --output-dir"))
             return None
-        return target / "out" / str(data["name"])
-    return root / "out" / str(data["name"])
+        base, shown = target, f"{pipeline.data['output_root']}/out/{data['name']}"
+    else:
+        base, shown = root, f"out/{data['name']}"
+    # The default folder is held to the rule an explicit output_dir is: a symlink on the way
+    # (out/ -> /elsewhere) may not take the outputs out of the project.
+    default, why = locate(root, base, f"out/{data['name']}")
+    if default is None:
+        problems.append(src.problem(("name",), f"the default output folder {quoted(shown)} {why}",
+                                    "set output_dir to a folder inside the project, or use --output-dir"))
+        return None
+    return default
 
 
 def suggest(word: str, choices: list[str]) -> str | None:
@@ -426,7 +482,7 @@ def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, li
         unique.setdefault(path.resolve(), (path, pipe))
     paths = list(unique.values())
     several = len(paths) > 1
-    ov = Overrides(overrides.provider, overrides.base_url, overrides.vars, overrides.output_dir, several)
+    ov = dataclasses.replace(overrides, several=several)
     names: dict[str, Recipe] = {}
     for path, pipe in paths:
         recipe = load_recipe(path, ov, problems, pipe)
@@ -438,7 +494,46 @@ def load_targets(targets: list[Path], overrides: Overrides) -> tuple[Project, li
             continue
         names[recipe.name] = recipe
         recipes.append(recipe)
+    problems.extend(nested_output_dirs(recipes))
     return Project(tuple(recipes), pipeline), list(dict.fromkeys(problems))
+
+
+def nested_output_dirs(recipes: list[Recipe]) -> list[Problem]:
+    """Two recipes whose output folders nest: each would take the other's files for its own
+    (clean, reports, manifests)."""
+    out: list[Problem] = []
+    for i, later in enumerate(recipes):
+        for earlier in recipes[:i]:
+            a, b = earlier.output_dir, later.output_dir
+            if a in b.parents or b in a.parents:  # the same folder twice: app.load says so
+                how = "is inside the output folder of" if a in b.parents else "holds the output folder of"
+                path = ("output_dir",) if "output_dir" in later.source.doc.data else ("name",)
+                out.append(later.source.problem(path, f"output folder {quoted(display_path(b))} {how} recipe "
+                                                f"{earlier.name!r}", "give every recipe a folder of its own"))
+                break
+    return out
+
+
+def output_dir_problem(recipe: Recipe) -> Problem | None:
+    """A clear problem when the recipe's output folder cannot be written: read-only, or missing
+    under something that is not a writable folder. Checks only; creates nothing."""
+    folder = recipe.output_dir
+    path = ("output_dir",) if "output_dir" in recipe.source.doc.data else ("name",)
+    probe = folder
+    while not os.path.exists(probe):  # a dangling symlink: its confinement is checked elsewhere
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    shown = quoted(display_path(folder))
+    if not _is_dir(probe):
+        return recipe.source.problem(path, f"output folder {shown} cannot be made: "
+                                     f"{quoted(display_path(probe))} is not a folder",
+                                     "use --output-dir, or set output_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is read-only" if probe == folder else f"cannot be made: {quoted(display_path(probe))} is read-only"
+        return recipe.source.problem(path, f"output folder {shown} {what}",
+                                     "make it writable, or use --output-dir to write elsewhere")
+    return None
 
 
 def _is_dir(path: Path) -> bool:

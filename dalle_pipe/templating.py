@@ -8,27 +8,33 @@ A template may read its context and build small values, nothing more:
 - every value a template builds (strings, lists, mappings, big integers) is
   bounded, checked before it is built where it could be large (`'x' * 10**9`,
   `'x'|center(10**9)`, `'%999999999d' % 1`, `[l, l]` nested);
-- loops share a budget of iterations per render (`range(10**5)` twice nested);
-- the output of one render is bounded.
+- every render has a budget counted in work, never in time, so the result is the same on
+  every machine: loop iterations (all loops together), calls (macros, methods, filters),
+  the depth of nested macro calls (a macro calling itself twice per level), the characters
+  and items all of its built values add up to, and its output;
+- a validation (every render of one plan, all rows) shares one more budget of work:
+  see :func:`validation_budget`.
 
 Everything that goes wrong becomes a :class:`RenderError` with a user-facing message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import difflib
 import functools
+import itertools
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Macro, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, missing
 
@@ -39,8 +45,51 @@ MAX_REPEAT = MAX_VALUE  # longest string `'x' * n` may build
 MAX_INT_BITS = 4_096  # bits of an integer a template may compute
 MAX_LOOP = 2_000  # loop iterations per render, all loops together
 MAX_RANGE = MAX_LOOP  # items of range()
+MAX_CALLS = 10_000  # calls per render: macros, functions, methods, filters
+MAX_DEPTH = 50  # macro calls nested inside one another
+MAX_BUILT = 1_000_000  # characters + items of all the values one render builds, added up
+MAX_VALIDATION_WORK = 50_000_000  # loop iterations + calls of every render of one validation
 
-_FUEL: contextvars.ContextVar[list[int]] = contextvars.ContextVar("dalle_pipe_template_fuel")
+
+@dataclass
+class _Budget:
+    """What one render may still spend."""
+
+    loops: int = MAX_LOOP
+    calls: int = MAX_CALLS
+    depth: int = 0
+    built: int = MAX_BUILT
+
+
+@dataclass
+class Budget:
+    """The work every render of one validation may still spend (loop iterations + calls)."""
+
+    left: int = MAX_VALIDATION_WORK
+    limit: int = MAX_VALIDATION_WORK
+
+    @property
+    def spent(self) -> int:
+        return self.limit - self.left
+
+
+_FUEL: contextvars.ContextVar[_Budget] = contextvars.ContextVar("dalle_pipe_template_fuel")
+_SHARED: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("dalle_pipe_validation_fuel",
+                                                                        default=None)
+
+
+@contextlib.contextmanager
+def validation_budget(limit: int | None = None) -> Iterator[Budget]:
+    """Every render inside shares `limit` (default MAX_VALIDATION_WORK) units of work (loop
+    iterations + calls), on top of each render's own budget: a catalog whose every row spends
+    its whole render budget stops too."""
+    limit = MAX_VALIDATION_WORK if limit is None else limit
+    budget = Budget(limit, limit)
+    token = _SHARED.set(budget)
+    try:
+        yield budget
+    finally:
+        _SHARED.reset(token)
 
 
 class RenderError(Exception):
@@ -58,7 +107,11 @@ class _Refused(SecurityError):
 
 
 class _OutOfFuel(_Refused):
-    """Loops ran past their budget."""
+    """Loops or calls ran past their budget."""
+
+
+class _OutOfShared(_Refused):
+    """The validation's shared budget ran out."""
 
 
 class _Missing(UndefinedError):
@@ -102,17 +155,35 @@ def _weight(value: Any, limit: int = MAX_VALUE) -> int:
             stack.extend(v)
         elif isinstance(v, range):
             total += len(v)
-        elif isinstance(v, Namespace):
-            total += 1
+        elif isinstance(v, Namespace):  # its repr shows every attribute, nested ones each time
+            attrs: dict[str, Any] = object.__getattribute__(v, "_Namespace__attrs")
+            total += 1 + len(attrs)
+            stack.extend(attrs.values())
         if total > limit:
             return total
     return total
 
 
 def _bounded(value: Any, what: str = "value") -> Any:
-    if _weight(value) > MAX_VALUE:
+    weight = _weight(value)
+    if weight > MAX_VALUE:
         raise _Refused(f"a {what} of more than {MAX_VALUE} characters or items")
+    _spend_built(weight)
     return value
+
+
+def _spend_built(weight: int) -> None:
+    budget = _budget()
+    budget.built -= weight
+    if budget.built < 0:
+        raise _Refused(f"the values it built add up to more than {MAX_BUILT} characters or items")
+
+
+def _heavy(values: Iterable[Any], what: str) -> None:
+    """Refuse before stringifying a container or namespace whose text would be too large."""
+    for v in values:
+        if not isinstance(v, str | int | float | bool) and v is not None and _weight(v) > MAX_VALUE:
+            raise _Refused(f"{what} of a value of more than {MAX_VALUE} characters or items")
 
 
 def _check_int_args(args: Iterable[Any], name: str) -> None:
@@ -146,43 +217,78 @@ def _check_format(fmt: str, percent: bool) -> None:
         raise _Refused(f"a format whose widths add up to more than {MAX_VALUE}")
 
 
-def _estimate_str_call(name: str, obj: str, args: tuple[Any, ...]) -> int:
-    """An upper bound of the length of `obj.name(*args)` for the str methods that can grow."""
-    if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+_TEXT = (str, bytes, bytearray)
+
+
+def _estimate_str_call(name: str, obj: str | bytes | bytearray, args: tuple[Any, ...]) -> int:
+    """An upper bound of the length of `obj.name(*args)` for the str/bytes methods that can grow."""
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], _TEXT) and isinstance(args[1], _TEXT):
         old, new = args[0], args[1]
-        count = len(obj) + 1 if not old else obj.count(old)
+        try:
+            count = len(obj) + 1 if not old else obj.count(old)  # type: ignore[arg-type]
+        except TypeError:
+            return 0  # str.replace with bytes: fails by itself
         return len(obj) + count * len(new)
-    if name == "join" and isinstance(args[0] if args else None, list | tuple):
+    if name == "join" and args and isinstance(args[0], Sized):
         return _weight(args[0]) + len(obj) * len(args[0])
     if name == "expandtabs":
         width = args[0] if args and isinstance(args[0], int) else 8
-        return len(obj) + obj.count("\t") * max(width, 0)
+        tab: Any = "\t" if isinstance(obj, str) else b"\t"
+        return len(obj) + obj.count(tab) * max(width, 0)
+    if name == "translate" and args:
+        table = args[0]
+        values = table.values() if isinstance(table, Mapping) else table if isinstance(table, list | tuple) \
+            else ()
+        longest = max((len(v) for v in values if isinstance(v, _TEXT)), default=1)
+        return len(obj) * max(longest, 1)
     return 0
 
 
-def _refuel() -> list[int]:
+def _budget() -> _Budget:
     fuel = _FUEL.get(None)
     if fuel is None:
-        fuel = [MAX_LOOP]
+        fuel = _Budget()
         _FUEL.set(fuel)
     return fuel
 
 
+def _spend_shared(amount: int) -> None:
+    shared = _SHARED.get()
+    if shared is not None:
+        shared.left -= amount
+        if shared.left < 0:
+            raise _OutOfShared(f"this validation's templates ran more than {shared.limit} loop "
+                               f"iterations and calls in all")
+
+
 def _loop(iterable: Any) -> Iterator[Any]:
     """Every `{% for %}` runs through this: all loops of one render share MAX_LOOP iterations."""
-    fuel = _refuel()
+    fuel = _budget()
     for value in iterable:
-        fuel[0] -= 1
-        if fuel[0] < 0:
+        fuel.loops -= 1
+        if fuel.loops < 0:
             raise _OutOfFuel(f"loops ran more than {MAX_LOOP} times")
+        _spend_shared(1)
         yield value
+
+
+def _spend_call() -> _Budget:
+    fuel = _budget()
+    fuel.calls -= 1
+    if fuel.calls < 0:
+        raise _OutOfFuel(f"calls ran more than {MAX_CALLS} times (macros, functions, methods, filters)")
+    _spend_shared(1)
+    return fuel
 
 
 def _concat(parts: list[Any]) -> str:
     """`a ~ b`: joined only when the result stays bounded."""
+    _heavy(parts, "~")
     texts = [str(p) for p in parts]
-    if sum(len(t) for t in texts) > MAX_VALUE:
+    total = sum(len(t) for t in texts)
+    if total > MAX_VALUE:
         raise _Refused(f"a string of more than {MAX_VALUE} characters")
+    _spend_built(total)
     return "".join(texts)
 
 
@@ -193,8 +299,19 @@ def _range(*args: int) -> range:
     return rng
 
 
-_GROWING_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice"})
+_GROWING_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "truncate"})
 _GROWING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_SUM_ITEMS = 100  # `sum` of lists copies the total once per item: a few only
+
+
+def _items(value: Any) -> list[Any]:
+    """An iterable as a list, refused past MAX_VALUE items (a generator from `map` has no len)."""
+    if isinstance(value, str | Mapping):
+        return list(value)
+    out = list(itertools.islice(value, MAX_VALUE + 1))
+    if len(out) > MAX_VALUE:
+        raise _Refused(f"a sequence of more than {MAX_VALUE} items")
+    return out
 
 
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -204,9 +321,22 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        _spend_call()
         if name in _GROWING_FILTERS:
             _check_int_args((*args[skip:], *kwargs.values()), name)
+        _heavy((*args[skip - 1:], *kwargs.values()), f"{name}()")
         value = args[skip - 1] if len(args) >= skip else None
+        if name == "join" and value is not None and not isinstance(value, Undefined):
+            items = _items(value)
+            sep = args[skip] if len(args) > skip else kwargs.get("d", "")
+            if _weight(items) + len(str(sep)) * len(items) > MAX_VALUE:
+                raise _Refused(f"join() would build more than {MAX_VALUE} characters")
+            args = (*args[:skip - 1], items, *args[skip:])
+        if name == "sum" and value is not None and not isinstance(value, Undefined):
+            items = _items(value)
+            if len(items) > _SUM_ITEMS and any(not isinstance(i, int | float) for i in items):
+                raise _Refused(f"sum() of more than {_SUM_ITEMS} values that are not numbers")
+            args = (*args[:skip - 1], items, *args[skip:])
         if name == "indent" and isinstance(value, str):
             width = args[skip] if len(args) > skip else kwargs.get("width", 4)
             if isinstance(width, int) and (value.count("\n") + 1) * width + len(value) > MAX_VALUE:
@@ -228,9 +358,10 @@ class _Env(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "*":
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                if isinstance(seq, str | bytes | bytearray | list | tuple) and isinstance(times, int):
                     if _weight(seq) * max(times, 0) > MAX_REPEAT:
                         raise _Refused("repetition would build a value that is too large")
+                    _spend_built(_weight(seq) * max(times, 0))
                     return operator.mul(left, right)
             if isinstance(left, int) and isinstance(right, int) \
                     and left.bit_length() + right.bit_length() > MAX_INT_BITS:
@@ -244,25 +375,41 @@ class _Env(ImmutableSandboxedEnvironment):
                 raise _Refused("a number that is too large")
             return operator.pow(left, right)
         if operator_ == "+":
-            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple) \
-                    and _weight(left) + _weight(right) > MAX_VALUE:
-                raise _Refused(f"a value of more than {MAX_VALUE} characters or items")
+            if isinstance(left, str | bytes | bytearray | list | tuple) \
+                    and isinstance(right, str | bytes | bytearray | list | tuple):
+                weight = _weight(left) + _weight(right)
+                if weight > MAX_VALUE:
+                    raise _Refused(f"a value of more than {MAX_VALUE} characters or items")
+                _spend_built(weight)
             return operator.add(left, right)
-        if operator_ == "%" and isinstance(left, str):
-            _check_format(left, percent=True)
+        if operator_ == "%" and isinstance(left, str | bytes):
+            _check_format(left if isinstance(left, str) else left.decode("latin-1"), percent=True)
             _check_int_args(right if isinstance(right, tuple) else (right,), "%")
+            _heavy(right if isinstance(right, tuple) else (right,), "%")
             return _bounded(operator.mod(left, right), "string")
         return super().call_binop(context, operator_, left, right)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        name = getattr(__obj, "__name__", "function")
+        fuel = _spend_call()
+        name = "namespace" if __obj is Namespace else getattr(__obj, "__name__", "function")
         target = getattr(__obj, "__self__", None)
-        if isinstance(target, str):
+        _heavy((*args, *kwargs.values()), f"{name}()")
+        if isinstance(target, _TEXT):
             if name in _GROWING_METHODS:
                 _check_int_args((*args, *kwargs.values()), name)
+            if name == "join" and args and not isinstance(args[0], Sized):
+                args = (_items(args[0]), *args[1:])
             if _estimate_str_call(name, target, args) > MAX_VALUE:
                 raise _Refused(f"{name}() would build more than {MAX_VALUE} characters")
-        return _bounded(super().call(__context, __obj, *args, **kwargs), f"{name}() result")
+        if not isinstance(__obj, Macro):
+            return _bounded(super().call(__context, __obj, *args, **kwargs), f"{name}() result")
+        fuel.depth += 1
+        if fuel.depth > MAX_DEPTH:
+            raise _OutOfFuel(f"macro calls nested more than {MAX_DEPTH} deep")
+        try:
+            return _bounded(super().call(__context, __obj, *args, **kwargs), f"{name}() result")
+        finally:
+            fuel.depth -= 1
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)
@@ -290,8 +437,13 @@ class _Env(ImmutableSandboxedEnvironment):
 
 def _finalize(value: object) -> object:
     """A None (e.g. `steps.hero.revised_prompt` when the model returned none) renders as empty text,
-    never as the word "None" inside a paid prompt."""
-    return "" if value is None else value
+    never as the word "None" inside a paid prompt. A value whose text would be too large (a
+    namespace holding namespaces) is refused before it is turned into text."""
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) and _weight(value, MAX_OUTPUT) > MAX_OUTPUT:
+        raise _Refused(f"output of a value of more than {MAX_OUTPUT} characters or items")
+    return value
 
 
 _ENV = _Env(undefined=_Undefined, autoescape=False, keep_trailing_newline=False, finalize=_finalize)
@@ -330,6 +482,7 @@ def _refuse(node: nodes.Node, message: str) -> RenderError:
 
 _UNDERSCORE_HINT = "templates run sandboxed: names starting with '_' are off limits"
 _SANDBOX_HINT = "templates run sandboxed, with bounded loops and values"
+_SHARED_HINT = "every template of one validation shares one budget of work; simplify the templates"
 
 
 def _check_and_rewrite(ast: nodes.Template, source: str) -> set[tuple[str, str, int]]:
@@ -425,7 +578,7 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
         raise compiled.exhausted[0]
     parts: list[str] = []
     size = 0
-    token = _FUEL.set([MAX_LOOP])
+    token = _FUEL.set(_Budget())
     try:
         for chunk in _chunks(compiled.template, context):
             size += len(chunk)
@@ -437,6 +590,8 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
     except _Missing as exc:
         message, hint = _missing_message(exc, context)
         raise RenderError(message, _lineno(exc, compiled), hint) from None
+    except _OutOfShared as exc:
+        raise RenderError(f"template error: {_sentence(exc)}", _lineno(exc, compiled), _SHARED_HINT) from None
     except _OutOfFuel as exc:
         error = RenderError(f"template error: {_sentence(exc)}", _lineno(exc, compiled), _SANDBOX_HINT)
         compiled.exhausted.append(error)
@@ -534,6 +689,10 @@ def _missing_message(exc: _Missing, context: Mapping[str, Any]) -> tuple[str, st
             hint = f"set it under vars: or with --var {name}=..."
         if owner == "item" and not obj:
             hint = "this recipe has no catalog or items"
+        elif owner == "item" and hint is None:
+            columns = [str(k) for k in obj]
+            more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+            hint = f"this row's columns are {', '.join(columns[:20])}{more}"
         if owner == "steps" and hint is None:
             hint = "only earlier steps of the same unit are available"
         return f"undefined variable {full!r}", hint

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+from .yamlerrors import explain
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_ALIASES = 200
@@ -36,22 +37,6 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:map",
     "tag:yaml.org,2002:timestamp",
 }
-
-# Hints for PyYAML's commonest complaints.
-_HINTS = (
-    ("'\\t'", "indent with spaces, not tabs"),
-    ("mapping values are not allowed here", "quote a value that contains ': '"),
-    ("could not find expected ':'", "is a key missing its ':', or a quote left open?"),
-    ("did not find expected key", "check the indentation of this line and the one above"),
-    ("did not find expected '-' indicator", "check the indentation of this list"),
-    ("found undefined alias", "define the anchor (&name) before using it (*name)"),
-    ("found unexpected end of stream", "a quote or bracket is left open"),
-    ("'<stream end>'", "a quote or bracket is left open"),
-    ("expected a single document", "a recipe is one YAML document: remove the '---'"),
-    ("found character '@' that cannot start any token", "quote values starting with '@' or '`'"),
-    ("found character '`' that cannot start any token", "quote values starting with '@' or '`'"),
-)
-
 
 @dataclass
 class Positions:
@@ -286,10 +271,6 @@ class _TooBig(Exception):
         self.path = path
 
 
-def _hint(message: str) -> str | None:
-    return next((h for needle, h in _HINTS if needle in message), None)
-
-
 def load_text(text: str, file: str) -> tuple[Document | None, list[Problem]]:
     """Parse YAML text; returns the document (None when unparseable) and every problem found."""
     try:
@@ -299,18 +280,8 @@ def load_text(text: str, file: str) -> tuple[Document | None, list[Problem]]:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        problem, context = str(exc.problem or ""), str(exc.context or "")
-        mark = exc.problem_mark or exc.context_mark
-        if ("end of stream" in problem or "<stream end>" in problem) and exc.context_mark is not None:
-            mark = exc.context_mark  # where the unclosed thing starts, not the end of the file
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        if problem and context.startswith("while ") and context != "while scanning for the next token":
-            msg = f"{problem} {context}"
-        elif problem and context and not context.startswith("while "):
-            msg = f"{context}: {problem}"
-        else:
-            msg = problem or context or "invalid YAML"
-        return None, [Problem(file, line, col, "", f"YAML error: {msg}", _hint(msg))]
+        said = explain(exc, text)
+        return None, [Problem(file, said.line, said.col, "", said.message, said.hint)]
     except yaml.reader.ReaderError as exc:
         before = text[: max(exc.position, 0)]
         line = before.count("\n") + 1

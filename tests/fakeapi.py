@@ -646,8 +646,8 @@ class FakeOpenAI:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def start(self) -> FakeOpenAI:
-        server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> FakeOpenAI:
+        server = _Server(("127.0.0.1", port), _Handler)
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
@@ -1265,3 +1265,25 @@ class FakeBatchAPI:
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python tests/fakeapi.py [--port 8000]`: serve the stand-in API until Ctrl-C, for a local end-to-end try."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The local stand-in for the OpenAI Images API (no key checked).")
+    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free one)")
+    args = parser.parse_args(argv)
+    api = FakeOpenAI().start(args.port)
+    print(f"stand-in OpenAI API at {api.base_url}", flush=True)
+    print(f"try: OPENAI_API_KEY=dummy dalle-pipe run --base-url {api.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+
+
+if __name__ == "__main__":
+    main()

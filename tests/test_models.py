@@ -22,7 +22,7 @@ from dalle_pipe.models import (
 )
 
 FREE_RULES = "WxH with both sides multiples of 16, aspect between 1:3 and 3:1, at most 3840x2160 pixels"
-GPT_SIZES_HINT = "use 1024x1024, 1536x1024, 1024x1536 or auto"
+GPT_SIZES_HINT = "use 1536x1024, the nearest; or 1024x1024, 1024x1536 or auto"  # the nearest first
 DALLE3_RETIRED = ParamIssue(
     "model", "model 'dall-e-3' was retired on 2026-05-12", "use a GPT image model such as gpt-image-2"
 )
@@ -50,7 +50,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
             ParamIssue(
                 "size",
                 "size '1000x1000' is not accepted by gpt-image-2: width and height must be multiples of 16",
-                f"try 1008x1008 ({FREE_RULES})",
+                f"try 1008x1008, the nearest size it takes; sizes are {FREE_RULES}",
             )
         ],
     ),
@@ -64,7 +64,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
             ParamIssue(
                 "size",
                 "size '3312x1088' is not accepted by gpt-image-2: aspect ratio must be between 1:3 and 3:1",
-                f"use {FREE_RULES}",
+                f"use 1536x1024, the nearest standard size, or any {FREE_RULES}",
             )
         ],
     ),
@@ -79,7 +79,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
                 "size",
                 "size '4096x1024' is not accepted by gpt-image-2: aspect ratio must be between 1:3 and 3:1; "
                 "each side must be at most 3840",
-                f"use {FREE_RULES}",
+                f"use 1536x1024, the nearest standard size, or any {FREE_RULES}",
             )
         ],
     ),
@@ -94,7 +94,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
                 "size",
                 "size '3840x2176' is not accepted by gpt-image-2: "
                 "8355840 pixels is over the maximum of 8294400 (3840x2160)",
-                f"use {FREE_RULES}",
+                f"use 1536x1024, the nearest standard size, or any {FREE_RULES}",
             )
         ],
     ),
@@ -132,7 +132,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
             ParamIssue(
                 "size",
                 "size 'large' is not a size",
-                "use 1024x1024, 1536x1024, 1024x1536, auto or WxH (e.g. 1536x864)",
+                "use 1024x1024, 1536x1024, 1024x1536, auto or WxH such as 1536x864",
             )
         ],
     ),
@@ -432,7 +432,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
             ParamIssue(
                 "model",
                 "dall-e-3 does not support edits",
-                "edits need a GPT image model such as gpt-image-2 (or dall-e-2)",
+                "edits need a GPT image model such as gpt-image-2",
             ),
         ],
     ),
@@ -446,7 +446,7 @@ CASES: list[tuple[str, str, str, Mapping[str, object], bool, list[ParamIssue]]] 
             ParamIssue(
                 "model",
                 "gpt-image-2 does not support variations",
-                "variations need dall-e-2; with a GPT image model, use an edit with a prompt",
+                "only dall-e-2 makes variations, and it is retired: use an edit with a prompt and a GPT image model",
             )
         ],
     ),
@@ -762,3 +762,22 @@ def test_table() -> None:
     assert spec is not None and spec.kinds == {"generate", "edit", "variation"}
     assert get_model("dall-e-4") is None
     assert all(MODELS[n].responses_tool for n in current)
+
+
+def test_hints_never_suggest_a_retired_model_on_api_openai_com() -> None:
+    (issue,) = check_request("dall-e-4", "generate", {}, prompt=None, official=True)
+    assert issue.hint == "known models: " + ", ".join(m for m in known_models() if m not in
+                                                        ("gpt-image-1", "dall-e-3", "dall-e-2"))
+    (elsewhere,) = check_request("dall-e-4", "generate", {}, prompt=None, official=False)
+    assert elsewhere.hint == "did you mean 'dall-e-3'?"  # another server may still serve it
+    retired, kind = check_request("dall-e-3", "edit", {}, prompt=None, official=True)
+    assert (retired.hint, kind.hint) == ("use a GPT image model such as gpt-image-2",
+                                         "edits need a GPT image model such as gpt-image-2")
+
+
+def test_the_size_hint_puts_the_nearest_standard_size_first() -> None:
+    (issue,) = check_request("dall-e-2", "generate", {"size": "1000x900"}, prompt=None, official=False)[1:]
+    assert issue.hint == "use 1024x1024, the nearest; or 256x256 or 512x512"
+    (portrait,) = check_request("gpt-image-1.5", "generate", {"size": "1000x1700"}, prompt=None, official=True)
+    assert portrait.hint == "use 1024x1536, the nearest; or 1024x1024, 1536x1024 or auto"
+    assert "(" not in str(portrait.hint)

@@ -139,7 +139,7 @@ def test_a_variable_missing_in_some_rows_names_them(project: Build) -> None:
     items = "items:\n" + "".join(f"  - {{id: p{i}, name: n{i}}}\n" for i in range(6)) + "  - {id: odd}\n"
     project({"recipe.yaml": recipe("  - id: hero\n    generate:\n      prompt: \"a {{ item.name }}\"\n", items)})
     assert problems_of() == ["recipe.yaml:14:15: steps[0].generate.prompt: row 7 (key 'odd'): "
-                             "undefined variable 'item.name'"]
+                             "undefined variable 'item.name' (this row's columns are id)"]
 
 
 # --------------------------------------------------------------------------- sizes and inputs

@@ -220,8 +220,8 @@ def test_pipeline_problems_are_reported_once(project: Build) -> None:
 def test_a_broken_pipeline_is_reported_with_the_recipe(project: Build) -> None:
     project({"pipeline.yaml": "version: 1\nrecipes: [a.yaml\n", "a.yaml": recipe("a")})
     _, problems = load(["a.yaml"])
-    assert problems == ["pipeline.yaml:2:10: YAML error: expected ',' or ']', but got '<stream end>' while parsing "
-                        "a flow sequence (a quote or bracket is left open)"]
+    assert problems == ["pipeline.yaml:2:10: YAML error: this '[' is never closed (close the list with ']' before "
+                        "the next key; an unquoted '#' starts a comment)"]
 
 
 def test_problems_are_problems() -> None:

@@ -194,6 +194,88 @@ def _walk_png(path: Path) -> bytes | None:
                 return exif
 
 
+_PNG_CHANNELS: Final = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7: Final = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_INFLATE_STEP: Final = 1 << 20
+
+
+def _png_rows(width: int, height: int, bits: int, interlaced: bool) -> list[tuple[int, int]]:
+    """(bytes per scanline with its filter byte, scanlines) of each pass of a PNG's pixel data."""
+    def row(w: int) -> int:
+        return 1 + (w * bits + 7) // 8
+
+    if not interlaced:
+        return [(row(width), height)]
+    passes = []
+    for x0, y0, dx, dy in _ADAM7:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w > 0 and h > 0:
+            passes.append((row(w), h))
+    return passes
+
+
+def _check_png_pixels(path: Path) -> None:
+    """Inflate a PNG's IDAT stream (in steps, keeping nothing) and check it holds exactly the
+    scanlines its header promises, each with a valid filter byte."""
+    header: bytes | None = None
+    inflate = zlib.decompressobj()
+    rows: list[tuple[int, int]] = []
+    seg, left, pos_in_row = 0, 0, 0  # current pass, scanlines left in it, offset in the scanline
+    total = 0
+
+    def feed(data: bytes) -> None:
+        nonlocal seg, left, pos_in_row, total
+        i = 0
+        while i < len(data):
+            if seg >= len(rows):
+                raise ImageInputError(path, "image file is corrupt (more pixel data than the PNG header says)")
+            length = rows[seg][0]
+            if pos_in_row == 0 and data[i] > 4:
+                raise ImageInputError(path, f"image file is corrupt (bad PNG filter type {data[i]})")
+            take = min(length - pos_in_row, len(data) - i)
+            i += take
+            pos_in_row += take
+            total += take
+            if pos_in_row == length:
+                pos_in_row = 0
+                left -= 1
+                if left == 0:
+                    seg += 1
+                    left = rows[seg][1] if seg < len(rows) else 0
+
+    with path.open("rb") as fh:
+        fh.seek(8)
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                break
+            length, ctype = struct.unpack(">I4s", head)
+            if ctype == b"IHDR":
+                header = fh.read(length)
+                width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+                rows = _png_rows(width, height, _PNG_CHANNELS.get(color, 4) * depth, interlace == 1)
+                left = rows[0][1] if rows else 0
+                fh.seek(4, io.SEEK_CUR)
+                continue
+            if ctype == b"IEND":
+                break
+            if ctype != b"IDAT":
+                fh.seek(length + 4, io.SEEK_CUR)
+                continue
+            data = fh.read(length)
+            fh.seek(4, io.SEEK_CUR)
+            while data:
+                feed(inflate.decompress(data, _INFLATE_STEP))
+                data = inflate.unconsumed_tail
+    feed(inflate.flush())
+    expected = sum(n * count for n, count in rows)
+    if header is None:
+        raise ImageInputError(path, "image file is corrupt (no PNG header)")
+    if not inflate.eof or total < expected:
+        raise ImageInputError(path, f"image file is truncated or corrupt (PNG pixel data holds {total} of "
+                                    f"{expected} bytes)")
+
+
 def _chunk_name(ctype: bytes) -> str:
     return ctype.decode("latin-1", "replace")
 
@@ -246,14 +328,18 @@ def _orientation(im: Image.Image) -> int:
 # --------------------------------------------------------------------------- public API
 
 
-def probe(path: Path) -> ImageInfo:
+def probe(path: Path, *, decode: bool = False) -> ImageInfo:
     """Read an image's header (no pixel decode) and check the file is complete.
 
     PNG: every chunk's CRC is checked up to IEND; JPEG: an end-of-image marker must
     follow the first scan; WebP: the RIFF size must fit the file. Other formats are
-    checked by :func:`load` only.
+    checked by :func:`load` only. With `decode`, the pixels are decoded whole too (see
+    :func:`check_decodes`): a PNG whose chunks are sound but whose pixel data is short or
+    corrupt is refused.
     """
     path = Path(path)
+    if decode:
+        check_decodes(path)
     with _guarded(path):
         file_size = path.stat().st_size
         with Image.open(path, formats=OPEN_FORMATS) as im:
@@ -279,6 +365,50 @@ def probe(path: Path) -> ImageInfo:
                 orientation=orientation,
             )
     return info
+
+
+_DECODED_MAX = 4096
+_decoded: dict[tuple[str, int, int, int, int], ImageInputError | None] = {}
+_DECODED_LOCK = threading.Lock()
+
+
+def check_decodes(path: Path) -> None:
+    """Decode every pixel of the image once, keeping nothing; raise ImageInputError when it fails.
+
+    The verdict is cached by the file's identity and stat (device, inode, size, mtime), so a
+    catalog naming one input a thousand times decodes it once, and an edited file again."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        with _guarded(path):
+            path.stat()  # raises the readable error
+        raise
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _DECODED_LOCK:
+        if key in _decoded:
+            known = _decoded[key]
+            if known is not None:
+                raise known
+            return
+    error: ImageInputError | None = None
+    try:
+        with _guarded(path), Image.open(path, formats=OPEN_FORMATS) as im:
+            _check_pixels(path, im.size)
+            if _format_name(im) == "png":
+                # Pillow fills short pixel data with black, silently. Inflating the stream and
+                # checking every scanline is the whole decode's work, minus unfiltering.
+                _check_png_pixels(path)
+            else:
+                im.load()
+    except ImageInputError as exc:
+        error = exc
+    with _DECODED_LOCK:
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[key] = error
+    if error is not None:
+        raise error
 
 
 def load(path: Path) -> Image.Image:

@@ -1,9 +1,9 @@
-"""Edit masks, exactly as SPEC "Masks" defines them, vectorised with NumPy.
+"""Edit masks, exactly as the README's "Masks and local steps" defines them, vectorised with NumPy.
 
 Geometry (W x H pixels; coordinates are fractions of W and H from the top-left):
 
 * Pixel ``(x, y)`` is tested at its centre ``px = x + 0.5``, ``py = y + 0.5`` (in
-  pixels; SPEC's ``((x+.5)/W, (y+.5)/H)`` scaled by W and H). All comparisons are
+  pixels; the documented ``((x+.5)/W, (y+.5)/H)`` scaled by W and H). All comparisons are
   made in pixel units, fractions multiplied by W (x) or H (y) first.
 * ``circle: {center: [cx, cy], radius: r}`` — r is a fraction of ``min(W, H)``, so the
   circle stays round: inside when ``(px - cx*W)^2 + (py - cy*H)^2 <= (r*min(W, H))^2``
@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from dalle_pipe.imaging.geometry import COORDINATE_LIMIT
 from dalle_pipe.imaging.io import MAX_PIXELS, encode_mask_png, has_alpha
 
 Shape = dict[str, Any]
@@ -58,7 +59,6 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 SHAPE_KINDS: Final = ("circle", "ellipse", "rect", "polygon")
-COORDINATE_LIMIT: Final = 100.0  # shapes may overhang the image, within reason
 
 
 # --------------------------------------------------------------------------- validation

@@ -6,7 +6,7 @@ fields. A Batch line is JSON anyway, so an edit of a GPT image model goes into a
 price. Its input files are the exact bytes a direct call would upload (`execute.image_request`);
 each distinct one (by sha256) is uploaded once through the Files API and named by its file id.
 
-Uploads are remembered per base URL in `.dalle-pipe/batches/uploads.json`, so a later submission
+Uploads are remembered per base URL in `.dalle-pipe/batch-uploads.json`, so a later submission
 (a failed line sent again, a submission that was abandoned) never uploads the same bytes twice. A
 server that refuses the form (a 4xx at an upload, at batch creation, or on an edit's line) is
 remembered there too: from then on, edits against it are sent directly, and the summary says so.
@@ -27,7 +27,7 @@ from .plan import Task
 from .providers.base import ImageRequest, InputFile
 
 ENDPOINTS = {"generate": "/v1/images/generations", "edit": "/v1/images/edits"}
-UPLOADS_FORMAT = "uploads/1"  # not a batch state's format: load_states skips this file
+UPLOADS_FORMAT = "uploads/1"
 MAX_IMAGES = 16  # images of one JSON edit
 
 
@@ -58,7 +58,7 @@ class Uploads:
     """What this output folder uploaded, per base URL, and whether that server refused JSON edits."""
 
     def __init__(self, out_dir: Path, base_url: str) -> None:
-        self.path = store.batches_dir(out_dir) / "uploads.json"
+        self.path = store.state_dir(out_dir) / "batch-uploads.json"  # beside batches/: not a batch state
         self.base_url = server_name(base_url)
         self.doc = self._read()
         server = self.doc["servers"].get(self.base_url)
@@ -122,7 +122,7 @@ class Uploads:
 
 
 def server_name(base_url: str) -> str:
-    """A base URL as uploads.json names it: no user, password or query (they may hold a secret)."""
+    """A base URL as batch-uploads.json names it: no user, password or query (they may hold a secret)."""
     parts = urlsplit(base_url)
     host = parts.hostname or ""
     if parts.port is not None:

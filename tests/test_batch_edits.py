@@ -124,7 +124,7 @@ def test_edits_go_in_batches_inputs_uploaded_once_collected_as_a_direct_run(tmp_
         req = edits["requests"][line["custom_id"]]
         assert body["prompt"] == req["prompt"] and req["endpoint"] == "/v1/images/edits"
         assert [i["role"] for i in req["inputs"]] == ["image", "mask"]
-    remembered = json.loads((root / "out/cat/.dalle-pipe/batches/uploads.json").read_text())
+    remembered = json.loads((root / "out/cat/.dalle-pipe/batch-uploads.json").read_text())
     (server,) = remembered["servers"].values()
     assert sorted(server["files"]) == sorted(hashlib.sha256(b).hexdigest() for b in (product, mask))
     assert server["refused"] is None
@@ -225,7 +225,7 @@ def test_edit_lines_refused_fall_back_to_direct_edits(tmp_path: Path, api: FakeO
     api.clear()
     r = cli(root, api, "run", "--batch", "recipe.yaml")
     assert r.exit_code == 0, r.output
-    assert "the server refused JSON edits in a batch earlier" in r.output and "uploads.json" in r.output
+    assert "the server refused JSON edits in a batch earlier" in r.output and "batch-uploads.json" in r.output
     assert [q.path for q in api.requests] == ["/v1/images/edits"]
     assert by_task(manifest(root, "cat"))["beach@vase#0"]["status"] == "generated"
 
@@ -268,7 +268,7 @@ def test_the_stand_in_knows_the_json_edit_fields_in_strict_mode(api: FakeOpenAI)
     client.close()
 
 
-def test_uploads_json_names_a_server_without_its_credentials() -> None:
+def test_batch_uploads_json_names_a_server_without_its_credentials() -> None:
     from dalle_pipe.batch_edits import server_name
 
     assert server_name("https://user:sk-secret@proxy.example:8443/v1/?key=sk-secret") == \

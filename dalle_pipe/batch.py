@@ -10,11 +10,12 @@ one endpoint per batch. Two tasks with one fingerprint are one request; the seco
 first's image, as on a rerun. Local steps and direct requests whose inputs are ready are made at
 once; steps that need a batch's outputs wait for a later wave.
 
-Edits are not batched. The Batch API lists `/v1/images/edits`, but the SDK's edit parameters
-(`image_edit_params.ImageEditParams`) take `image` and `mask` only as uploaded files
-(`FileTypes`, multipart); there is no JSON form with a data URL or a `file_id` (the SDK's
-`ImageInputReferenceParam` is used only by videos). A JSONL line cannot carry a file, so edits
-(and variations) run directly, at the synchronous price, once their inputs have landed.
+Edits of GPT image models are batched too, in the JSON form of `/v1/images/edits` that OpenAI's
+OpenAPI spec defines (the SDK has none): their input files are uploaded once each through the
+Files API and named by file id (see `batch_edits`), and their lines go in batches of their own
+(one endpoint per batch). A server that refuses that form gets its edits directly, and the
+summary says so. Variations, markup edits and dall-e-2 edits run directly, at the synchronous
+price, once their inputs have landed.
 
 State. Each submitted batch has `output_dir/.dalle-pipe/batches/<token>.json` (atomic JSON, see
 `new_state`): the batch and file ids, its status, and for each custom_id everything `collect`
@@ -48,9 +49,10 @@ from typing import Any
 
 from . import __version__, store
 from .batch_api import META_KEY, TERMINAL, BatchAPIError, BatchClient, BatchInfo
+from .batch_edits import ENDPOINTS, Uploads, form_refused, json_edit
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .errors import CostLimitError, UsageError, reduce_exit
-from .execute import Outcome, RunState, failed_outcome, input_entries, process, retire_replaced
+from .execute import Outcome, RunState, failed_outcome, image_request, input_entries, process, retire_replaced
 from .imaging import io as imgio
 from .plan import Plan, Task
 from .prices import PriceTable, cost_from_usage
@@ -80,9 +82,10 @@ REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 
 
 def batchable(task: Task) -> bool:
-    """Does this task go through the Batch API? Generations of the openai Images API, base64 answers."""
+    """Does this task go through the Batch API? Generations and JSON edits (GPT image models) of the
+    openai Images API, base64 answers."""
     recipe = task.recipe
-    return (task.is_api and task.kind == "generate" and recipe.provider.name == "openai"
+    return (task.is_api and (task.kind == "generate" or json_edit(task)) and recipe.provider.name == "openai"
             and recipe.provider.api != "responses" and task.params.get("response_format") != "url")
 
 
@@ -220,6 +223,7 @@ class BatchRun:
     landed: int = 0  # images written from batch outputs now
     failed_lines: int = 0  # lines of batches collected now that failed
     errors: list[str] = field(default_factory=list)  # submissions that failed
+    notes: list[str] = field(default_factory=list)  # e.g. edits sent directly: the server refused JSON edits
     wrote_manifest: bool = False
 
     @property
@@ -251,7 +255,7 @@ def summary(run: BatchRun, collect: bool) -> str:
         parts.append(f"({run.result.stop_reason})")
     if collect and not run.wrote_manifest:
         parts.append("nothing new: nothing written")
-    return f"{run.name}: " + "; ".join(parts)
+    return "\n".join([f"{run.name}: " + "; ".join(parts), *(f"  note: {n}" for n in run.notes)])
 
 
 def as_json(runs: list[BatchRun], exit_code: int) -> dict[str, Any]:
@@ -260,6 +264,7 @@ def as_json(runs: list[BatchRun], exit_code: int) -> dict[str, Any]:
         "submitted": [_public(d) for d in r.submitted], "collected": [_public(d) for d in r.collected],
         "running": [_public(d) for d in r.running], "requests": r.requests, "in_batch": r.in_batch,
         "waiting": r.waiting, "landed": r.landed, "failed_lines": r.failed_lines, "errors": r.errors,
+        "notes": r.notes,
         "spent_usd": r.result.spent_usd, "estimate_usd": r.result.estimate_usd,
         "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.result.reports
                    if t.outcome.status == "failed"],
@@ -363,6 +368,7 @@ class _Queued:
     fp: str
     prompt: str | None
     inputs: list[dict[str, Any]]
+    body: dict[str, Any] | None = None  # a JSON edit's body (its files uploaded); None: from the params
 
 
 class _Drive:
@@ -392,12 +398,45 @@ class _Drive:
         self.made_now = 0  # tasks made (or failed) by this command itself
         self.flight: dict[str, str] = {}
         self.failed: dict[str, dict[str, Any]] = {}
+        self._uploads: Uploads | None = None
 
     @property
     def client(self) -> BatchClient:
-        if self._client is None:
-            self._client = BatchClient(base_url=self.recipe.base_url)
-        return self._client
+        with self.lock:
+            if self._client is None:
+                self._client = BatchClient(base_url=self.recipe.base_url)
+            return self._client
+
+    @property
+    def uploads(self) -> Uploads:
+        client = self.client
+        with self.lock:
+            if self._uploads is None:
+                self._uploads = Uploads(self.out_dir, client.base_url)
+            return self._uploads
+
+    def _batched(self, task: Task) -> bool:
+        """Does this task go through a batch now? Not an edit once its server refused JSON edits."""
+        return batchable(task) and not (task.kind == "edit" and self._edits_refused() is not None)
+
+    def _edits_refused(self) -> str | None:
+        uploads = self.uploads
+        with self.lock:
+            why = uploads.refused
+            if why is not None and not self.run_.notes:
+                self.run_.notes.append(f"edits sent directly, at the synchronous price: the server refused "
+                                       f"JSON edits in a batch earlier ({why}; delete "
+                                       f"{display_path(uploads.path)} to try again)")
+            return why
+
+    def _fall_back(self, why: str) -> None:
+        """The server refused JSON edits: remember it; this and later runs send edits directly."""
+        uploads = self.uploads
+        with self.lock:
+            if uploads.refused is None:
+                uploads.refuse(why)
+                self.run_.notes.append(f"edits sent directly, at the synchronous price: the server refused "
+                                       f"JSON edits in a batch ({why})")
 
     def run(self) -> BatchRun:
         states = load_states(self.out_dir)
@@ -469,7 +508,7 @@ class _Drive:
         return [i for i in units if self.plan.units[i].key in keys]
 
     def _estimate_selected(self, units: list[int]) -> float | None:
-        return sum_costs([task_cost(self.prices, task, "openai", batch=batchable(task))
+        return sum_costs([task_cost(self.prices, task, "openai", batch=self._batched(task))
                           for i in units for task in self.plan.tasks_of(i) if task.is_api and task.enabled])
 
     def _gate(self, units: list[int], states: list[dict[str, Any]]) -> None:
@@ -489,7 +528,7 @@ class _Drive:
                     continue
                 if batchable(task) and out.fingerprint in flight:
                     continue
-                cost = task_cost(self.prices, task, "openai", prompt=out.prompt, batch=batchable(task))
+                cost = task_cost(self.prices, task, "openai", prompt=out.prompt, batch=self._batched(task))
                 if cost is None:
                     raise CostLimitError(unknown_price_message(task),
                                          "add its price with --prices FILE, or submit without --max-cost")
@@ -568,7 +607,11 @@ class _Drive:
         request_id = response.get("request_id") if response is not None else None
         code = response.get("status_code") if response is not None else None
         if response is None or code != 200 or not isinstance(body, dict):
-            return self._failure(state, req, self._line_error(line, response), request_id)
+            error = self._line_error(line, response)
+            if req["endpoint"] == ENDPOINTS["edit"] and form_refused(error):
+                self._fall_back(str(error["message"]))  # made directly by this collect's pass
+                return {"status": "direct", "error": error, "request_id": request_id}
+            return self._failure(state, req, error, request_id)
         items = [d for d in body.get("data") or [] if isinstance(d, dict)]
         images: list[tuple[bytes, str | None]] = []
         for item in items[: len(req["paths"])]:
@@ -713,8 +756,8 @@ class _Drive:
             with self.lock:
                 self.run_.waiting += 1
             return _pending(task, f"waits for step {waits!r}", None)
-        if not batchable(task):
-            out = process(state, task, done)  # local steps and direct requests (edits): made now
+        if not self._batched(task):
+            out = process(state, task, done)  # local steps and direct requests (variations...): made now
             if out.status in ("generated", "failed") and out.in_scope:
                 with self.lock:
                     self.made_now += 1
@@ -739,8 +782,25 @@ class _Drive:
             return failed
         if state.ledger.stop_reason is not None:
             return Outcome("skipped", reason=state.ledger.stop_reason)
+        body = None
+        if task.kind == "edit":
+            try:
+                body = self.uploads.line_body(self.client, _request(_Queued(0, task, fp, out.prompt, inputs)),
+                                              image_request(state, task, out.resolved, out.prompt))
+            except (imgio.ImageInputError, OSError, ValueError) as exc:  # as a direct call would fail
+                failed = failed_outcome(task, "input", str(getattr(exc, "message", exc)), True)
+                failed.prompt = out.prompt
+                return failed
+            except BatchAPIError as exc:
+                if exc.refused:
+                    self._fall_back(exc.message)
+                    return self._decide(state, peek, task, done)  # now directly
+                with self.lock:  # not submitted: the next `run --batch` tries again
+                    if exc.format() not in self.run_.errors:
+                        self.run_.errors.append(exc.format())
+                return Outcome("skipped", reason=f"not submitted: {exc.message}", prompt=out.prompt)
         with self.lock:
-            self.queue.append(_Queued(self.order[id(task)], task, fp, out.prompt, inputs))
+            self.queue.append(_Queued(self.order[id(task)], task, fp, out.prompt, inputs, body))
         return _pending(task, "submitted in a batch", out.prompt)
 
     # -- submission ----------------------------------------------------------------------------
@@ -750,6 +810,7 @@ class _Drive:
             return
         queued = sorted(self.queue, key=lambda q: q.order)
         unique: dict[str, dict[str, Any]] = {}
+        bodies = {q.fp: q.body for q in queued if q.body is not None}
         for q in queued:
             req = unique.get(q.fp)
             if req is not None:  # the same request twice: sent once, the other reuses its image
@@ -758,34 +819,42 @@ class _Drive:
                 continue
             unique[q.fp] = _request(q)
         wave = max((int(d.get("wave") or 0) for d in states), default=0) + 1
-        chunk: list[tuple[str, dict[str, Any], bytes]] = []
-        size = 0
-        for fp, req in unique.items():
-            line = _jsonl_line(fp, req)
-            if chunk and (len(chunk) >= MAX_REQUESTS or size + len(line) > MAX_BYTES):
-                self._send(chunk, wave)
-                chunk, size = [], 0
-            chunk.append((fp, req, line))
-            size += len(line)
-        if chunk:
-            self._send(chunk, wave)
+        for endpoint in ENDPOINTS.values():  # one endpoint per batch: generations first, then edits
+            chunk: list[tuple[str, dict[str, Any], bytes]] = []
+            size = 0
+            for fp, req in unique.items():
+                if req["endpoint"] != endpoint:
+                    continue
+                line = _jsonl_line(fp, req, bodies.get(fp))
+                if chunk and (len(chunk) >= MAX_REQUESTS or size + len(line) > MAX_BYTES):
+                    self._send(chunk, wave, endpoint)
+                    chunk, size = [], 0
+                chunk.append((fp, req, line))
+                size += len(line)
+            if chunk:
+                self._send(chunk, wave, endpoint)
 
-    def _send(self, chunk: list[tuple[str, dict[str, Any], bytes]], wave: int) -> None:
+    def _send(self, chunk: list[tuple[str, dict[str, Any], bytes]], wave: int, endpoint: str) -> None:
         token = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(6)}"
         recipe = self.recipe
-        doc: dict[str, Any] = new_state(recipe, token, wave, self.opts, {fp: req for fp, req, _ in chunk})
+        doc: dict[str, Any] = new_state(recipe, token, wave, self.opts, {fp: req for fp, req, _ in chunk},
+                                        endpoint)
         doc["_path"] = str(states_dir(self.out_dir) / f"{token}.json")
         save_state(doc)  # first: a crash after creating the batch finds it again by this token
         data = b"".join(line for _, _, line in chunk)
         try:
             doc["input_file_id"] = self.client.upload(f"dalle-pipe-{recipe.name}-{token}.jsonl", data)
             save_state(doc)
-            info = self.client.create(doc["input_file_id"], ENDPOINT,
+            info = self.client.create(doc["input_file_id"], endpoint,
                                       {META_KEY: token, "recipe": recipe.name[:512]})
         except BatchAPIError as exc:
             doc["status"] = "abandoned"
             doc["error"] = exc.format()
             save_state(doc)
+            if endpoint == ENDPOINTS["edit"] and exc.refused:  # sent directly by the next run or collect
+                self._fall_back(exc.message)
+                self.run_.notes.append(f"{len(chunk)} edit(s) wait for the next `run --batch` or `batch collect`")
+                return
             self.run_.errors.append(exc.format())
             return
         _update(doc, info)
@@ -795,13 +864,13 @@ class _Drive:
 
 
 def new_state(recipe: Recipe, token: str, wave: int, opts: RunOptions,
-              requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+              requests: dict[str, dict[str, Any]], endpoint: str = ENDPOINT) -> dict[str, Any]:
     """A batch state file: everything `status` and `collect` need, with only the recipe and the folder."""
     return {
         "format": STATE_FORMAT, "tool": "dalle-pipe", "version": __version__, "token": token,
         "recipe": {"path": display_path(recipe.source.path), "name": recipe.name, "sha256": recipe.sha256},
         "shard": list(opts.shard) if opts.shard else None, "only": list(opts.only), "wave": wave,
-        "endpoint": ENDPOINT, "completion_window": "24h", "submitted_at": store.utc_now_iso(),
+        "endpoint": endpoint, "completion_window": "24h", "submitted_at": store.utc_now_iso(),
         "submitted_unix": int(time.time()), "status": "submitting", "input_file_id": None, "batch_id": None,
         "request_counts": None, "output_file_id": None, "error_file_id": None, "errors": [],
         "collected_at": None, "requests": requests, "results": {},
@@ -817,14 +886,16 @@ def _update(doc: dict[str, Any], info: BatchInfo) -> None:
 def _request(q: _Queued) -> dict[str, Any]:
     t = q.task
     return {"task": t.id, "step": t.step.id, "key": t.unit.key, "indexes": list(range(t.n)), "paths": list(t.outputs),
-            "fingerprint": q.fp, "provider": "openai", "model": t.model, "endpoint": ENDPOINT,
+            "fingerprint": q.fp, "provider": "openai", "model": t.model, "endpoint": ENDPOINTS[t.kind],
             "params": t.params, "prompt": q.prompt, "inputs": q.inputs, "twins": [], "twin_keys": []}
 
 
-def _jsonl_line(custom_id: str, req: dict[str, Any]) -> bytes:
-    """The request exactly as a direct call sends it: the params (minus prompt and files), prompt, model."""
-    body = {k: v for k, v in req["params"].items() if k not in ("model", "prompt", "image", "mask")}
-    body.update({"prompt": req["prompt"] or "", "model": req["model"]})
+def _jsonl_line(custom_id: str, req: dict[str, Any], body: dict[str, Any] | None = None) -> bytes:
+    """The request exactly as a direct call sends it: the params (minus prompt and files), prompt, model;
+    an edit's `body` also names its files by file id (`batch_edits.line_body`)."""
+    if body is None:
+        body = {k: v for k, v in req["params"].items() if k not in ("model", "prompt", "image", "mask")}
+        body.update({"prompt": req["prompt"] or "", "model": req["model"]})
     line = {"custom_id": custom_id, "method": "POST", "url": req["endpoint"], "body": body}
     return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 

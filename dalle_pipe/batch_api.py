@@ -1,8 +1,9 @@
 """The Files and Batch API calls of `run --batch` and `batch status|collect`, through the official SDK.
 
 `BatchClient` is the openai provider (same key, base URL, `max_retries=0` client and error
-classification, the key scrubbed from every message) plus five calls: upload a JSONL file
-(`files.create(purpose="batch")`), create a batch (`batches.create(completion_window="24h")`),
+classification, the key scrubbed from every message) plus six calls: upload a JSONL file
+(`files.create(purpose="batch")`), upload an input image of a JSON edit
+(`files.create(purpose="vision")`), create a batch (`batches.create(completion_window="24h")`),
 retrieve one, find one by its metadata (`batches.list`), and stream a file's content to disk
 (`files.with_streaming_response.content`). Transient errors and 429s are retried a few times
 with backoff; a create that may have reached the server is looked up by its metadata before it
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .errors import EXIT_FAILED, DallePipeError
 from .providers.base import ProviderError, RateLimited, Transient
@@ -33,12 +34,24 @@ T = TypeVar("T")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 META_KEY = "dalle_pipe"  # metadata key holding the submission's token
 RETRIES = 4
+#: Input images of JSON edits: a purpose of the SDK's `FilePurpose` for images a model reads.
+INPUT_PURPOSE: Literal["vision"] = "vision"
+REFUSED_STATUSES = frozenset({400, 404, 405, 415, 422})
 
 
 class BatchAPIError(DallePipeError):
     """A Files / Batch API call failed (after its retries): exit 1."""
 
     exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status  # the HTTP status of the last answer, when there was one
+
+    @property
+    def refused(self) -> bool:
+        """Did the server refuse what was asked (4xx other than auth and rate limits), not fail?"""
+        return self.status in REFUSED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,12 @@ class BatchClient(OpenAIProvider):
         """Upload a JSONL file for a batch; its file id."""
         obj = self._retrying("upload", lambda: self._client.files.create(
             file=(filename, data, "application/jsonl"), purpose="batch"))
+        return str(obj.id)
+
+    def upload_input(self, filename: str, data: bytes, mime: str) -> str:
+        """Upload an input image of JSON edits (`purpose="vision"`); its file id."""
+        obj = self._retrying("upload an input image", lambda: self._client.files.create(
+            file=(filename, data, mime), purpose=INPUT_PURPOSE))
         return str(obj.id)
 
     def create(self, input_file_id: str, endpoint: str, metadata: dict[str, str]) -> BatchInfo:
@@ -171,7 +190,7 @@ class BatchClient(OpenAIProvider):
     def _error(self, what: str, exc: ProviderError) -> BatchAPIError:
         return BatchAPIError(f"could not {what}: {self._scrub(exc.message)}",
                              "check OPENAI_API_KEY and --base-url / OPENAI_BASE_URL" if exc.status in (401, 403, 404)
-                             else "run the command again; nothing is lost")
+                             else "run the command again; nothing is lost", status=exc.status)
 
     @staticmethod
     def _info(obj: Any) -> BatchInfo:

@@ -173,7 +173,7 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
 @click.option("--force", is_flag=True, help="Make images again even when up to date (old ones go to history).")
 @click.option("--check", is_flag=True, help="Send nothing; exit 1 when any output is missing or out of date.")
 @click.option("--dry-run", is_flag=True, help="Show what would be made; send nothing, write nothing.")
-@click.option("--batch", is_flag=True, help="Send generations through the Batch API (collect with `batch collect`).")
+@click.option("--batch", is_flag=True, help="Send generations and edits through the Batch API (then `batch collect`).")
 @click.option("--shard", metavar="I/N", help="Run shard I of N (1-based) of the units.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight at once.")
 @click.option("--fail-fast", is_flag=True, help="Stop starting work at the first failure.")

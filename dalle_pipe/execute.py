@@ -856,3 +856,9 @@ class _Unreadable(Exception):
 class _Halt(Exception):
     """The disk refused a write: no new request."""
 
+
+
+def image_request(state: RunState, task: Task, inputs: list[tuple[InputRef, Path, str]],
+                  prompt: str | None) -> ImageRequest:
+    """The request a direct call of this task sends: its params, prompt, and the bytes of its files."""
+    return _request(state, task, inputs, prompt)

@@ -61,8 +61,13 @@ Files and Batch API (`api.batch_api`, a FakeBatchAPI): POST /v1/files (multipart
 file), GET /v1/files/{id} and /v1/files/{id}/content; POST /v1/batches, GET /v1/batches/{id}
 and GET /v1/batches (the list, newest first). A batch "runs" on its first retrieve: every
 JSONL line is executed against this server's own image handlers (same validation, same
-deterministic images and usage as a direct request; edits as JSON are refused with a 400, as
-a JSON body has no image file), successes go to the output file, failures to the error file.
+deterministic images and usage as a direct request), successes go to the output file, failures
+to the error file. An edit line takes the JSON form of OpenAI's spec (`EditImageBodyJsonParam`):
+`images: [{file_id}]` and `mask: {file_id}` name files uploaded to /v1/files, and are answered
+exactly as a multipart edit of those bytes; strict mode knows its fields (`json_edit_fields`).
+`api.batch_api.json_edits = False` answers every edit line 400 (a server without the form);
+`api.batch_api.refuse_purposes = {"vision"}` answers uploads of that purpose 400;
+`api.batch_api.refuse_endpoints = {"/v1/images/edits"}` answers creating a batch for it 400.
 `api.batch_api.hold = True` keeps batches in_progress until `release()`;
 `api.batch_api.fail = lambda line: ("moderation",) or None` picks lines to fail (any error
 behaviour, or ("expired",) for a line the window never reached); `api.batch_api.lines` lists
@@ -144,9 +149,14 @@ def sdk_fields() -> dict[str, frozenset[str]]:
     }
 
 
+def json_edit_fields() -> frozenset[str]:
+    """The JSON form of /v1/images/edits: the SDK's edit fields, with `images` (file ids) for `image`."""
+    return (sdk_fields()["edit"] - {"image"}) | {"images"}
+
+
 def unknown_field(kind: str, params: dict[str, Any], files: Iterable[str] = ()) -> str | None:
     """The first field (sorted) of a request that the SDK does not define for this endpoint."""
-    known = sdk_fields()
+    known = {**sdk_fields(), "edit_json": json_edit_fields()}
     names = {re.sub(r"\[.*$", "", k) for k in [*params, *files]}
     for name in sorted(names - known[kind]):
         return name
@@ -1036,6 +1046,9 @@ class FakeBatchAPI:
         self.files: dict[str, dict[str, Any]] = {}  # id -> {"meta": FileObject, "data": bytes}
         self.batches: dict[str, dict[str, Any]] = {}  # id -> Batch object
         self.lines: list[dict[str, Any]] = []  # every executed line
+        self.json_edits = True  # edit lines in the JSON form are answered (False: 400, as without the form)
+        self.refuse_purposes: set[str] = set()  # uploads of these purposes are answered 400
+        self.refuse_endpoints: set[str] = set()  # batches for these endpoints are refused 400
         self._lock = threading.Lock()
 
     def release(self) -> None:
@@ -1097,6 +1110,9 @@ class FakeBatchAPI:
         uploaded = [f for f in rec.files if f.name == "file"]
         if not uploaded or not purpose:
             return 400, _error("Missing required parameter: 'file' or 'purpose'.", "invalid_request_error", None)
+        if purpose in self.refuse_purposes:
+            return 400, _error(f"Invalid value for 'purpose': {purpose!r}.", "invalid_request_error",
+                               "invalid_value", "purpose")
         return 200, self._add_file(uploaded[0].data, uploaded[0].filename or "upload", purpose)
 
     # -- batches ----------------------------------------------------------------------------------
@@ -1105,7 +1121,8 @@ class FakeBatchAPI:
         f = self.files.get(str(body.get("input_file_id")))
         if f is None or f["meta"]["purpose"] != "batch":
             return 400, _error("Invalid 'input_file_id'.", "invalid_request_error", "invalid_value")
-        if body.get("endpoint") not in BATCH_ENDPOINTS or body.get("completion_window") != "24h":
+        if body.get("endpoint") not in set(BATCH_ENDPOINTS) - self.refuse_endpoints \
+                or body.get("completion_window") != "24h":
             return 400, _error("Invalid 'endpoint' or 'completion_window'.", "invalid_request_error",
                                "invalid_value")
         now = int(time.time())
@@ -1210,11 +1227,20 @@ class FakeBatchAPI:
             status = int(what)
             return status, _error(f"Fake error {status}.", "server_error" if status >= 500 else
                                   "invalid_request_error", None if status >= 500 else f"fake_{status}")
-        if kind == "edit":
-            return 400, _error("'image' must be a file: a JSON body cannot carry one.", "invalid_request_error",
-                               "invalid_value")
         rec = RecordedRequest("POST", "/v1/images/generations", {}, b"", json=body)
-        unknown = unknown_field(kind, body) if fake.strict else None
+        if kind == "edit":
+            if not self.json_edits:
+                return 400, _error("'image' must be a file: a JSON body cannot carry one.", "invalid_request_error",
+                                   "invalid_value")
+            unknown = unknown_field("edit_json", body) if fake.strict else None
+            if unknown is not None:
+                return 400, _error(f"Unknown parameter: '{unknown}'.", "invalid_request_error",
+                                   "unknown_parameter", unknown)
+            resolved = self._json_edit(body)
+            if isinstance(resolved, str):
+                return 400, _error(resolved, "invalid_request_error", "invalid_value")
+            rec = resolved
+        unknown = unknown_field(kind, rec.params, (f.name for f in rec.files)) if fake.strict else None
         if unknown is not None:
             return 400, _error(f"Unknown parameter: '{unknown}'.", "invalid_request_error", "unknown_parameter",
                                unknown)
@@ -1223,6 +1249,25 @@ class FakeBatchAPI:
             return 400, _error(problem, "invalid_request_error", "invalid_value")
         fake._served(int(body.get("n") or 1))
         return 200, fake._payload(kind, rec, url_mode="ok", host=host)
+
+
+    def _json_edit(self, body: dict[str, Any]) -> RecordedRequest | str:
+        """A JSON edit as the multipart edit of the files it names (or what is wrong with it)."""
+        images = body.get("images")
+        if not isinstance(images, list) or not 1 <= len(images) <= 16:
+            return "'images' must list 1 to 16 images."
+        refs = [("image[]", ref) for ref in images]
+        if "mask" in body:
+            refs.append(("mask", body["mask"]))
+        files = []
+        for name, ref in refs:
+            file_id = ref.get("file_id") if isinstance(ref, dict) else None
+            f = self.files.get(str(file_id))
+            if f is None or f["meta"]["purpose"] == "batch_output":
+                return f"Invalid file id for '{name.rstrip('[]')}': {file_id!r}."
+            files.append(FilePart(name, f["meta"]["filename"], None, f["data"]))
+        fields = {k: v for k, v in body.items() if k not in ("images", "mask")}
+        return RecordedRequest("POST", "/v1/images/edits", {}, b"", json=fields, files=files)
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:

@@ -97,6 +97,15 @@ def subprocess_cli(root: Path, api: FakeOpenAI, *args: str) -> subprocess.Comple
                           capture_output=True, text=True, timeout=120)
 
 
+def collect_all(root: Path, api: FakeOpenAI, *args: str) -> Any:
+    """`batch collect` until no batch is left running (each collect may submit the next wave)."""
+    for _ in range(5):
+        r = cli(root, api, "batch", "collect", "recipe.yaml", *args)
+        if "still running" not in r.output:
+            return r
+    raise AssertionError(r.output)
+
+
 def direct(api: FakeOpenAI) -> list[Any]:
     return [q for q in api.requests if q.path.startswith("/v1/images/")]
 
@@ -132,20 +141,25 @@ def test_submitted_then_collected_in_another_process_equals_a_direct_run(tmp_pat
     out = root / "out" / "cat"
     assert images(out) == {}
 
-    # wave 1 lands in another process: masks, edits (direct) and wave 2 (poster) follow
+    # wave 1 lands in another process: masks, then wave 2 (the edits, in a batch of their own)
     p = subprocess_cli(root, api, "batch", "collect", "recipe.yaml")
     assert p.returncode == 1, p.stdout + p.stderr  # wave 2 is still running
     assert "collected 1 batch(es): 20 image(s) landed, 0 request(s) failed" in p.stdout
     assert "1 batch(es) still running" in p.stdout
-    edits = [q for q in direct(api) if q.path == "/v1/images/edits"]
-    assert len(edits) == 5 and not [q for q in direct(api) if q.path == "/v1/images/generations"]
-    wave2 = [d for d in states(root) if d["wave"] == 2]
-    assert len(wave2) == 1 and len(wave2[0]["requests"]) == 5
+    assert "5 waiting for a batch" in p.stdout  # poster's prompt reads steps.*: it waits for the edits
+    assert direct(api) == []  # the edits go through a batch too
+    (wave2,) = [d for d in states(root) if d["wave"] == 2]
+    assert wave2["endpoint"] == "/v1/images/edits" and len(wave2["requests"]) == 5
 
+    p = subprocess_cli(root, api, "batch", "collect", "recipe.yaml")  # the edits land; wave 3: poster
+    assert p.returncode == 1, p.stdout + p.stderr
+    (wave3,) = [d for d in states(root) if d["wave"] == 3]
+    assert wave3["endpoint"] == "/v1/images/generations" and len(wave3["requests"]) == 5
     p = subprocess_cli(root, api, "batch", "collect", "recipe.yaml")
     assert p.returncode == 0, p.stdout + p.stderr
+    assert direct(api) == []
     p = subprocess_cli(root, api, "batch", "status", "recipe.yaml")
-    assert p.returncode == 0 and p.stdout.count(": collected,") == 2, p.stdout
+    assert p.returncode == 0 and p.stdout.count(": collected,") == 3, p.stdout
 
     # the same catalog, run directly in a fresh folder
     other = tmp_path / "direct"
@@ -161,11 +175,11 @@ def test_submitted_then_collected_in_another_process_equals_a_direct_run(tmp_pat
     for key, e in by_task(batched).items():
         d = by_task(plain)[key]
         assert e["created_at"] and (e["request_id"] or e["step"] == "bg_mask")
-        if e["step"] in ("hero", "alt", "poster"):  # batched: half the price of the same usage
+        if e["step"] in ("hero", "alt", "poster", "beach"):  # batched: half the price of the same usage
             assert e["cost_usd"] == pytest.approx(d["cost_usd"] / 2, abs=1e-6)
-            assert e["endpoint"] == "/v1/images/generations"
-        if e["step"] == "beach":  # edits run directly, at the direct price
-            assert e["cost_usd"] == d["cost_usd"] and e["endpoint"] == "/v1/images/edits"
+            assert e["endpoint"] == ("/v1/images/edits" if e["step"] == "beach" else "/v1/images/generations")
+        if e["step"] == "wide":  # dall-e-3 is not a GPT image model, but its generations are batched
+            assert e["cost_usd"] == pytest.approx(d["cost_usd"] / 2, abs=1e-6) if d["cost_usd"] else True
     wide = by_task(batched)["wide@mug#0"]
     assert wide["revised_prompt"] and wide["revised_prompt"] != wide["prompt"]
     assert by_task(batched)["poster@mug#0"]["prompt"] == f"Poster: {wide['revised_prompt']}"
@@ -216,6 +230,7 @@ def test_the_jsonl_is_exactly_what_a_direct_call_sends_split_by_count(tmp_path: 
         assert d["batch_id"].startswith("batch_") and d["input_file_id"].startswith("file-")
         on_disk = json.loads((root / "out/cat/.dalle-pipe/batches" / f"{d['token']}.json").read_text())
         assert on_disk["requests"] == d["requests"]
+    assert subprocess_cli(root, api, "batch", "collect", "recipe.yaml").returncode == 1  # edits: wave 2
     p = subprocess_cli(root, api, "batch", "collect", "recipe.yaml")
     assert p.returncode == 0, p.stdout + p.stderr
     assert manifest(root, "cat")["counts"]["generated"] == 15
@@ -253,7 +268,7 @@ def test_up_to_date_work_and_work_in_a_batch_are_never_sent_again(tmp_path: Path
     # a direct run warns that it would pay again
     r = cli(root, api, "run", "--dry-run", "recipe.yaml")
     assert "in batches not collected yet" not in r.output  # a dry run sends nothing: no warning
-    r = cli(root, api, "batch", "collect", "recipe.yaml")
+    r = collect_all(root, api)
     assert r.exit_code == 0, r.output
     # the new masks are copies of the first run's (a size_of mask depends on the size only)
     assert manifest(root, "cat")["counts"] == {"generated": 6, "up_to_date": 9, "failed": 0, "skipped": 0,
@@ -267,7 +282,7 @@ def test_two_tasks_with_one_fingerprint_are_one_request(tmp_path: Path, api: Fak
     assert r.exit_code == 0, r.output
     (doc,) = states(root)
     assert len(doc["requests"]) == 1
-    r = cli(root, api, "batch", "collect", "recipe.yaml")
+    r = collect_all(root, api)
     assert r.exit_code == 0, r.output
     m = by_task(manifest(root, "cat"))
     assert m["hero@mug#0"]["sha256"] == m["hero@mug2#0"]["sha256"]
@@ -293,7 +308,7 @@ def test_status_while_running_then_collect_twice_changes_nothing(tmp_path: Path,
     r = cli(root, api, "batch", "status", "recipe.yaml", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["batches"][0]["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
-    r = cli(root, api, "batch", "collect", "recipe.yaml")
+    r = collect_all(root, api)
     assert r.exit_code == 0, r.output
     out = root / "out" / "cat"
     before = images(out)
@@ -325,7 +340,10 @@ def test_failed_lines_are_failed_entries_and_the_next_run_batch_sends_them_again
     assert mug["prompt"] == "A ceramic mug on marble"
     assert m["hero@lamp#0"]["error"]["type"] == "expired"
     assert m["bg_mask@mug#0"]["status"] == "skipped" and m["beach@mug#0"]["status"] == "skipped"
-    assert m["beach@board#0"]["status"] == "generated"
+    assert "beach@board#0" not in m  # its edit is in the next wave's batch
+    r = cli(root, api, "batch", "collect", "recipe.yaml")
+    assert r.exit_code == 1 and "3 image(s) landed, 0 request(s) failed" in r.output, r.output
+    assert by_task(manifest(root, "cat"))["beach@board#0"]["status"] == "generated"
     # collecting again reports the same and sends nothing
     api.clear()
     r = cli(root, api, "batch", "collect", "recipe.yaml")
@@ -337,7 +355,7 @@ def test_failed_lines_are_failed_entries_and_the_next_run_batch_sends_them_again
     assert r.exit_code == 0, r.output
     newest = states(root)[-1]
     assert sorted(req["key"] for req in newest["requests"].values()) == ["lamp", "mug"]
-    r = cli(root, api, "batch", "collect", "recipe.yaml")
+    r = collect_all(root, api)
     assert r.exit_code == 0, r.output
     assert manifest(root, "cat")["counts"]["failed"] == 0
     assert {e["status"] for e in manifest(root, "cat")["entries"]} <= {"generated", "up_to_date"}
@@ -363,7 +381,7 @@ def test_a_submission_that_crashed_before_learning_its_batch_id_is_found_not_sen
     found = {d["token"]: d for d in states(root)}
     assert found[doc["token"]]["batch_id"] == doc["batch_id"]
     assert found["lost"]["status"] == "abandoned"
-    r = cli(root, api, "batch", "collect", "recipe.yaml")
+    r = collect_all(root, api)
     assert r.exit_code == 0, r.output
     assert manifest(root, "cat")["counts"]["generated"] == 15
 
@@ -388,7 +406,7 @@ def test_max_cost_uses_the_batch_price(tmp_path: Path, api: FakeOpenAI) -> None:
     rows = {s["step"]: s for s in json.loads(r.output)["recipes"][0]["steps"]}
     sync, batch = rows["hero"]["cost_usd"], rows["hero"]["batch_cost_usd"]
     assert batch == pytest.approx(sync / 2, abs=2e-6)  # each request is rounded to 6 places
-    assert rows["beach"]["batch_cost_usd"] == rows["beach"]["cost_usd"]  # edits are never batched
+    assert rows["beach"]["batch_cost_usd"] == pytest.approx(rows["beach"]["cost_usd"] / 2, abs=2e-6)
     r = cli(root, api, "run", "--batch", "recipe.yaml", "--max-cost", f"{batch * 0.9:.6f}")
     assert r.exit_code == 2 and "exceeds --max-cost" in r.output
     assert not (root / "out").exists() and api.requests == []

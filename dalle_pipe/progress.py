@@ -14,10 +14,11 @@ from .runner import RecipeResult, TaskReport
 class Progress:
     """Per-step counts, rate, ETA and rate-limit waits on one terminal line (stderr)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, live: bool | None = None) -> None:
         self.total = total
-        self.stream = stream
-        self.live = stream.isatty() if live is None else live
+        # sys.stderr read now, not at import: under GitHub Actions it is the guarded stream (ci_output.guard_output)
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty() if live is None else live
         self.done = 0
         self.made = 0
         self.by_step: Counter[str] = Counter()

@@ -87,3 +87,21 @@ def test_catalog_text_in_printed_output_cannot_start_a_command(tmp_path: Path) -
     assert r.stderr == ("recipe.yaml:9:13: steps[0].output: row 1 (key 'a'): output path 'a\\n::error::pwned.png' "
                         "has a control character (a line break, a tab...) (outputs are relative paths inside "
                         "output_dir)\n")
+
+
+def test_the_progress_line_writes_to_the_guarded_stream() -> None:
+    import io
+    import sys
+
+    from dalle_pipe.ci_output import guard_output
+    from dalle_pipe.progress import Progress
+
+    saved = sys.stderr
+    sys.stderr = buf = io.StringIO()
+    try:
+        with guard_output({"GITHUB_ACTIONS": "true"}):
+            bar = Progress(1, live=True)
+            bar.stream.write("::stop-commands::x\n")
+    finally:
+        sys.stderr = saved
+    assert buf.getvalue().startswith("%3A:stop-commands")

@@ -467,6 +467,7 @@ class Compiled:
     refs: frozenset[tuple[str, str, int]] = frozenset()  # (name, attribute, line) of `name.attribute`
     # A render that ran out of loop budget: later renders fail at once instead of looping again.
     exhausted: list[RenderError] = field(default_factory=list, compare=False, hash=False)
+    constant: str | None = None  # its text, when it has no expression or tag: rendered without Jinja
 
     def uses(self, name: str) -> bool:
         return name in self.names
@@ -541,6 +542,7 @@ def compile_template(source: str) -> Compiled:
     try:
         ast = _ENV.parse(source)
         names = frozenset(meta.find_undeclared_variables(ast))
+        constant = _constant(ast)
         refs = _check_and_rewrite(ast, source)
         template = _ENV.from_string(ast)
     except TemplateSyntaxError as exc:
@@ -550,7 +552,18 @@ def compile_template(source: str) -> Compiled:
         raise RenderError(f"template error: {exc.message or exc}", getattr(exc, "lineno", None)) from None
     except RecursionError:
         raise RenderError("template is nested too deeply") from None
-    return Compiled(source, names, template, frozenset(refs))
+    return Compiled(source, names, template, frozenset(refs), constant=constant)
+
+
+def _constant(ast: nodes.Template) -> str | None:
+    """The text of a template that is only text (after comments and raw blocks), else None."""
+    parts: list[str] = []
+    for node in ast.body:
+        if not isinstance(node, nodes.Output) or not all(isinstance(n, nodes.TemplateData) for n in node.nodes):
+            return None
+        parts.extend(n.data for n in node.nodes)
+    text = "".join(parts)
+    return text if len(text) <= MAX_OUTPUT else None
 
 
 @lru_cache(maxsize=4096)
@@ -574,6 +587,8 @@ def compile_expression(source: str) -> Compiled:
 
 def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
     """Render with bounded output, values and loops; every failure becomes a RenderError."""
+    if compiled.constant is not None:
+        return compiled.constant
     if compiled.exhausted:
         raise compiled.exhausted[0]
     parts: list[str] = []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..plan import Task
-from ..recipe import API_KINDS
 from ..prices import PriceTable, estimate_request
+from ..recipe import API_KINDS
 
 FREE_PROVIDERS = frozenset({"offline"})
 

@@ -559,9 +559,12 @@ def _constant(ast: nodes.Template) -> str | None:
     """The text of a template that is only text (after comments and raw blocks), else None."""
     parts: list[str] = []
     for node in ast.body:
-        if not isinstance(node, nodes.Output) or not all(isinstance(n, nodes.TemplateData) for n in node.nodes):
+        if not isinstance(node, nodes.Output):
             return None
-        parts.extend(n.data for n in node.nodes)
+        for child in node.nodes:
+            if not isinstance(child, nodes.TemplateData):
+                return None
+            parts.append(child.data)
     text = "".join(parts)
     return text if len(text) <= MAX_OUTPUT else None
 

@@ -89,7 +89,7 @@ class InputRef:
     path: Path | None = None  # a file, resolved inside the project
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One step of one unit: `step@key`."""
 
@@ -538,6 +538,7 @@ class _Planner:
         self.seen_folders: dict[str, str] = {}  # folded folder of an output -> the first task writing in it
         self.links = SymlinkFinder(recipe.output_dir)
         self.wiring = [_wiring(info, infos) for info in infos]
+        self.prompt_steps = [info.prompt_steps for info in infos]
         self.known: dict[tuple[str, tuple[int, int]], models.InputInfo] = {}  # an earlier step's output
         self.extensions: dict[str, str] = {}
 
@@ -583,8 +584,8 @@ class _Planner:
                     self._check_inputs(info, unit, inputs)
             fmt, size = self._predict(info, inputs)
             outputs = self._outputs(info, unit, ctx, fmt, enabled)
-            task = Task(self.recipe, step, unit, enabled, info.model, info.params, prompt, info.prompt_steps,
-                        images, mask, outputs, fmt, size, markup)
+            task = Task(self.recipe, step, unit, enabled, info.model, info.params, prompt,
+                        self.prompt_steps[step.index], images, mask, outputs, fmt, size, markup)
             step_checks = self.checks[step.index]
             if enabled and step_checks.specs:
                 task.checks = step_checks.plan(ctx, self.recipe.root, self.recipe.dir,

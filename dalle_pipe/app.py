@@ -10,6 +10,7 @@ from typing import Any
 
 from . import batch, models
 from .batch import BatchRun, batchable
+from .engine.bulk import bulk
 from .engine.estimate import task_cost
 from .errors import Problem, RecipeError, UsageError, reduce_exit
 from .plan import Plan, build_plan
@@ -39,7 +40,8 @@ def load(targets: list[Path], overrides: Overrides) -> Loaded:
                                                   f"{other.name!r}", "give each recipe its own output_dir"))
         outputs[recipe.output_dir] = recipe
         problems.extend(provider_problems(recipe))
-        plan, found = build_plan(recipe)
+        with bulk():  # a catalog's plan: millions of small containers, no cycles
+            plan, found = build_plan(recipe)
         problems.extend(found)
         if plan is not None:
             plans.append(plan)

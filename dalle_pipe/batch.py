@@ -93,18 +93,77 @@ def states_dir(out_dir: Path) -> Path:
     return store.batches_dir(out_dir)
 
 
+class BatchStateCorruptError(UsageError):
+    """A batch state file that is not what dalle-pipe wrote (exit 2): its open requests would be
+    forgotten and paid again, so nothing runs until it is fixed or removed."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{display_path(path)}: not a valid dalle-pipe batch state: {reason}",
+                         "restore it from a backup, or remove it: requests still queued in its batch are then "
+                         "made again, and paid again")
+        self.path = path
+
+
+_STR, _OPT_STR, _LIST, _DICT = (str,), (str, type(None)), (list,), (dict,)
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "token": _STR, "status": _STR, "requests": _DICT, "results": _DICT, "collected_at": _OPT_STR,
+    "batch_id": _OPT_STR, "submitted_at": _OPT_STR, "only": (list, type(None)), "shard": (list, type(None)),
+    "input_file_id": _OPT_STR, "wave": (int,),
+}
+_REQUEST_TYPES: dict[str, tuple[type, ...]] = {
+    "fingerprint": _STR, "key": _STR, "task": _STR, "step": _STR, "paths": _LIST, "model": _OPT_STR,
+    "params": _DICT, "prompt": _OPT_STR, "provider": _STR, "endpoint": _STR, "inputs": _LIST, "twin_keys": _LIST,
+}
+_REQUIRED = ("fingerprint", "key", "task", "step", "paths", "params", "provider", "endpoint", "inputs")
+
+
+def _state_problem(doc: object) -> str | None:
+    """What makes a parsed state file unusable, naming the field; None when it is usable."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if doc.get("format") != STATE_FORMAT:
+        return f"format is {doc.get('format')!r}, not {STATE_FORMAT}"
+    for name, types in _STATE_TYPES.items():
+        if name in doc and type(doc[name]) not in types:
+            return f"{name}: has the wrong type ({type(doc[name]).__name__})"
+    if "requests" not in doc:
+        return "requests: missing"
+    for cid, req in doc["requests"].items():
+        if not isinstance(req, dict):
+            return f"requests[{cid!r}]: not an object"
+        missing = next((k for k in _REQUIRED if k not in req), None)
+        if missing is not None:
+            return f"requests[{cid!r}].{missing}: missing"
+        for name, types in _REQUEST_TYPES.items():
+            if name in req and type(req[name]) not in types:
+                return f"requests[{cid!r}].{name}: has the wrong type ({type(req[name]).__name__})"
+    if any(not isinstance(r, dict) for r in (doc.get("results") or {}).values()):
+        return "results: an entry is not an object"
+    return None
+
+
 def load_states(out_dir: Path) -> list[dict[str, Any]]:
-    """Every batch state of an output folder, oldest submission first (unreadable files are skipped)."""
+    """Every batch state of an output folder, oldest submission first.
+
+    A file that is not valid JSON or not shaped as dalle-pipe writes it raises BatchStateCorruptError
+    (exit 2, naming the file): skipping it would forget requests already queued and pay for them again.
+    """
     folder = states_dir(out_dir)
     docs = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("format") == STATE_FORMAT and isinstance(doc.get("requests"), dict):
-            doc["_path"] = str(path)
-            docs.append(doc)
+        except UnicodeDecodeError:
+            raise BatchStateCorruptError(path, "not UTF-8 text") from None
+        except ValueError as exc:
+            raise BatchStateCorruptError(path, f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise BatchStateCorruptError(path, "nested too deeply") from None
+        problem = _state_problem(doc)
+        if problem is not None:
+            raise BatchStateCorruptError(path, problem)
+        doc["_path"] = str(path)
+        docs.append(doc)
     return sorted(docs, key=lambda d: (str(d.get("submitted_at") or ""), str(d.get("token"))))
 
 

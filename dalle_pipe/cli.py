@@ -30,14 +30,15 @@ def _fail(exc: DallePipeError) -> int:
 
 
 def handled(fn: F) -> F:
-    """Turn the tool's own errors into their message and exit code; Ctrl-C into 130."""
+    """Turn the tool's own errors into their message and exit code; Ctrl-C into 130. Under --json
+    the error is JSON on stdout, problems as {file, line, column, path, message, hint}."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             code = fn(*args, **kwargs)
         except DallePipeError as exc:
-            sys.exit(_fail(exc))
+            sys.exit(_json_failure(exc) if kwargs.get("as_json") else _fail(exc))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -59,9 +60,15 @@ def _allow_insecure_http(ctx: click.Context, param: click.Parameter, value: bool
 
 
 def provider_options(fn: F) -> F:
+    """The provider choice, for commands that send requests; plus --allow-insecure-http."""
     fn = click.option("--allow-insecure-http", is_flag=True, expose_value=False, callback=_allow_insecure_http,
                       help="Allow a plain http:// endpoint that is not this machine: this sends the API key "
                            "unencrypted.")(fn)
+    return check_options(fn)
+
+
+def check_options(fn: F) -> F:
+    """The provider choice, for commands that send nothing but check against it (validate, plan)."""
     fn = var_option(fn)
     fn = click.option("--base-url", help="API endpoint (else OPENAI_BASE_URL, else api.openai.com).")(fn)
     fn = click.option("--provider", "provider", help="Provider for every recipe: openai, offline, azure.")(fn)
@@ -134,7 +141,7 @@ def _json_failure(exc: DallePipeError) -> int:
 
 @main.command()
 @targets_arg
-@provider_options
+@check_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result and every problem as JSON.")
 @max_units_option
 @handled
@@ -143,12 +150,7 @@ def validate(targets: tuple[Path, ...], offline: bool, provider: str | None, bas
     """Check everything that needs no network; exit 0 or 2."""
     from .app import load
 
-    try:
-        loaded = load(list(targets), _overrides(offline, provider, base_url, var))
-    except DallePipeError as exc:
-        if as_json:
-            return _json_failure(exc)
-        raise
+    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
     if as_json:
         click.echo(json.dumps({
             "exit_code": 0, "error": None, "problems": [], "warnings": [w.to_json() for w in loaded.warnings],
@@ -192,7 +194,7 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     """Make every image that is missing or out of date."""
     from .app import exit_code, get_prices, load, notes
     from .app import run as run_all
-    from .progress import Progress, failures, summary_line
+    from .progress import Progress, failures, not_made, summary_line
     from .progress import as_json as summary_json
     from .runner import RunOptions
 
@@ -235,6 +237,8 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
         for r in results:
             click.echo(summary_line(r))
             for line in failures(r)[:20]:
+                click.echo(line)
+            for line in not_made(r):
                 click.echo(line)
             for line in notes(r):
                 click.echo(line)
@@ -295,7 +299,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 @main.command()
 @targets_arg
-@provider_options
+@check_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @max_units_option
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), help="Price table JSON to use.")
@@ -305,13 +309,8 @@ def plan(targets: tuple[Path, ...], offline: bool, provider: str | None, base_ur
     """Show, per step and in total, what a run would request and what it would cost."""
     from .app import get_prices, grand_total, load, plan_summary
 
-    try:
-        table = get_prices(prices)
-        loaded = load(list(targets), _overrides(offline, provider, base_url, var))
-    except DallePipeError as exc:
-        if as_json:
-            return _json_failure(exc)
-        raise
+    table = get_prices(prices)
+    loaded = load(list(targets), _overrides(offline, provider, base_url, var))
     rows = plan_summary(loaded, table)
     total = grand_total(rows)
     placeholders = sorted({m for r in rows for m in r["placeholders"]})
@@ -508,7 +507,7 @@ def markup(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, 
     Coordinates are fractions of IMAGE's width and height from the top-left (a circle's radius: of the
     shorter side), as in a markup step. Send it as an edit's `markup` (GPT Image 2.5 models).
     """
-    from .markupcmd import make_markup, parse_markup_shapes
+    from .maskcmd import make_markup, parse_markup_shapes
 
     shapes = parse_markup_shapes(circle, ellipse, rect, polygon, arrow)
     w, h = make_markup(image, out, shapes, color=color, width=width, fill=fill)
@@ -522,20 +521,26 @@ def markup(image: Path, out: Path, circle: tuple[str, ...], ellipse: tuple[str, 
               help="Set a template variable (variables can change output paths).")
 @click.option("--purge", is_flag=True, help="Also empty history: deletes paid images for good, saying what they cost.")
 @click.option("--dry-run", is_flag=True, help="List every file clean would touch, with its reason; change nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every file clean touched (with --dry-run: would touch) and why, as JSON.")
 @handled
-def clean(targets: tuple[Path, ...], var: tuple[str, ...], purge: bool, dry_run: bool) -> int:
+def clean(targets: tuple[Path, ...], var: tuple[str, ...], purge: bool, dry_run: bool, as_json: bool) -> int:
     """Tidy output folders: only files their own manifests record, never an input.
 
     Outputs no task makes any more: paid ones move to .dalle-pipe/history/, free ones (offline
     images, masks, local steps) are removed. History is emptied only with --purge.
     """
     from .app import load
+    from .housekeeping import as_json as clean_json
     from .housekeeping import clean_plans, describe, pipeline_plans
 
     overrides = _overrides(False, None, None, var)
     loaded = load(list(targets), overrides)
     results = clean_plans(loaded.plans, purge=purge, dry_run=dry_run,
                           more_plans=lambda: pipeline_plans(loaded.plans, overrides))
+    if as_json:
+        click.echo(json.dumps(clean_json(results, dry_run), indent=2))
+        return 0
     for result in results:
         for line in describe(result, dry_run):
             click.echo(line)
@@ -569,14 +574,14 @@ def report(targets: tuple[Path, ...], var: tuple[str, ...], output_dir: Path | N
 @click.option("--revoke", is_flag=True, help="Withdraw the approval: the next run may make them again.")
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
               help="The --output-dir the run used.")
-@provider_options
+@var_option
 @handled
 def approve(selectors: tuple[str, ...], recipes: tuple[Path, ...], revoke: bool, output_dir: Path | None,
-            offline: bool, provider: str | None, base_url: str | None, var: tuple[str, ...]) -> int:
+            var: tuple[str, ...]) -> int:
     """Approve images: no later run regenerates them (a changed recipe only marks them stale)."""
     from .approve import approve as approve_all
 
-    done = approve_all(list(recipes), _overrides(offline, provider, base_url, var, output_dir), selectors,
+    done = approve_all(list(recipes), _overrides(False, None, None, var, output_dir), selectors,
                        revoke=revoke)
     verb = "unapproved" if revoke else "approved"
     for a in done:

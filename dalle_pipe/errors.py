@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
-
-
-class Status(StrEnum):
-    """A manifest entry's status (and `pending`: what --check and --dry-run found to make)."""
-
-    GENERATED = "generated"
-    UP_TO_DATE = "up_to_date"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    MODIFIED = "modified"
-    PENDING = "pending"
 
 
 def reduce_exit(*, interrupted: bool = False, failed: bool = False, work_left: bool = False) -> int:

@@ -57,6 +57,7 @@ class Outcome:
     reason: str | None = None
     in_scope: bool = True
     stale: bool = False
+    kept: str | None = None  # why a file at the path was kept rather than made (printed after a run)
     cost: float | None = None
     size: tuple[int, int] | None = None  # a pending task's output size, when its params fix it
     paths: list[str] | None = None  # a pending task's output paths (its entries are not built)
@@ -358,11 +359,15 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
         if provider == "offline" and prev.get("provider") not in PAID_FREE:
             return Outcome("skipped", [{**prev, "status": "skipped"}], in_scope=scoped,
                            reason=f"kept {rel}: the offline provider never writes over an image made by "
-                           f"{prev.get('provider')}")
+                           f"{prev.get('provider')}",
+                           kept=f"made by {prev.get('provider')}; offline never overwrites it")
         return None
     if status is None:
         return None
-    out = Outcome(status, entries, in_scope=scoped, stale=any(e.get("stale") for e in entries))
+    stale = any(e.get("stale") for e in entries)
+    out = Outcome(status, entries, in_scope=scoped, stale=stale,
+                  kept="changed by hand; --force replaces it" if status == "modified"
+                  else "approved; its recipe or inputs changed since" if stale else None)
     out.prompt = entries[0].get("prompt")
     out.revised_prompt = entries[0].get("revised_prompt")
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import store
 from .plan import Plan
@@ -107,3 +108,12 @@ def describe(result: CleanResult, dry_run: bool) -> list[str]:
                      f"(${cost[0]:.4f}{unknown}) and {result.count('purge', paid=False)} free file(s)")
     lines.append(f"{result.recipe}: " + "; ".join(parts))
     return lines
+
+
+def as_json(results: list[CleanResult], dry_run: bool) -> dict[str, Any]:
+    """`clean --json`: per recipe, every file with its action (what was done, or with dry_run what
+    would be) and reason; actions are history, remove, purge (deleted from history) and keep."""
+    return {"exit_code": 0, "dry_run": dry_run, "recipes": [
+        {"recipe": r.recipe, "output_dir": str(r.output_dir),
+         "files": [{"path": i.path, "action": i.action, "reason": i.reason, "paid": i.paid,
+                    "cost_usd": i.cost_usd} for i in r.items]} for r in results]}

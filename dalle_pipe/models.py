@@ -63,7 +63,6 @@ EXTRA_PARAMS = "extra_params"
 
 Endpoint = Literal["generate", "edit", "variation", "responses"]
 GIF_SVG = "GIF and SVG output are previews this tool does not produce yet"
-STREAMING = "streaming only: dalle-pipe waits for whole images"
 # Fields a recipe may not set, with the reason and what to do instead.
 REFUSED_FIELDS: dict[str, tuple[str, str]] = {
     "frame_count": (f"frame_count is for GIF output; {GIF_SVG}", "use output_format png, jpeg or webp"),
@@ -498,10 +497,6 @@ def size_allowed(spec: ModelSpec, size: str) -> bool:
         return True
     wh = parse_size(size)
     return spec.free_size is not None and wh is not None and not spec.free_size.reasons(*wh)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _fmt_value(value: object) -> str:

@@ -83,6 +83,34 @@ def failures(result: RecipeResult) -> list[str]:
     return lines
 
 
+MAX_LINES_PER_REASON = 5  # more tasks than this with one reason share one line
+
+
+def not_made(result: RecipeResult) -> list[str]:
+    """Why tasks were kept or skipped rather than made: one line per task, or one line per reason when
+    more than MAX_LINES_PER_REASON share it. Left out: `when` is false (the recipe says so), tasks
+    outside --only, and stale approvals (they have their own warning line)."""
+    groups: dict[tuple[str, str], list[TaskReport]] = {}
+    for r in result.reports:
+        o = r.outcome
+        if not o.in_scope or o.stale:
+            continue
+        if o.kept:
+            groups.setdefault(("kept", o.kept), []).append(r)
+        elif o.status == "skipped" and o.reason != "`when` is false":
+            groups.setdefault(("skipped", o.reason or "skipped"), []).append(r)
+    lines = []
+    for (verb, why), reports in groups.items():
+        if len(reports) <= MAX_LINES_PER_REASON:
+            for r in reports:
+                paths = f" ({', '.join(r.outcome.outputs)})" if verb == "kept" else ""
+                lines.append(f"  {r.task.id}: {verb}: {why}{paths}")
+            continue
+        named = ", ".join(r.task.id for r in reports[:3])
+        lines.append(f"  {verb} {len(reports)} tasks: {why} ({named} and {len(reports) - 3} more)")
+    return lines
+
+
 def as_json(results: list[RecipeResult], exit_code: int) -> dict[str, Any]:
     return {
         "exit_code": exit_code,
@@ -94,6 +122,8 @@ def as_json(results: list[RecipeResult], exit_code: int) -> dict[str, Any]:
                 "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.reports
                            if t.outcome.status == "failed"],
                 "to_make_tasks": [t.task.id for t in r.reports if t.outcome.status == "pending"],
+                "kept": [{"task": t.task.id, "paths": t.outcome.outputs, "reason": t.outcome.kept}
+                         for t in r.reports if t.outcome.in_scope and t.outcome.kept],
             }
             for r in results
         ],

@@ -390,6 +390,8 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
     by_path = {str(e["path"]).lower(): e for e in [*others, *prev, *landed] if isinstance(e.get("path"), str)}
     pending = {p.fingerprint for p in journal_state.pending} if journal_state else set()
     objects = store.ObjectStore(out_dir)
+    if opts.mode == "run":  # under the run's lock, before any put: a crash's half-written objects go
+        objects.remove_temp_files()
     saved = {(r.fingerprint, r.index): r for r in objects.pending()}  # oldest wins: pending() is sorted
     clock = clock or SystemClock()
     stated = plan.recipe.throttle_stated or provider_name == "offline"

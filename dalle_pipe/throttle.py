@@ -18,8 +18,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from dalle_pipe.providers.base import (
     BadRequest,
@@ -131,41 +131,6 @@ class Limits:
     def stated(self) -> bool:
         """True when a rate is given; otherwise the limiter learns it from response headers."""
         return self.requests_per_minute is not None or self.images_per_minute is not None
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Limits:
-        """Build from a `throttle:` block; absent keys take the defaults."""
-        return cls().lowered_by(data)
-
-    def lowered_by(self, other: Limits | Mapping[str, Any]) -> Limits:
-        """A recipe's throttle over the pipeline's: rates and concurrency only go down.
-
-        max_retries, timeout_s and max_wait_s are not account limits: the recipe's value wins
-        (as in recipe.merge_throttle). Pass the recipe's `throttle:` mapping as
-        written: a Limits built with defaults would lower concurrency to 4.
-        """
-        if isinstance(other, Limits):
-            given: dict[str, Any] = {f.name: getattr(other, f.name) for f in fields(other)}
-        else:
-            unknown = sorted(set(other) - {f.name for f in fields(self)})
-            if unknown:
-                raise ValueError(f"unknown throttle key(s): {', '.join(unknown)}")
-            given = dict(other)
-        rpm = _lowest(self.requests_per_minute, _opt_float(given.get("requests_per_minute")))
-        ipm = _lowest(self.images_per_minute, _opt_float(given.get("images_per_minute")))
-        concurrency = self.concurrency
-        if given.get("concurrency") is not None:
-            concurrency = min(concurrency, int(given["concurrency"]))
-        max_retries = self.max_retries
-        if given.get("max_retries") is not None:
-            max_retries = int(given["max_retries"])
-        timeout_s = self.timeout_s
-        if given.get("timeout_s") is not None:
-            timeout_s = float(given["timeout_s"])
-        max_wait_s = self.max_wait_s
-        if given.get("max_wait_s") is not None:
-            max_wait_s = float(given["max_wait_s"])
-        return Limits(rpm, ipm, concurrency, max_retries, timeout_s, max_wait_s)
 
 
 @dataclass(frozen=True)
@@ -600,10 +565,6 @@ def _lowest(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return min(a, b)
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _number(value: object) -> float | None:

@@ -112,3 +112,18 @@ def test_damaged_saved_bytes_are_not_placed_and_the_image_is_made_again(
     assert len(api.image_requests) == 1
     assert by_task(manifest(root))["hero@mug#0"]["status"] == "generated"
     assert records(root) == []  # the new answer replaced the damaged one, and was placed
+
+
+def test_a_run_removes_the_temp_files_a_crash_left_in_the_store_and_keeps_saved_objects(
+        tmp_path: Path, api: FakeOpenAI) -> None:
+    root = make_project(tmp_path / "p")
+    folder = root / "out/shots/.dalle-pipe/objects/ab"
+    folder.mkdir(parents=True)
+    torn = folder / ".abcdef.dp-tmp"
+    torn.write_bytes(b"half an image")
+    kept = folder / "not-a-temp-file"
+    kept.write_bytes(b"x")
+    r = hero(root, api)
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    assert not torn.exists()
+    assert kept.read_bytes() == b"x"

@@ -418,12 +418,3 @@ def test_bad_sizes_and_feather() -> None:
         build_mask(10, 10, feather=-1)
 
 
-def test_shape_from_command_line_arguments() -> None:
-    assert masks.shape_from_args("circle", "0.5,0.5,0.4") == CIRCLE
-    assert masks.shape_from_args("rect", "0,0, 0.5,1") == {"rect": {"box": [0.0, 0.0, 0.5, 1.0]}}
-    assert masks.shape_from_args("polygon", "0,0,1,0,0.5,1") == {
-        "polygon": {"points": [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]]}
-    }
-    for kind, text in [("circle", "1,2"), ("ellipse", "a,b,c,d"), ("polygon", "0,0,1,1"), ("blob", "1")]:
-        with pytest.raises(ValueError):
-            masks.shape_from_args(kind, text)

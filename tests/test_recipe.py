@@ -126,6 +126,17 @@ def test_a_recipe_may_only_lower_the_pipelines_throttle(project: Build) -> None:
                         "lower them)"]
 
 
+def test_max_wait_s_and_timeout_s_are_not_account_limits_the_recipe_wins(project: Build) -> None:
+    pipeline = PIPELINE.replace("concurrency: 8}", "concurrency: 8, max_wait_s: 30, timeout_s: 60}")
+    assert pipeline != PIPELINE
+    extra = "throttle: {max_wait_s: 300, timeout_s: 600}"
+    project({"pipeline.yaml": pipeline, "recipes/shots.yaml": recipe(extra=extra)})
+    project_, problems = load(["recipes/shots.yaml"])
+    assert dict(project_.recipes[0].throttle) == {"images_per_minute": 50, "requests_per_minute": 100,
+                                                  "concurrency": 8, "max_wait_s": 300, "timeout_s": 600}
+    assert problems == []
+
+
 def test_a_recipe_alone_keeps_its_own_throttle(project: Build) -> None:
     project({"r.yaml": recipe(extra="throttle: {images_per_minute: 500}")})
     r = only(["r.yaml"])

@@ -221,7 +221,6 @@ def test_journal_lines_and_state(tmp_path: Path) -> None:
     assert [(p.task, p.fingerprint, p.attempt, p.attempts) for p in state.pending] == [
         ("hero@b", "fp-b", 2, 2)
     ]
-    assert state.pending_for("fp-b") and not state.pending_for("fp-a")
     assert [f["task"] for f in state.failed] == ["hero@c"]
     assert state.bad_lines == 0 and not state.torn_tail
 
@@ -596,18 +595,6 @@ def test_reuse_prefers_the_latest_entry(tmp_path: Path) -> None:
     assert ReuseIndex([old, new], FileIndex(tmp_path), tmp_path).lookup("fp", 0) is new
 
 
-def test_state_of(tmp_path: Path) -> None:
-    e = make_output(tmp_path, "k/hero.png", b"content", "fp")
-    reuse = ReuseIndex([], FileIndex(tmp_path), tmp_path)
-    p = tmp_path / "k" / "hero.png"
-    assert reuse.state_of(p, e["sha256"]) == "same"
-    assert reuse.state_of(p, "sha256:" + e["sha256"]) == "same"
-    p.write_bytes(b"changed by hand")
-    assert reuse.state_of(p, e["sha256"]) == "modified"
-    p.unlink()
-    assert reuse.state_of(p, e["sha256"]) == "missing"
-
-
 # -- history and clean --------------------------------------------------------------------------
 
 
@@ -699,21 +686,6 @@ def test_clean_purge_empties_history_with_the_recorded_cost(tmp_path: Path) -> N
     assert clean(out, set()) == []  # without --purge history stays
     assert [i.path for i in clean(out, set(), purge=True)] == [i.path for i in dry]
     assert not (out / ".dalle-pipe" / "history").exists()
-
-
-def test_file_index_prune_forgets_removed_files(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    for p in (a, b):
-        p.write_bytes(p.name.encode())
-    idx = FileIndex(tmp_path)
-    idx.sha(a)
-    idx.record(b, sha256_bytes(b"b.png"))
-    idx.save()
-    a.unlink()
-    again = FileIndex(tmp_path)
-    assert again.prune() == 1 and again.cached() == {"b.png": sha256_bytes(b"b.png")}
-    again.save()
-    assert len(FileIndex(tmp_path)) == 1
 
 
 def test_clean_prunes_folders_it_emptied(tmp_path: Path) -> None:

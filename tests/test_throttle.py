@@ -395,32 +395,11 @@ def test_stop_interrupts_a_real_sleep() -> None:
 # -- Limits -----------------------------------------------------------------------------
 
 
-def test_limits_lowered_by_a_recipe_mapping() -> None:
-    pipeline = Limits(images_per_minute=50, concurrency=8)
-    recipe = pipeline.lowered_by({"images_per_minute": 5, "requests_per_minute": 60, "max_retries": 9})
-    assert recipe == Limits(requests_per_minute=60, images_per_minute=5, concurrency=8, max_retries=9)
-    assert pipeline.lowered_by({"images_per_minute": 500, "concurrency": 16}) == pipeline
-    assert pipeline.lowered_by({"concurrency": 2, "timeout_s": 600}) == Limits(
-        images_per_minute=50, concurrency=2, timeout_s=600.0
-    )
-    assert pipeline.lowered_by({}) == pipeline
-
-
-def test_limits_lowered_by_limits_takes_every_field() -> None:
-    pipeline = Limits(requests_per_minute=100, images_per_minute=50, concurrency=8)
-    assert pipeline.lowered_by(Limits(requests_per_minute=30)) == Limits(
-        requests_per_minute=30, images_per_minute=50, concurrency=4
-    )
-
-
 def test_limits_checks_values() -> None:
-    with pytest.raises(ValueError, match="unknown throttle key"):
-        Limits().lowered_by({"burst": 3})
     with pytest.raises(ValueError, match="concurrency"):
         Limits(concurrency=0)
     with pytest.raises(ValueError, match="images_per_minute"):
         Limits(images_per_minute=0)
-    assert Limits.from_mapping({"images_per_minute": 5}) == Limits(images_per_minute=5)
     assert Limits(images_per_minute=5).stated and not Limits().stated
 
 
@@ -720,8 +699,6 @@ def test_a_transient_error_asking_more_than_max_wait_s_stops_too() -> None:
     assert clock.sleeps == []
 
 
-def test_max_wait_s_merges_like_timeout_s() -> None:
-    assert Limits.from_mapping({"max_wait_s": 30}).max_wait_s == 30.0
-    assert Limits(max_wait_s=30).lowered_by({"max_wait_s": 300}).max_wait_s == 300.0
+def test_max_wait_s_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_wait_s must be > 0"):
         Limits(max_wait_s=0)

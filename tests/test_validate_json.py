@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from dalle_pipe.cli import main
@@ -59,6 +60,27 @@ def test_plan_json_on_an_invalid_recipe_has_the_same_shape(project: Build) -> No
     assert json.loads(r.stdout) == {"exit_code": 2, "error": None, "problems": PROBLEMS, "warnings": []}
 
 
+@pytest.mark.parametrize("command", [["run"], ["run", "--check"], ["run", "--batch"], ["batch", "status"],
+                                     ["batch", "submit"], ["batch", "collect"], ["clean", "--dry-run"]])
+def test_every_json_command_lists_the_problems_of_an_invalid_recipe(project: Build, command: list[str]) -> None:
+    project({"recipe.yaml": BROKEN})
+    r = CliRunner().invoke(main, [*command, "--json", "recipe.yaml"])
+    assert r.exit_code == 2
+    assert json.loads(r.stdout) == {"exit_code": 2, "error": None, "problems": PROBLEMS, "warnings": []}
+    assert r.stderr == ""
+
+
+def test_a_run_that_cannot_start_says_why_in_json(project: Build) -> None:
+    root = project({"recipe.yaml": GOOD.replace("dall-e-3", "gpt-image-2")})
+    r = CliRunner().invoke(main, ["run", "--json", "recipe.yaml"], env={"OPENAI_API_KEY": ""})
+    assert r.exit_code == 2
+    assert json.loads(r.stdout) == {
+        "exit_code": 2, "problems": [], "warnings": [],
+        "error": "OPENAI_API_KEY is not set: recipe 'shots' needs it to send requests (export OPENAI_API_KEY=..., "
+                 "or run with --offline to preview without a key)"}
+    assert not (root / "out").exists()
+
+
 def test_a_usage_error_is_json_too(project: Build) -> None:
     project({"recipe.yaml": GOOD})
     r = CliRunner().invoke(main, ["validate", "--json", "--var", "nope", "recipe.yaml"])
@@ -83,10 +105,20 @@ def test_validate_json_on_a_valid_recipe_keeps_its_warnings(project: Build) -> N
     assert (plan["exit_code"], plan["problems"], len(plan["warnings"])) == (0, [], 1)
 
 
-def test_report_offers_no_provider_options() -> None:
-    text = CliRunner().invoke(main, ["report", "--help"]).stdout
+@pytest.mark.parametrize("command", ["report", "approve"])
+def test_report_and_approve_offer_no_provider_options(command: str) -> None:
+    text = CliRunner().invoke(main, [command, "--help"]).stdout
     assert "--var" in text and "--output-dir" in text
-    for option in ("--offline", "--provider", "--base-url"):
+    for option in ("--offline", "--provider", "--base-url", "--allow-insecure-http"):
         assert option not in text
-    r = CliRunner().invoke(main, ["report", "--offline"])
+    r = CliRunner().invoke(main, [command, "--offline"])
     assert r.exit_code == 2 and "No such option '--offline'" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_commands_that_send_nothing_do_not_offer_to_send_insecurely(command: str) -> None:
+    text = CliRunner().invoke(main, [command, "--help"]).stdout
+    assert "--offline" in text and "--provider" in text and "--base-url" in text  # they change what is checked
+    assert "--allow-insecure-http" not in text
+    r = CliRunner().invoke(main, [command, "--allow-insecure-http"])
+    assert r.exit_code == 2 and "No such option '--allow-insecure-http'" in r.stderr

@@ -23,7 +23,7 @@ from dalle_pipe.imaging.io import (
 
 _LAZY = {
     "Shape": "masks", "build_mask": "masks", "inside": "masks", "mask_alpha": "masks", "mask_png": "masks",
-    "shape_from_args": "masks", "composite": "transforms", "convert": "transforms", "crop": "transforms",
+    "composite": "transforms", "convert": "transforms", "crop": "transforms",
     "pad": "transforms", "parse_color": "transforms", "resize": "transforms",
 }
 
@@ -56,6 +56,5 @@ __all__ = [
     "prepare_upload",
     "probe",
     "resize",
-    "shape_from_args",
     "to_rgba_png",
 ]

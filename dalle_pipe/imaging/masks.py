@@ -56,7 +56,6 @@ from dalle_pipe.imaging.io import MAX_PIXELS, encode_mask_png, has_alpha
 
 Shape = dict[str, Any]
 BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
 
 SHAPE_KINDS: Final = ("circle", "ellipse", "rect", "polygon")
 
@@ -470,30 +469,3 @@ def mask_png(
     """:func:`build_mask`, encoded: RGBA PNG bytes, by the fast mask encoder."""
     alpha = mask_alpha(width, height, shapes, from_alpha=from_alpha, invert=invert, feather=feather)
     return encode_mask_png(alpha)
-
-
-def shape_from_args(kind: str, text: str) -> Shape:
-    """A shape from the command line's ``--circle CX,CY,R`` style arguments.
-
-    ``circle`` takes 3 numbers, ``ellipse`` and ``rect`` 4, ``polygon`` an even count
-    of at least 6 (x, y pairs). ValueError with a clear message otherwise.
-    """
-    try:
-        values = [float(part) for part in text.replace(" ", "").split(",") if part != ""]
-    except ValueError as exc:
-        raise ValueError(f"--{kind} {text!r}: expected comma-separated numbers") from exc
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"--{kind} {text!r}: numbers must be finite")
-    if kind == "circle":
-        if len(values) != 3:
-            raise ValueError(f"--circle {text!r}: expected CX,CY,R")
-        return {"circle": {"center": values[:2], "radius": values[2]}}
-    if kind in ("ellipse", "rect"):
-        if len(values) != 4:
-            raise ValueError(f"--{kind} {text!r}: expected X0,Y0,X1,Y1")
-        return {kind: {"box": values}}
-    if kind == "polygon":
-        if len(values) < 6 or len(values) % 2:
-            raise ValueError(f"--polygon {text!r}: expected at least 3 X,Y pairs")
-        return {"polygon": {"points": [values[i : i + 2] for i in range(0, len(values), 2)]}}
-    raise ValueError(f"unknown shape {kind!r} (expected one of {', '.join(SHAPE_KINDS)})")

@@ -114,13 +114,6 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _normalise_format(fmt: Any) -> str | None:
-    if not fmt:
-        return None
-    s = str(fmt).lower()
-    return "jpeg" if s == "jpg" else s
-
-
 def http_client(oa: Any) -> Any:
     """The SDK's default client, on a transport that makes timeout_s the whole request's deadline."""
     import httpx2

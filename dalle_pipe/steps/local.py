@@ -11,8 +11,6 @@ from PIL import Image
 from ..imaging import io as imgio
 from ..models import parse_size
 
-LOCAL_KINDS = ("mask", "markup", "resize", "pad", "crop", "convert", "composite")
-
 
 def run_local(kind: str, body: Mapping[str, Any], inputs: Mapping[str, Sequence[Path]], fmt: str) -> bytes:
     """Make a local step's image; `inputs` maps a role to its files (first = the one used)."""

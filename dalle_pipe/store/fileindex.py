@@ -150,18 +150,6 @@ class FileIndex:
             if self._entries.pop(k, None) is not None:
                 self._dirty = True
 
-    def prune(self) -> int:
-        """Drop the entries of files that no longer exist (one stat each; for ``clean``, not for
-        every run). Returns how many were dropped."""
-        with self._lock:
-            keys = list(self._entries)
-        gone = [k for k in keys if not os.path.lexists(k if os.path.isabs(k) else self._root + k)]
-        with self._lock:
-            for k in gone:
-                self._entries.pop(k, None)
-            self._dirty = self._dirty or bool(gone)
-        return len(gone)
-
     def cached(self) -> dict[str, str]:
         """A snapshot ``key -> sha256`` of every entry, unverified (for diagnostics and searches)."""
         with self._lock:

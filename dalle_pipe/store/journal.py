@@ -60,9 +60,6 @@ class JournalState:
     bad_lines: int = 0
     torn_tail: bool = False
 
-    def pending_for(self, fingerprint: str) -> list[PendingIntent]:
-        return [p for p in self.pending if p.fingerprint == fingerprint]
-
 
 def _well_typed(obj: object) -> TypeGuard[dict[str, Any]]:
     """Whether a parsed line has the types :meth:`Journal.read` relies on (other kinds pass)."""

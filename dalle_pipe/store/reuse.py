@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ._fs import HISTORY_DIRNAME, STATE_DIRNAME, THUMBS_DIRNAME, TMP_SUFFIX, rel_parts
 from .fileindex import FileIndex
@@ -76,14 +76,6 @@ class ReuseIndex:
             if found is not None:
                 return {**e, "path": found}
         return None
-
-    def state_of(self, path: Path, expected_sha: str) -> Literal["same", "modified", "missing"]:
-        """``same`` when the file at ``path`` has ``expected_sha``, ``missing`` when there is no
-        file, else ``modified`` (changed by hand)."""
-        sha = self.files.sha(path)
-        if sha is None:
-            return "missing"
-        return "same" if sha == _hex(expected_sha) else "modified"
 
     # -- search by content -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,36 @@ def test_clean_offers_var_but_no_provider_options(made: Path) -> None:
         assert r.exit_code == 2 and "No such option" in r.output, option
     r = cli(made, "clean", "--var", "tag=x", "--dry-run", "recipe.yaml")
     assert r.exit_code == 0, r.output
+
+
+def test_clean_json_lists_what_it_would_do_then_what_it_did(made: Path) -> None:
+    cost = cost_of(made, "c")
+    r = cli(made, "clean", "--dry-run", "--json", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    gone = "no task makes it any more"
+    files = [
+        {"path": "b/bg.png", "action": "remove", "reason": f"{gone}; free (local)", "paid": False, "cost_usd": None},
+        {"path": "b/hero.png", "action": "keep", "reason": f"{gone}; an input a recipe reads: not touched",
+         "paid": True, "cost_usd": cost_of(made, "b")},
+        {"path": "c/bg.png", "action": "remove", "reason": f"{gone}; free (local)", "paid": False, "cost_usd": None},
+        {"path": "c/hero.png", "action": "history", "reason": f"{gone}; paid (${cost:.4f})", "paid": True,
+         "cost_usd": cost},
+    ]
+    out_dir = str(made / "out/shots")
+    assert json.loads(r.output) == {"exit_code": 0, "dry_run": True,
+                                    "recipes": [{"recipe": "shots", "output_dir": out_dir, "files": files}]}
+    assert (made / "out/shots/c/hero.png").is_file()
+    r = cli(made, "clean", "--json", "recipe.yaml")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"exit_code": 0, "dry_run": False,
+                                    "recipes": [{"recipe": "shots", "output_dir": out_dir, "files": files}]}
+    assert not (made / "out/shots/c/hero.png").exists()
+
+
+def test_clean_json_on_an_invalid_recipe_lists_its_problems(made: Path) -> None:
+    (made / "recipe.yaml").write_text(SHOTS.replace("ITEMS", "{id: a}").replace("model:", "modle:"))
+    r = cli(made, "clean", "--dry-run", "--json", "recipe.yaml")
+    assert r.exit_code == 2
+    assert json.loads(r.output) == {"exit_code": 2, "error": None, "warnings": [], "problems": [
+        {"file": "recipe.yaml", "line": 3, "column": 1, "path": "modle", "message": "unknown key 'modle'",
+         "hint": "did you mean 'model'?"}]}

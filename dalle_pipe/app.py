@@ -10,12 +10,13 @@ from typing import Any
 
 from . import batch, models
 from .batch import BatchRun, batchable
+from .engine.bulk import bulk
 from .engine.estimate import task_cost
 from .errors import Problem, RecipeError, UsageError, reduce_exit
 from .plan import Plan, build_plan
 from .prices import PriceTable, load_prices
 from .providers.base import Provider
-from .recipe import Overrides, Project, Recipe, load_targets
+from .recipe import API_KINDS, Overrides, Project, Recipe, load_targets
 from .runner import RecipeResult, RunOptions, TaskReport, check_selection, run_plan
 
 
@@ -39,7 +40,8 @@ def load(targets: list[Path], overrides: Overrides) -> Loaded:
                                                   f"{other.name!r}", "give each recipe its own output_dir"))
         outputs[recipe.output_dir] = recipe
         problems.extend(provider_problems(recipe))
-        plan, found = build_plan(recipe)
+        with bulk():  # a catalog's plan: millions of small containers, no cycles
+            plan, found = build_plan(recipe)
         problems.extend(found)
         if plan is not None:
             plans.append(plan)
@@ -226,30 +228,40 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
         active: set[str] = set()
         placeholders: set[str] = set()
         responses = plan.recipe.provider.api == "responses" and plan.recipe.provider.name == "openai"
+        batched: dict[str, bool] = {}  # step -> whether its tasks go through the Batch API
         for r in result.reports:
-            row = steps[r.task.step.id]
-            row["model"] = r.task.model
-            if r.task.checks:  # the worst case: on_fail retries, each paying the image and its judgements
-                row["tries"] = max(int(row.get("tries", 1)), r.task.retry + 1)
-            if not r.task.enabled:
+            task, outcome = r.task, r.outcome
+            sid = task.step.id
+            row = steps[sid]
+            row["model"] = task.model
+            if task.checks:  # the worst case: on_fail retries, each paying the image and its judgements
+                row["tries"] = max(int(row.get("tries", 1)), task.retry + 1)
+            if not task.enabled:
                 continue
-            active.add(r.task.unit.key)
+            active.add(task.unit.key)
             row["units"] += 1
-            if r.task.is_api:
-                row["requests"] += r.task.n if responses else 1  # the Responses route makes one call per image
-            row["images"] += r.task.n
-            if r.outcome.status in ("up_to_date", "modified", "failed_checks"):  # kept: not made again
-                row["up_to_date"] += r.task.n
+            n = len(task.outputs)
+            is_api = task.step.kind in API_KINDS
+            if is_api:
+                row["requests"] += n if responses else 1  # the Responses route makes one call per image
+            row["images"] += n
+            status = outcome.status
+            if status in ("up_to_date", "modified", "failed_checks"):
+                row["up_to_date"] += n  # kept: not made again
                 continue
-            row["to_make"] += r.task.n
-            if not r.task.is_api or provider == "offline" or r.outcome.status != "pending":
+            row["to_make"] += n
+            if not is_api or provider == "offline" or status != "pending":
                 continue
-            price = prices.models.get(r.task.model or "")
-            if price is not None and price.placeholder:
-                placeholders.add(r.task.model or "")
-            acc = sums[r.task.step.id]
-            batch = task_cost(prices, r.task, provider, prompt=r.outcome.prompt, batch=batchable(r.task))
-            for col, cost in (("cost_usd", r.outcome.cost), ("batch_cost_usd", batch)):
+            if task.model not in placeholders:
+                price = prices.models.get(task.model or "")
+                if price is not None and price.placeholder:
+                    placeholders.add(task.model or "")
+            acc = sums[sid]
+            in_batch = batched.get(sid)
+            if in_batch is None:
+                in_batch = batched[sid] = batchable(task)
+            batch = task_cost(prices, task, provider, prompt=outcome.prompt, batch=in_batch)
+            for col, cost in (("cost_usd", outcome.cost), ("batch_cost_usd", batch)):
                 had = acc[col]
                 acc[col] = None if had is None or cost is None else had + cost
         for sid, acc in sums.items():

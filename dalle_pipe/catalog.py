@@ -31,7 +31,7 @@ UNITS_HINT = "--max-units N raises the ceiling; or split the catalog, or use `wh
 Where = Callable[[PathKey], tuple[str, int, int]]  # a recipe path -> (file, line, col)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One catalog row: its 1-based number, where it starts, and its fields."""
 
@@ -47,7 +47,7 @@ class Row:
         return self.label or f"row {self.number}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unit:
     """One row times one matrix combination."""
 

@@ -162,6 +162,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome], *, attempt: i
     if not task.enabled:
         return Outcome("skipped", reason="`when` is false", in_scope=scoped)
     inputs: list[tuple[InputRef, Path | str, str]] = []  # str: relative to output_dir (Paths made lazily)
+    changing = False  # an input from an earlier step will change: not known yet
     for ref in task.inputs:
         if ref.step is not None:
             up = done.get(ref.step)
@@ -174,11 +175,13 @@ def process(state: RunState, task: Task, done: dict[str, Outcome], *, attempt: i
                     inputs.append((ref, up.outputs[idx], f"size:{up.size[0]}x{up.size[1]}"))
                 else:
                     inputs.append((ref, task.outputs[0], ""))
+                    changing = True
                 continue
             entry = up.entries[idx]
             sha = str(entry.get("current_sha256") or entry["sha256"])
             if ref.role == "size_of" and entry.get("width"):  # only the size matters, not the pixels
                 sha = f"size:{entry['width']}x{entry['height']}"
+            changing = changing or not sha
             inputs.append((ref, entry["path"], sha))
         else:
             assert ref.path is not None
@@ -193,7 +196,7 @@ def process(state: RunState, task: Task, done: dict[str, Outcome], *, attempt: i
             prompt = render(task.prompt_template, ctx)
         except RenderError as exc:
             return failed_outcome(task, "template", exc.message, scoped)
-    if any(r.step and not sha for r, _, sha in inputs):
+    if changing:
         return Outcome("pending", prompt=prompt, in_scope=scoped, reason="an input will change",
                        paths=task.outputs, size=_fixed_size(task),
                        cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt))
@@ -203,24 +206,25 @@ def process(state: RunState, task: Task, done: dict[str, Outcome], *, attempt: i
                            params={**task.params, "attempt": attempt} if attempt else task.params,
                            prompt=prompt, input_shas=[s for _, _, s in inputs])
     if not rc.force:
-        found = [_own(state, task, fp, i) or state.reuse.lookup(fp, i) for i in range(task.n)]
-        if all(f is not None for f in found):
-            entries = []
-            for i, f in enumerate(found):
-                assert f is not None
-                entries.append(_place(state, task, i, f))
+        found = []
+        for i in range(task.n):
+            f = _own(state, task, fp, i) or state.reuse.lookup(fp, i)
+            if f is None:
+                break
+            found.append(f)
+        else:
+            entries = [_place(state, task, i, f) for i, f in enumerate(found)]
             return Outcome("up_to_date", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
-    paths = [(ref, state.output_dir / p if isinstance(p, str) else p, sha) for ref, p, sha in inputs]
     if state.saved and all((fp, i) in state.saved for i in range(task.n)) and not rc.reuse_only:
         if rc.mode != "run":
             return Outcome("pending", prompt=prompt, entries=[{"path": p} for p in task.outputs],
                            reason="paid bytes saved by an earlier run will be placed", cost=0.0,
                            in_scope=scoped)
-        placed = _place_saved(state, task, fp, prompt, paths, endpoint, scoped)
+        placed = _place_saved(state, task, fp, prompt, _paths(state, inputs), endpoint, scoped)
         if placed is not None:
             return placed
     if fp in state.pending_fps and rc.mode == "run":
-        adopted = _adopt(state, task, fp, prompt, paths, provider, endpoint)
+        adopted = _adopt(state, task, fp, prompt, _paths(state, inputs), provider, endpoint)
         if adopted is not None:
             return adopted
     kept = _keep_existing(state, task, provider, scoped)
@@ -230,15 +234,21 @@ def process(state: RunState, task: Task, done: dict[str, Outcome], *, attempt: i
         return Outcome("skipped", reason="not selected (--only) and not up to date", in_scope=False)
     if rc.mode != "run" or rc.reuse_only:
         return Outcome("pending", prompt=prompt, paths=task.outputs, fingerprint=fp,
-                       resolved=paths if rc.reuse_only else None,
+                       resolved=_paths(state, inputs) if rc.reuse_only else None,
                        reason="would be made", size=_fixed_size(task),
                        cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt))
     if state.ledger.stop_reason is not None:
         return Outcome("skipped", reason=state.ledger.stop_reason)
     started = time.monotonic()
+    paths = _paths(state, inputs)
     if not task.is_api:
         return _make_local(state, task, paths, fp, prompt, started)
     return _make_api(state, task, paths, fp, prompt, endpoint, started)
+
+
+def _paths(state: RunState, inputs: list[tuple[InputRef, Path | str, str]]) -> list[tuple[InputRef, Path, str]]:
+    """The inputs with their paths (those relative to output_dir made whole), for a task that uses them."""
+    return [(ref, state.output_dir / p if isinstance(p, str) else p, sha) for ref, p, sha in inputs]
 
 
 def _steps_context(task: Task, done: dict[str, Outcome]) -> dict[str, Any]:

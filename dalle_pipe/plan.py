@@ -89,7 +89,7 @@ class InputRef:
     path: Path | None = None  # a file, resolved inside the project
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One step of one unit: `step@key`."""
 
@@ -191,6 +191,12 @@ class _StepInfo:
     max_prompt: int | None = None
     fixed: tuple[str, tuple[int, int] | None] | None = None  # format and size when no input decides them
     fields: list[tuple[PathKey, Any]] = field(default_factory=list)  # its IMAGE fields
+
+    @property
+    def prompt_steps(self) -> Compiled | None:
+        """The prompt's template when it reads `steps` (rendered again once they are made)."""
+        c = self.prompt.compiled if self.prompt is not None else None
+        return c if c is not None and c.uses("steps") else None
 
 
 def build_plan(recipe: Recipe) -> tuple[Plan | None, list[Problem]]:
@@ -527,10 +533,14 @@ class _Planner:
         self.seen_outputs: dict[str, str] = {}
         self.probes: dict[Path, models.InputInfo | ImageInputError | None] = {}
         self.located: dict[str, tuple[Path | None, str | None]] = {}
-        self.checked: dict[tuple[Any, ...], list[models.ParamIssue]] = {}
+        self.checked: dict[tuple[Any, ...], list[models.ParamIssue]] = {}  # (step, (role, id of facts)...)
         self.predicted: dict[tuple[Any, ...], tuple[str, tuple[int, int] | None]] = {}
         self.seen_folders: dict[str, str] = {}  # folded folder of an output -> the first task writing in it
         self.links = SymlinkFinder(recipe.output_dir)
+        self.wiring = [_wiring(info, infos) for info in infos]
+        self.prompt_steps = [info.prompt_steps for info in infos]
+        self.known: dict[tuple[str, tuple[int, int]], models.InputInfo] = {}  # an earlier step's output
+        self.extensions: dict[str, str] = {}
 
     def fail(self, tpl_at: tuple[str, int, int], path: PathKey, unit: Unit, message: str,
              hint: str | None = None) -> None:
@@ -575,9 +585,7 @@ class _Planner:
             fmt, size = self._predict(info, inputs)
             outputs = self._outputs(info, unit, ctx, fmt, enabled)
             task = Task(self.recipe, step, unit, enabled, info.model, info.params, prompt,
-                        info.prompt.compiled if info.prompt is not None and info.prompt.compiled is not None
-                        and info.prompt.compiled.uses("steps") else None,
-                        images, mask, outputs, fmt, size, markup)
+                        self.prompt_steps[step.index], images, mask, outputs, fmt, size, markup)
             step_checks = self.checks[step.index]
             if enabled and step_checks.specs:
                 task.checks = step_checks.plan(ctx, self.recipe.root, self.recipe.dir,
@@ -602,23 +610,33 @@ class _Planner:
         step = info.step
         if info.model is None or step.kind == "generate":
             return
-        if any(i is None for r, i in inputs if r in ("image", "mask")):
-            return  # unknown until run (or already reported)
-        imgs = tuple(i for r, i in inputs if r == "image" and i is not None)
-        mask = next((i for r, i in inputs if r == "mask"), None)
-        markup = next((i for r, i in inputs if r == "markup"), None)
-        key = (info.model, step.kind, imgs, mask, markup)
-        if key not in self.checked:
-            self.checked[key] = models.check_inputs(info.model, step.kind, list(imgs), mask)  # type: ignore[arg-type]
-            if markup is not None:  # its size and alpha; the model, route and mask: _check_capabilities
-                self.checked[key] += [i for i in models.check_markup(
-                    info.model, step.kind, markup=markup, first=imgs[0] if imgs else None)  # type: ignore[arg-type]
-                    if i.message.startswith("markup ")]
-        for issue in self.checked[key]:
+        # Input facts are shared objects (one per probed file, one per earlier step's format and size):
+        # the same objects give the same issues, checked once.
+        key = (step.index, *[(r, id(i)) for r, i in inputs])
+        issues = self.checked.get(key)
+        if issues is None:
+            issues = self.checked[key] = self._input_issues(info, inputs)
+        for issue in issues:
             if issue.param == "mask" and step.body.get("fit") == "resize" and "size" in issue.message:
                 continue
             path = (*step.body_path, issue.param or "image")
             self.fail(self.recipe.source.at(path), path, unit, issue.message, issue.hint)
+
+    def _input_issues(self, info: _StepInfo, inputs: list[tuple[str, models.InputInfo | None]]
+                      ) -> list[models.ParamIssue]:
+        assert info.model is not None
+        step = info.step
+        if any(i is None for r, i in inputs if r in ("image", "mask")):
+            return []  # unknown until run (or already reported)
+        imgs = tuple(i for r, i in inputs if r == "image" and i is not None)
+        mask = next((i for r, i in inputs if r == "mask"), None)
+        markup = next((i for r, i in inputs if r == "markup"), None)
+        issues = models.check_inputs(info.model, step.kind, list(imgs), mask)  # type: ignore[arg-type]
+        if markup is not None:  # its size and alpha; the model, route and mask: _check_capabilities
+            issues += [i for i in models.check_markup(
+                info.model, step.kind, markup=markup, first=imgs[0] if imgs else None)  # type: ignore[arg-type]
+                if i.message.startswith("markup ")]
+        return issues
 
     def _inputs(self, info: _StepInfo, unit: Unit, ctx: Mapping[str, Any], planned: Mapping[str, Task]
                 ) -> tuple[list[InputRef], InputRef | None, list[tuple[str, models.InputInfo | None]], bool,
@@ -629,23 +647,20 @@ class _Planner:
         mask: InputRef | None = None
         markup: InputRef | None = None
         infos: list[tuple[str, models.InputInfo | None]] = []
-        for path, value in info.fields:
-            role = str(path[-1] if isinstance(path[-1], str) else path[-2])
-            if isinstance(value, dict):
-                if path not in info.refs:
+        for path, role, wired in self.wiring[info.step.index]:
+            if wired is not None:
+                target, refs = wired
+                if refs is None:
                     complete = False
                     continue  # reported once by _check_references
-                ref_task = planned[value["step"]]
-                index = value.get("index")
-                n = self.infos[ref_task.step.index].n
-                if index is None and isinstance(path[-1], int) and n > 1:
-                    refs = [InputRef(role, ref_task.step.id, i) for i in range(n)]
-                else:
-                    refs = [InputRef(role, ref_task.step.id, index or 0)]
+                ref_task = planned[target]
                 known = None
                 if ref_task.size is not None:
-                    known = models.InputInfo(ref_task.fmt, ref_task.size[0], ref_task.size[1], 0,
-                                             ref_task.fmt in ("png", "webp"))
+                    shape = (ref_task.fmt, ref_task.size)
+                    known = self.known.get(shape)
+                    if known is None:
+                        known = self.known[shape] = models.InputInfo(
+                            ref_task.fmt, ref_task.size[0], ref_task.size[1], 0, ref_task.fmt in ("png", "webp"))
                 infos.extend((role, known) for _ in refs)
             else:
                 tpl = info.images.get(path)
@@ -663,12 +678,12 @@ class _Planner:
                               CONFINED_HINT
                               if "outside" in found else None)
                     continue
-                target, probed = found
+                target_path, probed = found
                 if isinstance(probed, ImageInputError):
                     self.fail(tpl.at(None), path, unit, f"input image {quoted(rel)}: {probed.reason}", probed.hint)
                     continue
                 complete = was
-                refs = [InputRef(role, path=target)]
+                refs = (InputRef(role, path=target_path),)
                 infos.append((role, probed))
             if role == "mask":
                 mask = refs[0]
@@ -696,14 +711,17 @@ class _Planner:
                  ) -> tuple[str, tuple[int, int] | None]:
         if info.fixed is not None:
             return info.fixed
-        key = (info.step.index, tuple(inputs))
-        if key not in self.predicted:
-            self.predicted[key] = _predict(info, inputs)
-        return self.predicted[key]
+        key = (info.step.index, *[(r, id(i)) for r, i in inputs])  # shared input facts: see _check_inputs
+        found = self.predicted.get(key)
+        if found is None:
+            found = self.predicted[key] = _predict(info, inputs)
+        return found
 
     def _outputs(self, info: _StepInfo, unit: Unit, ctx: dict[str, Any], fmt: str, enabled: bool) -> list[str]:
         step = info.step
-        ext = models.extension(fmt)
+        ext = self.extensions.get(fmt)
+        if ext is None:
+            ext = self.extensions[fmt] = models.extension(fmt)
         n = info.n
         paths: list[str] = []
         task_id = f"{step.id}@{unit.key}" if unit.key else step.id
@@ -758,48 +776,93 @@ class _Planner:
         if folded in self.seen_folders:
             return (f"is a folder of {self.seen_folders[folded]}'s output",
                     "an output may not be another output's folder")
-        folders = [folded.rsplit("/", k)[0] for k in range(1, folded.count("/") + 1)]
-        for folder in folders:
-            if folder in self.seen_outputs:
-                return (f"is inside {folder!r}, an output of {self.seen_outputs[folder]}",
-                        "an output may not be another output's folder")
+        parent = folded.rpartition("/")[0]
+        # A folder already recorded has had all of its folders recorded, none of them an output
+        # (an output is never recorded as a folder, nor a folder as an output): nothing to look at.
+        if parent and parent not in self.seen_folders:
+            folders = []
+            while parent:
+                if parent in self.seen_outputs:
+                    return (f"is inside {parent!r}, an output of {self.seen_outputs[parent]}",
+                            "an output may not be another output's folder")
+                folders.append(parent)
+                parent = parent.rpartition("/")[0]
+            for folder in folders:
+                self.seen_folders.setdefault(folder, who)
         self.seen_outputs[folded] = who
-        for folder in folders:
-            self.seen_folders.setdefault(folder, who)
         return None
+
+
+_MISSING = ""  # a folder state: it does not exist (so nothing below it does)
+_REAL = "/"  # a folder state: it exists and is not a symlink
 
 
 class SymlinkFinder:
     """Which output paths pass through a symlink inside an output folder. Only the paths the plan
-    names are looked at (one lstat per new folder or file), never the whole tree, so a huge
-    --output-dir costs nothing more."""
+    names are looked at (one lstat per new folder, and one per file in a folder that exists),
+    never the whole tree, so a huge --output-dir costs nothing more; nothing is looked at when
+    the output folder does not exist yet."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.known: dict[str, bool | None] = {}  # prefix -> is a symlink; None: does not exist
+        self.base = os.path.join(folder, "")
+        self.absent = not os.path.isdir(folder)  # nothing inside can be a symlink
+        self.folders: dict[str, str] = {}  # folder -> _MISSING, _REAL, or the symlink on its way
 
     def first_link(self, rel: str) -> str | None:
-        parts = rel.split("/")
-        for i in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:i])
-            state = self.known.get(prefix, False) if prefix in self.known else self._look(prefix)
-            if state is None:
-                return None  # missing: nothing deeper exists
-            if state:
-                return prefix
-        return None
+        if self.absent:
+            return None
+        parent = rel.rpartition("/")[0]
+        state = self._folder(parent) if parent else _REAL
+        if state == _REAL:
+            state = self._look(rel)
+        return state if state not in (_MISSING, _REAL) else None
 
-    def _look(self, prefix: str) -> bool | None:
-        try:
-            mode = os.lstat(self.folder / prefix).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            state: bool | None = None
-        except (OSError, ValueError):
-            state = False  # unreadable here: the write reports it
-        else:
-            state = stat.S_ISLNK(mode)
-        self.known[prefix] = state
+    def _folder(self, prefix: str) -> str:
+        state = self.folders.get(prefix)
+        if state is None:
+            parent = prefix.rpartition("/")[0]
+            state = self._folder(parent) if parent else _REAL
+            if state == _REAL:
+                state = self._look(prefix)
+            self.folders[prefix] = state
         return state
+
+    def _look(self, prefix: str) -> str:
+        try:
+            mode = os.lstat(self.base + prefix).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return _MISSING
+        except (OSError, ValueError):
+            return _REAL  # unreadable here: the write reports it
+        return prefix if stat.S_ISLNK(mode) else _REAL
+
+
+_Wired = tuple[str, tuple[InputRef, ...] | None] | None  # (step id, its refs; None: not valid); None: a file
+
+
+def _wiring(info: _StepInfo, infos: list[_StepInfo]) -> list[tuple[PathKey, str, _Wired]]:
+    """A step's IMAGE fields, once: (path, role, what an earlier step's output gives it)."""
+    out: list[tuple[PathKey, str, _Wired]] = []
+    for path, value in info.fields:
+        role = str(path[-1] if isinstance(path[-1], str) else path[-2])
+        if not isinstance(value, dict):
+            out.append((path, role, None))
+            continue
+        ref = info.refs.get(path)
+        if ref is None:
+            out.append((path, role, ("", None)))
+            continue
+        sid = str(ref["step"])
+        index = ref.get("index")
+        # the task a unit's plan holds under that id: the last earlier step with it that is planned
+        n = [i for i in infos[:info.step.index] if i.step.id == sid and not i.step.broken][-1].n
+        if index is None and isinstance(path[-1], int) and n > 1:
+            refs = tuple(InputRef(role, sid, i) for i in range(n))
+        else:
+            refs = (InputRef(role, sid, index or 0),)
+        out.append((path, role, (sid, refs)))
+    return out
 
 
 def _probe(path: Path) -> models.InputInfo | ImageInputError | None:

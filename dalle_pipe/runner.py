@@ -23,6 +23,7 @@ from typing import Any, cast
 from . import __version__, store
 from .catalog import Unit
 from .checks.run import checked
+from .engine.bulk import bulk
 from .engine.context import Ledger, RunContext
 from .engine.estimate import sum_costs, task_cost, unknown_price_message
 from .engine.hosts import endpoint_host, is_loopback, reusable_from
@@ -329,7 +330,8 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
         reports: dict[int, list[TaskReport]] = {}
         interrupt = Interrupt(lambda: state.ledger.stop("interrupted"))
         with trap_signals(interrupt):
-            pending = _fast_pass(plan, units, state, reports, progress)
+            with bulk():  # every unit decided (all of them but in a direct run): see engine/bulk.py
+                pending = _fast_pass(plan, units, state, reports, progress)
             if pending and opts.space_check and provider_name != "offline":
                 short = store.check_free_space(out_dir, _disk_needs(pending, limits.concurrency))
                 if short is not None:

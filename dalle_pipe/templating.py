@@ -430,6 +430,8 @@ class _Env(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A row's field wins over a mapping's method: `item.items` is the column `items`.
+        if type(obj) is dict and attribute in obj:  # a row: the common case, without an ABC check
+            return obj[attribute]
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
@@ -467,6 +469,12 @@ class Compiled:
     refs: frozenset[tuple[str, str, int]] = frozenset()  # (name, attribute, line) of `name.attribute`
     # A render that ran out of loop budget: later renders fail at once instead of looping again.
     exhausted: list[RenderError] = field(default_factory=list, compare=False, hash=False)
+    # Text and plain look-ups (`{{ key }}`, `{{ item.name }}`) only: rendered without Jinja when every
+    # value looked up is a string (else, and for any failure, through Jinja).
+    pieces: tuple[str | tuple[str, str | None], ...] | None = None
+    # A condition `name.attr == value` (or `!=`): decided without Jinja when name is a row (a dict)
+    # holding attr (else, and for any failure, through Jinja).
+    test: tuple[str, str, str, Any] | None = None
 
     def uses(self, name: str) -> bool:
         return name in self.names
@@ -541,6 +549,7 @@ def compile_template(source: str) -> Compiled:
     try:
         ast = _ENV.parse(source)
         names = frozenset(meta.find_undeclared_variables(ast))
+        pieces = _pieces(ast)
         refs = _check_and_rewrite(ast, source)
         template = _ENV.from_string(ast)
     except TemplateSyntaxError as exc:
@@ -550,7 +559,76 @@ def compile_template(source: str) -> Compiled:
         raise RenderError(f"template error: {exc.message or exc}", getattr(exc, "lineno", None)) from None
     except RecursionError:
         raise RenderError("template is nested too deeply") from None
-    return Compiled(source, names, template, frozenset(refs))
+    return Compiled(source, names, template, frozenset(refs), pieces=pieces)
+
+
+def _lookup(node: nodes.Node) -> tuple[str, str | None] | None:
+    """`name` -> (name, None); `name.attr` -> (name, attr); anything else -> None."""
+    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name not in _SPECIAL_NAMES:
+        return node.name, None
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.ctx == "load" \
+            and node.node.name not in _SPECIAL_NAMES:
+        return node.node.name, node.attr
+    return None
+
+
+_SPECIAL_NAMES = frozenset({"self", "loop", "caller", "varargs", "kwargs", "super"})  # Jinja's own
+
+
+def _pieces(ast: nodes.Template) -> tuple[str | tuple[str, str | None], ...] | None:
+    """A template of text (after comments, raw blocks and whitespace control) and plain look-ups."""
+    pieces: list[str | tuple[str, str | None]] = []
+    for node in ast.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                pieces.append(child.data)
+                continue
+            lookup = _lookup(child)
+            if lookup is None:
+                return None
+            pieces.append(lookup)
+    return tuple(pieces)
+
+
+def _substitute(pieces: tuple[str | tuple[str, str | None], ...], context: Mapping[str, Any]) -> str | None:
+    """What Jinja would render for a template of `pieces`, when every value is a string; else None."""
+    parts: list[str] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            parts.append(piece)
+            continue
+        name, attr = piece
+        value = context.get(name, missing)
+        if attr is not None:  # the environment's getattr: a dict's own key wins
+            if type(value) is not dict:
+                return None
+            value = value.get(attr, missing)
+        if type(value) is not str:
+            return None
+        parts.append(value)
+    text = "".join(parts)
+    return text if len(text) <= MAX_OUTPUT else None
+
+
+def _test(source: str) -> tuple[str, str, str, Any] | None:
+    """`name.attr == constant` (or `!=`) as (name, attr, op, constant), else None."""
+    try:
+        ast = _ENV.parse("{{ (" + source + ") }}")
+    except (TemplateSyntaxError, RecursionError):
+        return None
+    if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output) or len(ast.body[0].nodes) != 1:
+        return None
+    cmp = ast.body[0].nodes[0]
+    if not isinstance(cmp, nodes.Compare) or len(cmp.ops) != 1 or cmp.ops[0].op not in ("eq", "ne"):
+        return None
+    lookup = _lookup(cmp.expr)
+    const = cmp.ops[0].expr
+    if lookup is None or lookup[1] is None or not isinstance(const, nodes.Const) or not isinstance(
+            const.value, str | int | float | bool | None):
+        return None
+    return lookup[0], lookup[1], cmp.ops[0].op, const.value
 
 
 @lru_cache(maxsize=4096)
@@ -566,7 +644,7 @@ def compile_expression(source: str) -> Compiled:
     except RecursionError:
         raise RenderError("expression is nested too deeply") from None
     compiled = compile_template("{{ 'true' if (" + source + ") else 'false' }}")
-    return Compiled(source, compiled.names, compiled.template, compiled.refs)
+    return Compiled(source, compiled.names, compiled.template, compiled.refs, test=_test(source))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -574,13 +652,22 @@ def compile_expression(source: str) -> Compiled:
 
 def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
     """Render with bounded output, values and loops; every failure becomes a RenderError."""
+    if compiled.pieces is not None:
+        text = _substitute(compiled.pieces, context)
+        if text is not None:
+            return text
     if compiled.exhausted:
         raise compiled.exhausted[0]
     parts: list[str] = []
     size = 0
     token = _FUEL.set(_Budget())
     try:
-        for chunk in _chunks(compiled.template, context):
+        # Template.generate without its per-render merge of the globals (a ChainMap walk) and without
+        # its traceback rewriting (costly when every row fails): _lineno maps the line itself.
+        template = compiled.template
+        parent = dict(_ENV.globals)
+        parent.update(context)
+        for chunk in template.root_render_func(Context(_ENV, parent, template.name, template.blocks)):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise RenderError(f"template output exceeds {MAX_OUTPUT} characters")
@@ -615,15 +702,6 @@ def render(compiled: Compiled, context: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _chunks(template: Any, context: Mapping[str, Any]) -> Iterator[str]:
-    """Template.generate without its per-render merge of the globals (a ChainMap walk) and without its
-    traceback rewriting (costly when every row fails): _lineno maps the line itself."""
-    parent = dict(_ENV.globals)
-    parent.update(context)
-    ctx = Context(_ENV, parent, template.name, template.blocks)
-    yield from template.root_render_func(ctx)
-
-
 def render_string(source: str, context: Mapping[str, Any]) -> str:
     return render(compile_template(source), context)
 
@@ -637,6 +715,12 @@ def truth(text: str) -> bool:
 
 
 def evaluate(compiled: Compiled, context: Mapping[str, Any]) -> bool:
+    test = compiled.test
+    if test is not None:
+        name, attr, op, const = test
+        row = context.get(name)
+        if type(row) is dict and attr in row:  # what the template would do, without Jinja
+            return bool(row[attr] == const) if op == "eq" else bool(row[attr] != const)
     return truth(render(compiled, context))
 
 

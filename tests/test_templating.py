@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dalle_pipe.templating import (
     MAX_LOOP,
+    Compiled,
     RenderError,
     compile_expression,
     compile_template,
@@ -253,3 +254,48 @@ def test_none_renders_as_empty_text_never_as_the_word_none() -> None:
     ctx = {"steps": {"hero": {"revised_prompt": None, "prompt": "a mug"}}}
     assert render_string("{{ steps.hero.revised_prompt }} from the side", ctx) == " from the side"
     assert render_string("{{ steps.hero.revised_prompt or steps.hero.prompt }}", ctx) == "a mug"
+
+
+# --------------------------------------------------------------------------- shortcuts
+# Plain look-ups and `field == value` conditions skip Jinja when every value is a row's string;
+# the text, the truth and every message must be exactly the sandbox's.
+
+_SHORT_TEMPLATES = ["product {{ item.name }} on a table", "{{ key }}/{{ item.name }}", "{{ item.items }}",
+                    "{{ item.missing }}", "{{ vars.brand }} {# note #}{{ item.name }}\n", "{{ self }}",
+                    "{% raw %}{{ item.name }}{% endraw %}", "a beach behind it", "{{ range }}", ""]
+_SHORT_CONDITIONS = ["item.name == 'mug'", "item.name != 'mug'", "item.price == 3", "item.missing == 'x'",
+                     "key == 'mug'", "item.items == none", "item.flag == true"]
+_VALUES = st.one_of(st.text(max_size=5), st.integers(-3, 3), st.none(), st.booleans(), st.lists(st.text(max_size=2)))
+
+
+def _through_jinja(c: Compiled) -> Compiled:
+    return Compiled(c.source, c.names, c.template, c.refs)  # no shortcut: the sandbox itself
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except RenderError as exc:
+        return exc.message, exc.line, exc.hint
+
+
+@settings(max_examples=200, deadline=None)
+@given(row=st.dictionaries(st.sampled_from(["name", "items", "price", "flag", "missing"]), _VALUES),
+       key=st.one_of(st.text(max_size=4), st.integers(0, 3)))
+def test_shortcuts_render_what_the_sandbox_renders(row: dict[str, Any], key: Any) -> None:
+    ctx = {**CTX, "item": row, "key": key}
+    for source in _SHORT_TEMPLATES:
+        c = compile_template(source)
+        assert _outcome(render, c, ctx) == _outcome(render, _through_jinja(c), ctx), source
+    for source in _SHORT_CONDITIONS:
+        c = compile_expression(source)
+        assert _outcome(evaluate, c, ctx) == _outcome(evaluate, _through_jinja(c), ctx), source
+
+
+def test_shortcuts_apply_to_the_common_shapes() -> None:
+    assert compile_template("product {{ item.name }} on a table").pieces is not None
+    assert compile_template("{{ item.name | title }}").pieces is None
+    assert compile_expression("item.active == 'yes'").test == ("item", "active", "eq", "yes")
+    assert render(compile_template("product {{ item.name }}"), {"item": {"name": "mug"}}) == "product mug"
+    assert render(compile_template("n={{ item.n }}"), {"item": {"n": 3}}) == "n=3"  # not a string: Jinja
+    assert evaluate(compile_expression("item.active == 'yes'"), {"item": {"active": "yes"}}) is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..checks import ask
 from ..plan import Task
 from ..prices import PriceTable, estimate_request
+from ..recipe import API_KINDS
 
 FREE_PROVIDERS = frozenset({"offline"})
 
@@ -26,16 +27,21 @@ def task_cost(prices: PriceTable, task: Task, provider: str, *, prompt: str | No
 
 
 def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | None, batch: bool) -> float | None:
-    if not task.is_api or provider in FREE_PROVIDERS:
+    kind = task.step.kind
+    if kind not in API_KINDS or provider in FREE_PROVIDERS:
         return 0.0
     text = prompt if prompt is not None else task.prompt
-    inputs = len(task.images) if task.kind == "edit" else 0
-    split = task.recipe.provider.api == "responses" and task.n > 1
+    inputs = len(task.images) if kind == "edit" else 0
+    n = len(task.outputs)
     # The cost depends on the prompt only through its length: one computation per step and length.
-    key = (id(prices), id(task.params), task.model, task.kind, inputs, len(text or ""), batch, split, task.n)
+    # A step's tasks share one params mapping, so its identity stands for the model, kind and route.
+    params = task.params
+    key = (id(params), id(prices), len(text) if text else 0, batch, inputs, n)
     hit = _CACHE.get(key)
-    if hit is not None and hit[0] is task.params and hit[1] is prices:
-        return hit[2]
+    if hit is not None and hit[0] is params and hit[1] is prices and hit[2] is task.recipe and hit[3] == (
+            task.model, kind):
+        return hit[4]
+    split = task.recipe.provider.api == "responses" and n > 1
     if split:
         one = estimate_request(prices, task.model or "", task.kind, {**task.params, "n": 1}, batch=batch,
                                input_images=inputs, prompt=text)
@@ -45,11 +51,11 @@ def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | Non
                                 input_images=inputs, prompt=text)
     if len(_CACHE) > 65536:
         _CACHE.clear()
-    _CACHE[key] = (task.params, prices, cost)
+    _CACHE[key] = (params, prices, task.recipe, (task.model, kind), cost)
     return cost
 
 
-_CACHE: dict[tuple[object, ...], tuple[object, PriceTable, float | None]] = {}
+_CACHE: dict[tuple[object, ...], tuple[object, PriceTable, object, tuple[str | None, str], float | None]] = {}
 
 
 def unknown_price_message(task: Task) -> str:

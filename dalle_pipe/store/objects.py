@@ -234,10 +234,18 @@ class ObjectStore:
             self._refs[sha] = self._refs.get(sha, 0) + 1  # pinned: a discard cannot take the blob now
             self._writing += 1
         try:
-            _makedirs(blob.parent)
-            _makedirs(self.records_dir)
-            _write_durable(blob, data)  # always: an equal-sized blob on disk may be damaged
-            _write_durable(rpath, text)
+            for attempt in range(3):
+                # Another process (a shard beside this one) may remove an empty folder between the
+                # makedirs and the write: make it again and retry.
+                try:
+                    _makedirs(blob.parent)
+                    _makedirs(self.records_dir)
+                    _write_durable(blob, data)  # always: an equal-sized blob on disk may be damaged
+                    _write_durable(rpath, text)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
         except BaseException:
             with self._lock:
                 self._writing -= 1

@@ -3,8 +3,9 @@ up to date for a real endpoint."""
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
+
+from ..providers import endpoint
 
 DEFAULT_URL = "https://api.openai.com/v1"
 
@@ -22,20 +23,16 @@ def endpoint_host(url: str | None) -> str | None:
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1), with or without a port."""
+    """The endpoint rule of providers/endpoint.py (localhost, 127.0.0.0/8, ::1) for a recorded
+    `host[:port]`: the same hosts count as this machine for reuse as for sending the key over http."""
     if not host:
         return False
     name = host
-    if name.startswith("["):
+    if name.startswith("["):  # [::1]:8000
         name = name[1:].split("]", 1)[0]
-    elif name.count(":") == 1:
+    elif name.count(":") == 1:  # 127.0.0.1:8000 (a bare IPv6 address has more colons)
         name = name.split(":", 1)[0]
-    if name.lower() == "localhost" or name.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return endpoint.is_loopback(name)
 
 
 def reusable_from(entry_host: object, current: str | None) -> bool:

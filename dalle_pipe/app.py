@@ -8,16 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import batch, models
-from .batch import BatchRun, batchable
+from . import models
+from .engine import batch
+from .engine.batch import BatchRun, batchable
 from .engine.bulk import bulk
 from .engine.estimate import task_cost
+from .engine.results import RecipeResult, RunOptions, TaskReport
+from .engine.run import run_plan
+from .engine.units import check_selection
 from .errors import Problem, RecipeError, UsageError, reduce_exit
 from .plan import Plan, build_plan
 from .prices import PriceTable, load_prices
 from .providers.base import Provider
 from .recipe import API_KINDS, Overrides, Project, Recipe, load_targets
-from .runner import RecipeResult, RunOptions, TaskReport, check_selection, run_plan
 
 
 @dataclass

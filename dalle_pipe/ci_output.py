@@ -19,8 +19,8 @@ from html import escape
 from pathlib import Path
 from typing import TextIO
 
+from .engine.results import RecipeResult, TaskReport
 from .errors import DallePipeError, Problem, RecipeError
-from .runner import RecipeResult, TaskReport
 
 MAX_ANNOTATIONS = 50  # per kind and run; GitHub shows only the first few anyway
 MAX_SUMMARY_ROWS = 100

@@ -194,9 +194,9 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     """Make every image that is missing or out of date."""
     from .app import exit_code, get_prices, load, notes
     from .app import run as run_all
+    from .engine.results import RunOptions
     from .progress import Progress, failures, not_made, summary_line
     from .progress import as_json as summary_json
-    from .runner import RunOptions
 
     if check and dry_run:
         raise UsageError("--check and --dry-run cannot be combined")
@@ -215,7 +215,7 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
                       items=items, limit=limit, shard=_shard(shard), concurrency=concurrency,
                       fail_fast=fail_fast, max_cost=max_cost, space_check=not no_space_check)
     if opts.mode == "run" and not quiet:
-        from .batch import open_requests
+        from .engine.batch import open_requests
 
         for p in loaded.plans:
             if n_open := open_requests(p.recipe.output_dir):
@@ -255,10 +255,10 @@ def _batch(targets: tuple[Path, ...], offline: bool, provider: str | None, base_
            prices: Path | None, output_dir: Path | None, as_json: bool, quiet: bool, *, collecting: bool) -> int:
     """`run --batch` / `batch submit` / `batch collect`."""
     from .app import get_prices, load, run_batches
-    from .batch import as_json as batch_json
-    from .batch import exit_code, summary
+    from .engine.batch import as_json as batch_json
+    from .engine.batch import exit_code, summary
+    from .engine.results import RunOptions
     from .progress import Progress, failures
-    from .runner import RunOptions
 
     overrides = _overrides(offline, provider, base_url, var, output_dir)
     table = get_prices(prices)
@@ -419,7 +419,7 @@ def batch_status(targets: tuple[Path, ...], offline: bool, provider: str | None,
                  quiet: bool) -> int:
     """Each batch's status and request counts. Exit 0 when none is still running, else 1."""
     from .app import load
-    from .batch import status_all
+    from .engine.batch import status_all
 
     loaded = load(list(targets), _overrides(offline, provider, base_url, var, output_dir))
     lines = status_all(loaded.plans, _shard(shard))

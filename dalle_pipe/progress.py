@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
-from .runner import RecipeResult, TaskReport
+from .engine.results import RecipeResult, TaskReport
 
 
 class Progress:

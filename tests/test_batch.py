@@ -15,8 +15,9 @@ import pytest
 from fakeapi import FakeOpenAI
 from test_run import by_task, invoke, make_project, manifest
 
-from dalle_pipe import batch as batch_mod
 from dalle_pipe import store
+from dalle_pipe.engine import batch as batch_mod
+from dalle_pipe.engine.batch import flow as batch_flow
 
 KEY = "sk-test-BATCH-5e2d7c1a9f"
 
@@ -197,7 +198,7 @@ def test_submitted_then_collected_in_another_process_equals_a_direct_run(tmp_pat
 def test_the_jsonl_is_exactly_what_a_direct_call_sends_split_by_count(tmp_path: Path, api: FakeOpenAI,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_project(tmp_path / "p", SIMPLE, CATALOG)
-    monkeypatch.setattr(batch_mod, "MAX_REQUESTS", 2)
+    monkeypatch.setattr(batch_flow, "MAX_REQUESTS", 2)
     r = cli(root, api, "run", "--batch", "recipe.yaml")
     assert r.exit_code == 0, r.output
     docs = states(root)
@@ -239,7 +240,7 @@ def test_the_jsonl_is_exactly_what_a_direct_call_sends_split_by_count(tmp_path: 
 def test_files_are_split_at_the_byte_limit_too(tmp_path: Path, api: FakeOpenAI,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_project(tmp_path / "p", SIMPLE, CATALOG)
-    monkeypatch.setattr(batch_mod, "MAX_BYTES", 500)  # a line is about 200 bytes: two to a file
+    monkeypatch.setattr(batch_flow, "MAX_BYTES", 500)  # a line is about 200 bytes: two to a file
     r = cli(root, api, "run", "--batch", "recipe.yaml")
     assert r.exit_code == 0, r.output
     uploads = [q.files[0].data for q in api.requests if q.method == "POST" and q.path == "/v1/files"]

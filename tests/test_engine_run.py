@@ -8,10 +8,11 @@ from pathlib import Path
 from PIL import Image
 
 from dalle_pipe.app import load
+from dalle_pipe.engine.results import RunOptions
+from dalle_pipe.engine.run import run_plan
 from dalle_pipe.prices import load_prices
 from dalle_pipe.providers.base import GeneratedImage, ImageRequest, ImageResponse, NoImage, Transient
 from dalle_pipe.recipe import Overrides
-from dalle_pipe.runner import RunOptions, run_plan
 from dalle_pipe.throttle import FakeClock
 
 RECIPE = """\

@@ -21,6 +21,11 @@ KEY = "sk-test-SECRET-4f1c2a9b7e"
 
 
 
+def _shots(out: Path) -> list[Path]:
+    """The shot.png files under `out`, read while a run writes (os.walk skips folders that vanish meanwhile)."""
+    return [Path(d) / "shot.png" for d, _, files in os.walk(out) if "shot.png" in files]
+
+
 def env(api: FakeOpenAI) -> dict[str, str]:
     return {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": api.base_url}
 
@@ -166,11 +171,11 @@ def test_kill_9_then_resume_never_pays_twice_for_a_landed_image(tmp_path: Path) 
                                 cwd=root, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out = root / "out" / "many"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(list(out.rglob("shot.png"))) < 4:
+        while time.monotonic() < deadline and len(_shots(out)) < 4:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        landed = {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("shot.png")}
+        landed = {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in _shots(out)}
         assert 4 <= len(landed) < 12
         assert not (out / "manifest.json").exists()  # killed before the end: only the journal knows
         first_round = len(api.image_requests)
@@ -196,7 +201,7 @@ def test_sigterm_lets_in_flight_requests_land_writes_the_manifest_and_exits_130(
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         out = root / "out" / "many"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(list(out.rglob("shot.png"))) < 2:
+        while time.monotonic() < deadline and len(_shots(out)) < 2:
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

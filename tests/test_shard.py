@@ -15,10 +15,12 @@ from fakeapi import FakeOpenAI
 from test_run import invoke, make_project
 
 from dalle_pipe import store
+from dalle_pipe.engine.results import RunOptions
+from dalle_pipe.engine.shards import shard_provider
+from dalle_pipe.engine.units import limits_for, select_units
 from dalle_pipe.errors import LockedError
 from dalle_pipe.providers.base import ImageRequest, ImageResponse, RateLimited
 from dalle_pipe.report import load_manifests
-from dalle_pipe.runner import RunOptions, limits_for, select_units, shard_provider
 
 KEY = "sk-test-SHARD-8b1f3e5a2c"
 ITEMS = "\n".join(f"  - {{id: p{i}}}" for i in range(8))

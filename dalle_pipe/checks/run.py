@@ -1,7 +1,7 @@
 """Running a task's checks on the images it just made (or kept), and making them again on failure.
 
-`checked` wraps the engine's decision for one task (`execute.process`): the image is decided and
-made as always; then every check runs on each of its images. Local checks are free; an `ask` goes
+`checked` takes the engine's decision for one task (`engine.decide`) through the sink (`take`): the
+image is made or reused as always; then every check runs on each of its images. Local checks are free; an `ask` goes
 through the run's limiter, is journaled and costed like any paid call, and is cached by fingerprint
 (a result in the image's entry with the same fingerprint is reused, never paid twice). When an
 `error` check fails on a freshly made image, `on_fail: {retry: N}` makes it again (a new attempt,
@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..config.checks import CheckImage, PlannedCheck
+from ..engine.decide import decide
+from ..engine.decision import Decision, Outcome
 from ..engine.estimate import task_cost
-from ..execute import Outcome, RunState, process
+from ..engine.state import RunState
 from ..plan import Task
 from ..providers.base import ImageResponse, InputFile, Judge, ProviderError
 from ..throttle import Stopped, call_with_retries
@@ -26,16 +28,15 @@ from .result import CheckResult, checks_pass
 
 FAILED = "failed_checks"
 CHECKED = ("generated", "up_to_date")
-Decide = Callable[[RunState, Task, dict[str, Outcome]], Outcome]
+Take = Callable[[RunState, Task, Decision, Mapping[str, Outcome]], Outcome]  # a sink: direct, or a batch line
 
 
-def checked(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
-    """Decide and make one task, then run its checks (retrying per `on_fail`); see the module doc."""
+def checked(state: RunState, task: Task, done: Mapping[str, Outcome], d: Decision, take: Take) -> Outcome:
+    """Carry out one task's decision through `take`, then run its checks (retrying per `on_fail`)."""
+    out = take(state, task, d, done)
     if not task.checks:
-        return process(state, task, done)
-    attempt, out = _kept_attempt(state, task, done)
-    if out is None:
-        attempt, out = 0, process(state, task, done)
+        return out
+    attempt = d.attempt
     if out.status not in CHECKED or not out.entries or all(e.get("approved") for e in out.entries):
         return out  # nothing to check, or approved by a person: an approval overrides checks
     if state.mode != "run":
@@ -46,7 +47,7 @@ def checked(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         results = _run_all(state, task, out, done)
         if results is None:  # a judgement to pay for, seen by the fast pass: decided again in the run
             return Outcome("pending", prompt=out.prompt, paths=task.outputs, reason="checks to judge",
-                           in_scope=out.in_scope)
+                           in_scope=out.in_scope, decision=d)
         for entry, res in zip(out.entries, results, strict=True):
             entry["checks"] = [r.to_json() for r in res]
             entry["attempt"] = attempt
@@ -73,24 +74,13 @@ def checked(state: RunState, task: Task, done: dict[str, Outcome]) -> Outcome:
         attempt += 1
         for entry in out.entries:  # the replaced image is a paid one at this path: it goes to history
             state.prev_by_path[str(entry["path"]).lower()] = entry
-        again = process(state, task, done, attempt=attempt)
+        again = take(state, task, decide(state, task, done, attempt=attempt), done)
         if again.status not in CHECKED or not again.entries:
             return _failed(out, task, f"{why}; the retry did not land: {again.reason or again.status}")
         out = again
 
 
-def _kept_attempt(state: RunState, task: Task, done: dict[str, Outcome]) -> tuple[int, Outcome | None]:
-    """An image a retry made in an earlier run, still up to date (its attempt's fingerprint matches)."""
-    prev = state.prev_by_path.get(task.outputs[0].lower()) if task.outputs else None
-    attempt = prev.get("attempt") if prev else None
-    if state.force or not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-        return 0, None
-    view = state.view(reuse_only=True) if state.mode == "run" else state
-    out = process(view, task, done, attempt=attempt)
-    return (attempt, out) if out.status in CHECKED else (0, None)
-
-
-def _judged_before(state: RunState, task: Task, out: Outcome, done: dict[str, Outcome]) -> Outcome:
+def _judged_before(state: RunState, task: Task, out: Outcome, done: Mapping[str, Outcome]) -> Outcome:
     """--check, dry runs and plan: the checks run where they cost nothing (local ones, results known
     by fingerprint); a judgement still to pay for makes the task pending, at its price."""
     results = _run_all(state, task, out, done)
@@ -135,7 +125,7 @@ def _affordable(state: RunState, task: Task, prompt: str | None) -> bool:
     return image is not None and state.ledger.spent + image <= cap
 
 
-def _run_all(state: RunState, task: Task, out: Outcome, done: dict[str, Outcome]) -> list[list[CheckResult]] | None:
+def _run_all(state: RunState, task: Task, out: Outcome, done: Mapping[str, Outcome]) -> list[list[CheckResult]] | None:
     """Each image's results, in check order; None when a judgement is due and this is the fast pass."""
     shas = _shas(done)
     results = []
@@ -188,7 +178,7 @@ def _resolve(state: RunState, img: CheckImage, shas: Mapping[tuple[str, int], tu
 
 
 def _run_one(state: RunState, task: Task, check: PlannedCheck, path: Path, sha: str,
-             shas: Mapping[tuple[str, int], tuple[str, str]], done: dict[str, Outcome],
+             shas: Mapping[tuple[str, int], tuple[str, str]], done: Mapping[str, Outcome],
              cache: Mapping[str, dict[str, Any]]) -> CheckResult | None:
     spec = check.spec
     try:

@@ -12,7 +12,7 @@ from fakeapi import FakeOpenAI
 from test_batch import CATALOG, SIMPLE, cli
 from test_run import make_project
 
-from dalle_pipe import batch as batch_mod
+from dalle_pipe.engine import batch as batch_mod
 
 
 def _submitted(tmp_path: Path, api: FakeOpenAI) -> tuple[Path, Path]:

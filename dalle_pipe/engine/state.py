@@ -1,0 +1,98 @@
+"""What the tasks of one recipe's run share: the context, the ledger, and what is already known."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .. import store
+from ..prices import PriceTable
+from ..providers.base import Provider
+from ..store import ObjectRecord, ObjectStore
+from ..throttle import Clock, Limiter
+from .context import Ledger, RunContext
+
+PAID_FREE = ("offline", "local")  # providers whose images cost nothing
+
+
+@dataclass
+class RunState:
+    """Everything tasks of one recipe share while it runs: the context (immutable), the ledger, and
+    what is known (manifests, journal, file index, paid-bytes store)."""
+
+    ctx: RunContext
+    output_dir: Path
+    files: store.FileIndex
+    reuse: store.ReuseIndex
+    prev_by_path: dict[str, dict[str, Any]]
+    pending_fps: set[str]
+    project_root: Path | None = None
+    prev_manifest: dict[str, Any] | None = None  # this run's own manifest as it was at the start
+    prev_manifest_stat: tuple[int, int] | None = None
+    provider_factory: Callable[[], Provider] | None = None
+    limiter: Limiter | None = None
+    journal: store.Journal | None = None
+    ledger: Ledger = field(default_factory=Ledger)  # spend and the stop reason, shared by every view
+    on_wait: Callable[[str, float], None] | None = None
+    objects: ObjectStore | None = None  # paid bytes, durable before anything else can fail
+    saved: dict[tuple[str, int], ObjectRecord] = field(default_factory=dict)  # (fp, index) -> stored, unplaced
+    empty_dir: bool = False  # the output folder did not exist when the run started
+    rng: random.Random = field(default_factory=random.Random)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _provider: Provider | None = None
+
+    def view(self, **changes: Any) -> RunState:
+        """The same run seen in another mode (`mode="dry"`, `reuse_only=True`): one ledger, one store."""
+        return replace(self, ctx=replace(self.ctx, **changes), lock=threading.Lock())
+
+    # the context's fields, read where the decision needs them
+    @property
+    def mode(self) -> str:
+        return self.ctx.mode
+
+    @property
+    def force(self) -> bool:
+        return self.ctx.force
+
+    @property
+    def selected_steps(self) -> frozenset[str] | None:
+        return self.ctx.selected_steps
+
+    @property
+    def reuse_only(self) -> bool:
+        return self.ctx.reuse_only
+
+    @property
+    def prices(self) -> PriceTable:
+        return self.ctx.prices
+
+    @property
+    def provider_name(self) -> str:
+        return self.ctx.provider_name
+
+    @property
+    def endpoint_host(self) -> str | None:
+        return self.ctx.endpoint_host
+
+    @property
+    def clock(self) -> Clock | None:
+        return self.ctx.clock
+
+    @property
+    def max_retries(self) -> int:
+        return self.ctx.max_retries
+
+    @property
+    def timeout_s(self) -> float:
+        return self.ctx.timeout_s
+
+    def provider(self) -> Provider:
+        with self.lock:
+            if self._provider is None:
+                assert self.provider_factory is not None
+                self._provider = self.provider_factory()
+            return self._provider

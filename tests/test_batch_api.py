@@ -12,6 +12,7 @@ from dalle_pipe.batch_api import META_KEY, POLICY, BatchAPIError, BatchClient
 from dalle_pipe.throttle import FakeClock, RetryPolicy
 
 KEY = "sk-test-BATCHAPI-7a1c9e3f0b"
+Make = Callable[..., BatchClient]
 JSONL = b'{"custom_id": "a", "method": "POST", "url": "/v1/images/generations", "body": {"prompt": "x"}}\n'
 
 
@@ -22,7 +23,7 @@ def api() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def client(api: FakeOpenAI) -> Iterator[Callable[..., BatchClient]]:
+def client(api: FakeOpenAI) -> Iterator[Make]:
     """BatchClient(clock, seed=3, policy=POLICY) against the stand-in; closed after the test."""
     made: list[BatchClient] = []
 
@@ -40,7 +41,7 @@ def seen(api: FakeOpenAI) -> list[tuple[str, str, int | None]]:
     return [(r.method, r.path.split("?")[0], r.status) for r in api.requests]
 
 
-def test_a_429_waits_exactly_what_retry_after_ms_asks(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_a_429_waits_exactly_what_retry_after_ms_asks(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     api.batch_api.script([("429", 1500), ("429", 250)])
     file_id = client(clock).upload("in.jsonl", JSONL)
@@ -49,7 +50,7 @@ def test_a_429_waits_exactly_what_retry_after_ms_asks(api: FakeOpenAI, client: C
     assert list(api.batch_api.files) == [file_id]
 
 
-def test_a_429_with_an_http_date_waits_until_that_date(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_a_429_with_an_http_date_waits_until_that_date(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     api.batch_api.script([("429", None, http_date(-60)), ("429", None, http_date(30))])
     c = client(clock)
@@ -62,7 +63,7 @@ def test_a_429_with_an_http_date_waits_until_that_date(api: FakeOpenAI, client: 
     assert batch.metadata == {META_KEY: "tok-1"}
 
 
-def test_5xx_until_the_policy_gives_up_is_a_batch_api_error(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_5xx_until_the_policy_gives_up_is_a_batch_api_error(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     api.batch_api.script([("500",)] * 4)
     with pytest.raises(BatchAPIError) as info:
@@ -76,7 +77,7 @@ def test_5xx_until_the_policy_gives_up_is_a_batch_api_error(api: FakeOpenAI, cli
     assert seen(api) == [("GET", "/v1/batches/batch_000001", 500)] * 4
 
 
-def test_a_wait_over_max_wait_s_gives_up_at_once_quoting_the_server(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_a_wait_over_max_wait_s_gives_up_at_once_quoting_the_server(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     api.batch_api.script([("429", 3_600_000)])
     with pytest.raises(BatchAPIError) as info:
@@ -86,17 +87,18 @@ def test_a_wait_over_max_wait_s_gives_up_at_once_quoting_the_server(api: FakeOpe
     assert clock.sleeps == [] and seen(api) == [("POST", "/v1/files", 429)]
 
 
-def test_a_policy_from_the_recipe_throttle_is_honoured(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_a_policy_from_the_recipe_throttle_is_honoured(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     api.batch_api.script([("503",), ("429", 500)])
-    with pytest.raises(BatchAPIError, match="^could not upload: HTTP 503: Fake error 503.$"):
+    with pytest.raises(BatchAPIError) as info:
         client(clock, policy=RetryPolicy(max_retries=0)).upload("in.jsonl", JSONL)
+    assert info.value.message == "could not upload: HTTP 503: Fake error 503."
     assert clock.sleeps == []
     file_id = client(clock, policy=RetryPolicy(max_retries=0)).upload("in.jsonl", JSONL)
     assert clock.sleeps == [0.5] and list(api.batch_api.files) == [file_id]  # 429s are counted apart
 
 
-def test_a_create_whose_answer_was_lost_is_found_by_its_metadata_not_sent_again(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_a_create_whose_answer_was_lost_is_found_by_its_metadata_not_sent_again(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     c = client(clock)
     file_id = c.upload("in.jsonl", JSONL)
@@ -108,7 +110,7 @@ def test_a_create_whose_answer_was_lost_is_found_by_its_metadata_not_sent_again(
     assert len(clock.sleeps) == 1 and 0 < clock.sleeps[0] <= 0.5
 
 
-def test_a_500_on_create_is_not_looked_up_but_sent_again(api: FakeOpenAI, client: Callable[..., BatchClient]) -> None:
+def test_a_500_on_create_is_not_looked_up_but_sent_again(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     c = client(clock)
     file_id = c.upload("in.jsonl", JSONL)

@@ -87,7 +87,7 @@ def test_a_wait_over_max_wait_s_gives_up_at_once_quoting_the_server(api: FakeOpe
     assert clock.sleeps == [] and seen(api) == [("POST", "/v1/files", 429)]
 
 
-def test_a_policy_from_the_recipe_throttle_is_honoured(api: FakeOpenAI, client: Make) -> None:
+def test_a_given_policy_is_honoured_and_429s_count_apart(api: FakeOpenAI, client: Make) -> None:
     clock = FakeClock()
     api.batch_api.script([("503",), ("429", 500)])
     with pytest.raises(BatchAPIError) as info:

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -360,6 +361,54 @@ def test_run_lock_is_freed_when_the_holder_is_killed(tmp_path: Path) -> None:
             holder.stdout.close()
     with RunLock(out) as lock:
         assert lock.held
+
+
+WAIT_LOCK = """
+    import sys
+    from pathlib import Path
+    from dalle_pipe.store import RunLock
+    print("waiting", flush=True)
+    try:
+        RunLock(Path(sys.argv[1]), "lock.report", wait=True).acquire()
+        print("acquired")
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
+def test_a_waiting_lock_takes_its_turn(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = RunLock(out, "lock.report")
+    holder.acquire()
+    waiter = RunLock(out, "lock.report", wait=True)
+    thread = threading.Thread(target=waiter.acquire)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and not waiter.held  # no LockedError: it waits
+    holder.release()
+    thread.join(10)
+    assert not thread.is_alive() and waiter.held
+    assert (out / ".dalle-pipe" / "lock.report").read_text().strip() == str(os.getpid())
+    with pytest.raises(LockedError):
+        RunLock(out, "lock.report").acquire()  # without wait, the held lock still refuses at once
+    waiter.release()
+
+
+def test_ctrl_c_interrupts_a_waiting_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with RunLock(out, "lock.report"):
+        proc = subprocess.Popen([PY, "-c", textwrap.dedent(WAIT_LOCK), str(out)], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "waiting"
+            time.sleep(0.3)  # into flock()
+            proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert output.strip() == "interrupted"
 
 
 # -- file index ---------------------------------------------------------------------------------

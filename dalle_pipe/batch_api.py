@@ -5,9 +5,10 @@ classification, the key scrubbed from every message) plus six calls: upload a JS
 (`files.create(purpose="batch")`), upload an input image of a JSON edit
 (`files.create(purpose="vision")`), create a batch (`batches.create(completion_window="24h")`),
 retrieve one, find one by its metadata (`batches.list`), and stream a file's content to disk
-(`files.with_streaming_response.content`). Transient errors and 429s are retried a few times
-with backoff; a create that may have reached the server is looked up by its metadata before it
-is sent again, so one submission never becomes two paid batches.
+(`files.with_streaming_response.content`). Transient errors and 429s are retried as
+throttle.RetryPolicy decides (POLICY unless given), waiting on an injected clock; a create that may
+have reached the server is looked up by its metadata before it is sent again, so one submission
+never becomes two paid batches.
 """
 
 from __future__ import annotations
@@ -18,22 +19,25 @@ import os
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .errors import EXIT_FAILED, DallePipeError
-from .providers.base import ProviderError, RateLimited, Transient
+from .providers.base import ProviderError, Transient
 from .providers.openai import OpenAIProvider
 from .store import fsync_dir
+from .throttle import Clock, GiveUp, RetryPolicy, SystemClock, retry_kind
 
 T = TypeVar("T")
 
 #: Batch statuses after which nothing changes any more.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 META_KEY = "dalle_pipe"  # metadata key holding the submission's token
-RETRIES = 4
+#: Four tries of each call: a Files / Batch API call is cheap to repeat, but not worth a long wait.
+POLICY = RetryPolicy(max_retries=3, max_rate_limit_retries=3)
 #: Input images of JSON edits: a purpose of the SDK's `FilePurpose` for images a model reads.
 INPUT_PURPOSE: Literal["vision"] = "vision"
 REFUSED_STATUSES = frozenset({400, 404, 405, 415, 422})
@@ -79,11 +83,12 @@ class BatchInfo:
 class BatchClient(OpenAIProvider):
     """The openai provider's client, for the Files and Batch APIs."""
 
-    def __init__(self, *, base_url: str | None, api_key: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, *, base_url: str | None, api_key: str | None = None, policy: RetryPolicy = POLICY,
+                 clock: Clock | None = None, rng: random.Random | None = None) -> None:
         super().__init__(base_url=base_url, api_key=api_key)
-        self._sleep = sleep
-        self._rng = random.Random()
+        self._policy = policy
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
 
     # -- calls ------------------------------------------------------------------------------------
 
@@ -103,22 +108,16 @@ class BatchClient(OpenAIProvider):
         """Create a batch; on an error after which it may exist, find it by its metadata first."""
         token = metadata[META_KEY]
         since = int(time.time()) - 300
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                obj = self._call(lambda: self._client.batches.create(
-                    input_file_id=input_file_id, endpoint=endpoint,  # type: ignore[arg-type]
-                    completion_window="24h", metadata=metadata))
-                return self._info(obj)
-            except ProviderError as exc:
-                if not self._retryable(exc) or attempt >= RETRIES:
-                    raise self._error("create a batch", exc) from None
-                self._pause(exc, attempt)
-                if isinstance(exc, Transient) and exc.maybe_charged:
-                    found = self.find(token, since=since)
-                    if found is not None:
-                        return found
+
+        def send() -> BatchInfo:
+            return self._info(self._client.batches.create(
+                input_file_id=input_file_id, endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h", metadata=metadata))
+
+        def sent_already(exc: ProviderError) -> BatchInfo | None:
+            return self.find(token, since=since) if isinstance(exc, Transient) and exc.maybe_charged else None
+
+        return self._retrying("create a batch", send, before_retry=sent_already)
 
     def retrieve(self, batch_id: str) -> BatchInfo:
         return self._info(self._retrying("retrieve a batch", lambda: self._client.batches.retrieve(batch_id)))
@@ -165,27 +164,24 @@ class BatchClient(OpenAIProvider):
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
-        attempt = 0
+    def _retrying(self, what: str, fn: Callable[[], T],
+                  before_retry: Callable[[ProviderError], T | None] | None = None) -> T:
+        """fn, tried again as the policy decides; `before_retry` may find, after the wait, that
+        the failed try did its work after all (its answer is then the result)."""
+        failures: Counter[str | None] = Counter()
         while True:
-            attempt += 1
             try:
                 result: T = self._call(fn)
                 return result
             except ProviderError as exc:
-                if not self._retryable(exc) or attempt >= RETRIES:
-                    raise self._error(what, exc) from None
-                self._pause(exc, attempt)
-
-    @staticmethod
-    def _retryable(exc: ProviderError) -> bool:
-        return isinstance(exc, Transient | RateLimited)
-
-    def _pause(self, exc: ProviderError, attempt: int) -> None:
-        wait = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s is not None else None
-        if wait is None:
-            wait = self._rng.uniform(0, min(30.0, 0.5 * 2 ** attempt))
-        self._sleep(min(wait, 60.0))
+                kind = retry_kind(exc)
+                failures[kind] += 1
+                decision = self._policy.decide(exc, failures[kind], self._rng)
+                if isinstance(decision, GiveUp):
+                    raise self._error(what, decision.error) from None
+                self._clock.sleep(decision.wait_s)
+                if before_retry is not None and (found := before_retry(exc)) is not None:
+                    return found
 
     def _error(self, what: str, exc: ProviderError) -> BatchAPIError:
         return BatchAPIError(f"could not {what}: {self._scrub(exc.message)}",

@@ -1,4 +1,4 @@
-"""One limiter for the whole run, and the retry loop around each paid call.
+"""One limiter for the whole run, the one retry policy, and the retry loop around each paid call.
 
 Pacing is GCRA (virtual scheduling): a request of weight n may start at
 last_start + last_n * 60/rate, never earlier, so a limit is spread evenly
@@ -16,14 +16,13 @@ import random
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from dalle_pipe.providers.base import (
     BadRequest,
-    Fatal,
     ImageResponse,
     ProviderError,
     RateLimited,
@@ -131,6 +130,11 @@ class Limits:
     def stated(self) -> bool:
         """True when a rate is given; otherwise the limiter learns it from response headers."""
         return self.requests_per_minute is not None or self.images_per_minute is not None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """These settings' retry policy: max_retries transient retries, waits capped at max_wait_s."""
+        return RetryPolicy(max_retries=self.max_retries, max_wait_s=self.max_wait_s)
 
 
 @dataclass(frozen=True)
@@ -376,14 +380,6 @@ class Limiter:
         if isinstance(self._clock, Interruptible):
             self._clock.interrupt()
 
-    def check_wait(self, seconds: float, headers: Mapping[str, str]) -> bool:
-        """False (and the limiter stopped, with its reason) when a server-requested wait is over the cap."""
-        if math.isfinite(seconds) and seconds <= self._limits.max_wait_s:
-            return True
-        with self._cond:
-            self._give_up(seconds, headers)
-        return False
-
     # -- internals (called with the lock held) -------------------------------------------
 
     def _give_up(self, wait: float, headers: Mapping[str, str]) -> None:
@@ -447,6 +443,81 @@ class Limiter:
         return max(waits) if waits else DEFAULT_RETRY_AFTER_S
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed call is tried again, and after how long: the one rule of every retry loop."""
+
+    max_retries: int = 6  # transient failures (5xx, timeouts, resets) tried again
+    max_rate_limit_retries: int = MAX_RATE_LIMIT_RETRIES  # 429s, counted apart
+    max_wait_s: float = DEFAULT_MAX_WAIT_S  # a server asking to wait longer: give up
+    backoff_base_s: float = BACKOFF_BASE_S
+    backoff_cap_s: float = BACKOFF_CAP_S
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**retry)), retry counted from 0."""
+        return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** min(retry, 32)))
+
+    def decide(self, error: ProviderError, nth: int, rng: random.Random) -> Retry | GiveUp:
+        """After the nth failure of error's kind (429s and transient errors are counted apart):
+        wait and try again, or give up.
+
+        Refusals, bad requests, fatal errors: give up at once. A server asking to wait more than
+        max_wait_s (retry-after on a 429 or a 5xx): give up with a WaitTooLong. A 429 waits what
+        the server asked, else a backoff; a transient error waits a backoff, at least what the
+        server asked.
+        """
+        kind = retry_kind(error)
+        if kind is None:
+            return GiveUp(error)
+        asked = server_wait(error)
+        if asked is not None and not (math.isfinite(asked) and asked <= self.max_wait_s):
+            return GiveUp(_too_long(wait_too_long_reason(asked, error.headers, self.max_wait_s), error))
+        if nth > (self.max_rate_limit_retries if kind == "rate_limit" else self.max_retries):
+            return GiveUp(error)
+        if kind == "rate_limit" and asked is not None:
+            return Retry(kind, asked, asked)
+        return Retry(kind, max(self.backoff(nth - 1, rng), asked or 0.0), asked)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again after wait_s; asked_s is what the server asked for (None: it did not say)."""
+
+    kind: Literal["rate_limit", "backoff"]
+    wait_s: float
+    asked_s: float | None
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Stop trying; error is what the call ends with (a WaitTooLong when the wait was too long)."""
+
+    error: ProviderError
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def retry_kind(error: ProviderError) -> Literal["rate_limit", "backoff"] | None:
+    """How an error is retried: a 429 ("rate_limit"), a transient one ("backoff"), or not at all."""
+    if isinstance(error, RateLimited):
+        return "rate_limit"
+    if isinstance(error, Transient):
+        return "backoff"
+    return None
+
+
+def server_wait(error: ProviderError) -> float | None:
+    """Seconds the server asked to wait before the next try; None when it did not say.
+
+    A provider reads a 429's retry-after into RateLimited.retry_after_s with
+    retry_after_from_headers; any other error's headers are read here with the same parser.
+    """
+    if isinstance(error, RateLimited) and error.retry_after_s is not None:
+        return error.retry_after_s
+    return retry_after_from_headers(error.headers)
+
+
 @dataclass
 class Outcome(Generic[T]):
     """What came of one call after its retries: a value or the last error, never both."""
@@ -472,36 +543,33 @@ def call_with_retries(
     on_wait: Callable[[str, float], None] | None = None,
     max_rate_limit_retries: int = MAX_RATE_LIMIT_RETRIES,
 ) -> Outcome[ImageResponse]:
-    """Run fn under the limiter: retry 429s and transient errors, return refusals and the like.
+    """Run fn under the limiter, retrying as RetryPolicy decides; return refusals and the like.
 
-    Every call of fn is an attempt. Transient failures (5xx, timeouts, resets) are
-    retried up to max_retries times, after a full-jitter backoff. 429s are retried
-    after the limiter's global pause and do not use up max_retries; they have their
-    own cap, max_rate_limit_retries. Refused, BadRequest and Fatal are returned at once.
+    Every call of fn is an attempt. Transient failures (5xx, timeouts, resets) are retried
+    up to max_retries times after the policy's wait. 429s do not use up max_retries (their
+    own cap is max_rate_limit_retries); their wait is a pause booked in the limiter, so every
+    worker waits it out. A wait over the limiter's max_wait_s stops the limiter: the account
+    cannot go on. Refused, BadRequest and Fatal are returned at once.
     """
+    policy = replace(limiter.limits.retry_policy, max_retries=max_retries,
+                     max_rate_limit_retries=max_rate_limit_retries)
     attempts = 0
-    transient_failures = 0
-    rate_limits = 0
+    failures: Counter[str | None] = Counter()
     maybe_charged = False
     duplicate = False
     while True:
         limiter.acquire(images)
         attempts += 1
         duplicate = duplicate or maybe_charged
-        error: ProviderError
         try:
             try:
                 response = fn()
-            except RateLimited as exc:
-                limiter.on_rate_limited(exc.retry_after_s, exc.headers)
-                error = exc
-            except Fatal as exc:  # the runner stops the run; nothing else to tell anyone
-                error = exc
-            except (Refused, BadRequest) as exc:  # the rate let it through: that is worth learning
-                limiter.on_response(exc.headers)
-                error = exc
             except ProviderError as exc:
                 error = exc
+                kind = retry_kind(exc)
+                failures[kind] += 1
+                decision = policy.decide(exc, failures[kind], rng)
+                _tell(limiter, exc, decision)  # before the slot is given back: the pause holds everyone
             else:
                 limiter.on_response(response.rate_headers)
                 return Outcome(response, None, attempts, duplicate)
@@ -510,29 +578,27 @@ def call_with_retries(
 
         if isinstance(error, RateLimited) and limiter.stop_reason is not None:
             return Outcome(None, _too_long(limiter.stop_reason, error), attempts, duplicate)
-        if isinstance(error, RateLimited):
-            rate_limits += 1
-            if rate_limits > max_rate_limit_retries:
-                return Outcome(None, error, attempts, duplicate)
+        if isinstance(decision, GiveUp):
+            return Outcome(None, decision.error, attempts, duplicate)
+        if isinstance(error, Transient):
+            maybe_charged = maybe_charged or error.maybe_charged
+        if decision.kind == "rate_limit":
             if on_wait is not None:
                 on_wait("rate_limit", max(0.0, limiter.paused_until - clock.now()))
             continue  # the wait happens in acquire(), shared by every worker
-        if isinstance(error, Transient):
-            maybe_charged = maybe_charged or error.maybe_charged
-            transient_failures += 1
-            if transient_failures > max_retries:
-                return Outcome(None, error, attempts, duplicate)
-            delay = backoff_delay(transient_failures - 1, rng)
-            hint = retry_after_from_headers(error.headers)
-            if hint is not None:
-                if not limiter.check_wait(hint, error.headers):
-                    return Outcome(None, _too_long(limiter.stop_reason or "", error), attempts, duplicate)
-                delay = max(delay, hint)
-            if on_wait is not None:
-                on_wait("backoff", delay)
-            clock.sleep(delay)
-            continue
-        return Outcome(None, error, attempts, duplicate)
+        if on_wait is not None:
+            on_wait("backoff", decision.wait_s)
+        clock.sleep(decision.wait_s)
+
+
+def _tell(limiter: Limiter, error: ProviderError, decision: Retry | GiveUp) -> None:
+    """What the limiter learns from a failed attempt."""
+    if isinstance(decision, GiveUp) and isinstance(decision.error, WaitTooLong):
+        limiter.stop(decision.error.message)  # the account cannot go on: no new request
+    elif isinstance(error, RateLimited):
+        limiter.on_rate_limited(server_wait(error), error.headers)
+    elif isinstance(error, Refused | BadRequest):  # the rate let it through: that is worth learning
+        limiter.on_response(error.headers)
 
 
 def _too_long(reason: str, error: ProviderError) -> WaitTooLong:
@@ -542,8 +608,8 @@ def _too_long(reason: str, error: ProviderError) -> WaitTooLong:
 
 
 def backoff_delay(retry: int, rng: random.Random) -> float:
-    """Full jitter: uniform(0, min(30 s, 0.5 s * 2**retry)), retry counted from 0."""
-    return rng.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(retry, 32)))
+    """The default policy's backoff: uniform(0, min(30 s, 0.5 s * 2**retry)), retry counted from 0."""
+    return DEFAULT_POLICY.backoff(retry, rng)
 
 
 def _gap(per_minute: float, prev_weight: int, next_weight: int) -> float:

@@ -68,6 +68,10 @@ exactly as a multipart edit of those bytes; strict mode knows its fields (`json_
 `api.batch_api.json_edits = False` answers every edit line 400 (a server without the form);
 `api.batch_api.refuse_purposes = {"vision"}` answers uploads of that purpose 400;
 `api.batch_api.refuse_endpoints = {"/v1/images/edits"}` answers creating a batch for it 400.
+`api.batch_api.script([...])` answers the next Files / Batch API requests, one behaviour each:
+("429", ms) and ("429", None, "<seconds or HTTP date>") as above, ("500",) and any other status
+(an error JSON, the request not done), or ("502", "after"): the request is done (a batch created),
+then that status is answered, as when a gateway loses the answer; ("ok",) answers normally.
 `api.batch_api.hold = True` keeps batches in_progress until `release()`;
 `api.batch_api.fail = lambda line: ("moderation",) or None` picks lines to fail (any error
 behaviour, or ("expired",) for a line the window never reached); `api.batch_api.lines` lists
@@ -300,6 +304,16 @@ def is_judgement(body: Any) -> bool:
     return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
 
 
+def _retry_after(b: Behaviour) -> dict[str, str]:
+    """The retry-after headers of a ("429", ms, retry_after) behaviour (see the module docstring)."""
+    ms = b[1] if len(b) > 1 else 1000
+    retry_after = b[2] if len(b) > 2 else None
+    if ms is not None:
+        return {"retry-after-ms": str(int(ms)),
+                "retry-after": str(retry_after if retry_after is not None else max(1, math.ceil(ms / 1000)))}
+    return {} if retry_after is None else {"retry-after": str(retry_after)}
+
+
 def _error(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -474,19 +488,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if what == "429":
-            ms = b[1] if len(b) > 1 else 1000
-            retry_after = b[2] if len(b) > 2 else None
-            h = dict(base_headers)
-            if ms is not None:
-                h["retry-after-ms"] = str(int(ms))
-                h["retry-after"] = str(
-                    retry_after if retry_after is not None else max(1, math.ceil(ms / 1000))
-                )
-            elif retry_after is not None:
-                h["retry-after"] = str(retry_after)
             rec.status = 429
             msg = "Rate limit reached for images per min (IPM). Please try again later."
-            self._send_json(429, _error(msg, "requests", "rate_limit_exceeded"), h)
+            self._send_json(429, _error(msg, "requests", "rate_limit_exceeded"), {**base_headers, **_retry_after(b)})
             return
         errors: dict[str, tuple[int, dict[str, Any]]] = {
             "quota": (
@@ -1050,6 +1054,16 @@ class FakeBatchAPI:
         self.refuse_purposes: set[str] = set()  # uploads of these purposes are answered 400
         self.refuse_endpoints: set[str] = set()  # batches for these endpoints are refused 400
         self._lock = threading.Lock()
+        self._script: deque[Behaviour] = deque()
+
+    def script(self, behaviours: Iterable[Behaviour | str]) -> None:
+        """Queue behaviours for the next Files / Batch API requests, one each, in order."""
+        queued = [(b,) if isinstance(b, str) else tuple(b) for b in behaviours]
+        for b in queued:
+            if not b or not (b[0] in ("ok", "429") or str(b[0]).isdigit()):
+                raise ValueError(f"FakeBatchAPI: unknown behaviour {b!r}")
+        with self._lock:
+            self._script.extend(queued)
 
     def release(self) -> None:
         """Let held batches complete (on their next retrieve)."""
@@ -1067,6 +1081,21 @@ class FakeBatchAPI:
             rec.status = 401
             h._send_json(401, _error(f"Incorrect API key provided: {_masked_key(auth)}.", "invalid_request_error",
                                      "invalid_api_key"), {})
+            return
+        with self._lock:
+            b = rec.behaviour = self._script.popleft() if self._script else ("ok",)
+        what = str(b[0])
+        if what == "429":
+            rec.status = 429
+            h._send_json(429, _error("Rate limit reached for requests per min (RPM). Please try again later.",
+                                     "requests", "rate_limit_exceeded"), {"x-request-id": fake._request_id(),
+                                                                          **_retry_after(b)})
+            return
+        failure = int(what) if what.isdigit() else None
+        if failure is not None and b[1:] != ("after",):
+            rec.status = failure
+            h._send_json(failure, _error(f"Fake error {failure}.", "server_error", None),
+                         {"x-request-id": fake._request_id()})
             return
         path = h.path.split("?")[0].rstrip("/")
         query = dict(p.partition("=")[::2] for p in h.path.partition("?")[2].split("&") if p)
@@ -1090,6 +1119,11 @@ class FakeBatchAPI:
                 status, payload = 200, self._list(query)
             elif method == "GET" and len(parts) == 2 and parts[0] == "batches" and parts[1] in self.batches:
                 status, payload = 200, self._retrieve(parts[1], h.headers.get("host", ""))
+        if failure is not None:  # done, but the answer is lost on the way
+            rec.status = failure
+            h._send_json(failure, _error(f"Fake error {failure}.", "server_error", None),
+                         {"x-request-id": fake._request_id()})
+            return
         rec.status = status
         if raw is not None:
             h._send(200, raw, {"x-request-id": fake._request_id()}, ctype="application/octet-stream")

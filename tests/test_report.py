@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,16 @@ def test_shards_without_a_whole_run_manifest_are_reported_together(tmp_path: Pat
     assert sorted(paths) == sorted(f"{k}/{s}.png" for k in ("mug", "wallet", "evil") for s in ("hero", "bg_mask"))
     assert all(f".thumbs/{p.name}" in html for p in (out / ".thumbs").iterdir())
     assert invoke(tmp_path, "report", "recipe.yaml").exit_code == 0
+
+
+def test_writers_of_the_page_take_turns(project: Path) -> None:
+    page = out_dir(project) / "report.html"
+    page.unlink()
+    written: list[Path] = []
+    with store.RunLock(out_dir(project), "lock.report"):  # another writer (a shard finishing) holds it
+        thread = threading.Thread(target=lambda: written.append(write_report(out_dir(project))))
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive() and not page.exists()  # waiting its turn, not failing
+    thread.join(30)
+    assert written == [page] and page.read_text().startswith("<!doctype html>")

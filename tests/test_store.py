@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,11 @@ from dalle_pipe.store import (
     fingerprint,
     load_manifest,
     load_previous_manifest,
+    manifest_files,
+    merge_manifests,
     move_to_history,
+    previous_manifest_files,
+    read_manifests,
     safe_join,
     sha256_bytes,
     sha256_file,
@@ -362,6 +367,54 @@ def test_run_lock_is_freed_when_the_holder_is_killed(tmp_path: Path) -> None:
         assert lock.held
 
 
+WAIT_LOCK = """
+    import sys
+    from pathlib import Path
+    from dalle_pipe.store import RunLock
+    print("waiting", flush=True)
+    try:
+        RunLock(Path(sys.argv[1]), "lock.report", wait=True).acquire()
+        print("acquired")
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
+def test_a_waiting_lock_takes_its_turn(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = RunLock(out, "lock.report")
+    holder.acquire()
+    waiter = RunLock(out, "lock.report", wait=True)
+    thread = threading.Thread(target=waiter.acquire)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and not waiter.held  # no LockedError: it waits
+    holder.release()
+    thread.join(10)
+    assert not thread.is_alive() and waiter.held
+    assert (out / ".dalle-pipe" / "lock.report").read_text().strip() == str(os.getpid())
+    with pytest.raises(LockedError):
+        RunLock(out, "lock.report").acquire()  # without wait, the held lock still refuses at once
+    waiter.release()
+
+
+def test_ctrl_c_interrupts_a_waiting_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with RunLock(out, "lock.report"):
+        proc = subprocess.Popen([PY, "-c", textwrap.dedent(WAIT_LOCK), str(out)], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "waiting"
+            time.sleep(0.3)  # into flock()
+            proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert output.strip() == "interrupted"
+
+
 # -- file index ---------------------------------------------------------------------------------
 
 
@@ -531,6 +584,26 @@ def test_corrupt_manifest_is_reported_and_never_clobbers_the_previous(tmp_path: 
     assert load_manifest(tmp_path) == third
     assert load_previous_manifest(tmp_path) == first  # the good copy survived
     assert (tmp_path / ".dalle-pipe" / "manifest.corrupt.json").read_text() == "[1, 2]"
+
+
+def test_manifests_of_a_folder_merge_into_one_the_last_finished_winning(tmp_path: Path) -> None:
+    a0, b0 = entry("a.png", "s1", "f1"), entry("b.png", "s2", "f2", key="b")
+    a1 = {**entry("a.png", "s3", "f3"), "status": "failed"}  # a0's (step, key, index)
+    whole = {**manifest(a0, b0), "finished_at": "2026-11-05T10:00:09.000Z"}
+    shard = {**manifest(a1), "finished_at": "2026-11-05T10:00:05.000Z", "provider": "shard"}
+    write_manifest(tmp_path, whole)
+    atomic_write_json(tmp_path / "manifest.shard-1-of-2.json", shard)
+    (tmp_path / "manifest.shard-2-of-2.json").write_text("{not json")  # corrupt: skipped
+    docs = read_manifests(manifest_files(tmp_path), strict=True)
+    assert docs == [shard, whole]  # oldest finished first
+    assert merge_manifests(docs) == {**whole, "entries": [a0, b0]}  # the whole run finished last
+    assert merge_manifests([whole, shard]) == {**shard, "entries": [a1, b0]}  # had the shard finished last
+    assert merge_manifests([]) is None and merge_manifests([shard]) is shard
+    assert previous_manifest_files(tmp_path) == [tmp_path / ".dalle-pipe" / "manifest.prev.json"]
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestCorruptError):
+        read_manifests(manifest_files(tmp_path), strict=True)
+    assert read_manifests(manifest_files(tmp_path)) == [shard]
 
 
 # -- reuse --------------------------------------------------------------------------------------

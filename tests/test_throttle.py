@@ -24,9 +24,12 @@ from dalle_pipe.providers.base import (
 from dalle_pipe.throttle import (
     JITTER_S,
     FakeClock,
+    GiveUp,
     Limiter,
     Limits,
     Outcome,
+    Retry,
+    RetryPolicy,
     Stopped,
     SystemClock,
     backoff_delay,
@@ -702,3 +705,46 @@ def test_a_transient_error_asking_more_than_max_wait_s_stops_too() -> None:
 def test_max_wait_s_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_wait_s must be > 0"):
         Limits(max_wait_s=0)
+
+
+# -- RetryPolicy.decide: the one rule behind every retry loop -------------------------------------
+
+
+def test_policy_gives_up_at_once_on_errors_that_are_not_retried() -> None:
+    policy = RetryPolicy()
+    for error in (Refused("no"), BadRequest("bad"), Fatal("key"), ProviderError("odd")):
+        assert policy.decide(error, 1, random.Random(0)) == GiveUp(error)
+
+
+def test_policy_waits_what_a_429_asks_else_a_backoff() -> None:
+    policy = RetryPolicy(max_rate_limit_retries=2)
+    assert policy.decide(RateLimited("429", retry_after_s=2.5), 1, random.Random(0)) == Retry("rate_limit", 2.5, 2.5)
+    dated = RateLimited("429", headers={"retry-after": "Thu, 01 Jan 1970 00:00:00 GMT"})
+    assert policy.decide(dated, 2, random.Random(0)) == Retry("rate_limit", 0.0, 0.0)
+    rng, same = random.Random(5), random.Random(5)
+    assert policy.decide(RateLimited("429"), 2, rng) == Retry("rate_limit", policy.backoff(1, same), None)
+    limited = RateLimited("429", retry_after_s=1.0)
+    assert policy.decide(limited, 3, random.Random(0)) == GiveUp(limited)
+
+
+def test_policy_backoff_of_a_transient_error_is_at_least_what_the_server_asks() -> None:
+    policy = RetryPolicy(max_retries=1)
+    assert policy.decide(Transient("503", headers={"retry-after-ms": "9000"}), 1, random.Random(0)) == \
+        Retry("backoff", 9.0, 9.0)
+    busy = Transient("503")
+    assert policy.decide(busy, 2, random.Random(0)) == GiveUp(busy)
+
+
+def test_policy_a_wait_over_the_cap_gives_up_even_on_the_last_try() -> None:
+    policy = RetryPolicy(max_retries=1, max_wait_s=10)
+    busy = Transient("HTTP 503", status=503, headers={"retry-after": "11"})
+    for nth in (1, 2):
+        decision = policy.decide(busy, nth, random.Random(0))
+        assert isinstance(decision, GiveUp) and isinstance(decision.error, WaitTooLong)
+        assert decision.error.message == ("the server asked to wait 11 s (retry-after: 11); "
+                                          "more than throttle.max_wait_s = 10 s")
+        assert decision.error.status == 503
+
+
+def test_limits_carry_their_retry_policy() -> None:
+    assert Limits(max_retries=2, max_wait_s=30).retry_policy == RetryPolicy(max_retries=2, max_wait_s=30)

@@ -50,19 +50,13 @@ def content_sha(entry: Mapping[str, Any]) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
-def entry_key(entry: Mapping[str, Any]) -> tuple[str, str, int]:
-    """An entry's identity across manifests: (step, key, index)."""
-    index = entry.get("index")
-    return str(entry.get("step")), str(entry.get("key")), index if isinstance(index, int) else 0
-
-
 def classify(entries: Sequence[Mapping[str, Any]],
              previous: Sequence[Mapping[str, Any]] | None) -> list[str]:
     """Each entry against the previous manifest: new, changed (sha256 differs), unchanged or failed."""
-    before = {entry_key(e): e for e in previous or ()}
+    before = {store.entry_key(e): e for e in previous or ()}
     out = []
     for e in entries:
-        old = before.get(entry_key(e))
+        old = before.get(store.entry_key(e))
         if e.get("status") == "failed":
             out.append("failed")
         elif old is None:
@@ -77,8 +71,8 @@ def classify(entries: Sequence[Mapping[str, Any]],
 def removed(entries: Sequence[Mapping[str, Any]],
             previous: Sequence[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
     """Previous entries that the current manifest no longer has."""
-    now = {entry_key(e) for e in entries}
-    return [e for e in previous or () if entry_key(e) not in now]
+    now = {store.entry_key(e) for e in entries}
+    return [e for e in previous or () if store.entry_key(e) not in now]
 
 
 def _source(output_dir: Path, entry: Mapping[str, Any]) -> Path | None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +13,6 @@ from .manifests import load_manifests
 from .page import page_parts
 
 
-@contextlib.contextmanager
-def _report_lock(output_dir: Path) -> Iterator[None]:
-    """Shards finishing together take turns: each reads every manifest, then writes the page."""
-    path = store.state_dir(output_dir) / "lock.report"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def write_report(output_dir: Path, *, manifest: dict[str, Any] | None = None,
                  previous: dict[str, Any] | None = None) -> Path:
     """Write ``output_dir/report.html`` (atomically) from its manifest(s); return its path.
@@ -38,7 +21,8 @@ def write_report(output_dir: Path, *, manifest: dict[str, Any] | None = None,
     while the run's own copies are alive would double the peak memory of a 10,000-unit run.
     """
     output_dir = Path(output_dir)
-    with _report_lock(output_dir):
+    # Shards finishing together take turns: each reads every manifest, then writes the page.
+    with store.RunLock(output_dir, "lock.report", wait=True):
         if manifest is None:
             manifest, previous = load_manifests(output_dir)
         if manifest is None:

@@ -1,4 +1,6 @@
-"""One run per ``output_dir``: an advisory ``flock`` the kernel drops when the process dies."""
+"""One run per ``output_dir``: an advisory ``flock`` the kernel drops when the process dies.
+
+The one file lock of dalle-pipe: runs, shards and the review page's writers all take a RunLock."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from ._fs import LOCK_NAME, _makedirs, state_dir
 class RunLock:
     """Context manager holding ``flock(LOCK_EX | LOCK_NB)`` on ``output_dir/.dalle-pipe/lock``.
 
-    Raises :class:`~dalle_pipe.errors.LockedError` at once (no waiting) when another process,
+    Raises :class:`~dalle_pipe.errors.LockedError` at once (unless ``wait``) when another process,
     or another ``RunLock`` in this process, holds it. The holder's pid is written into the
     file for people to read; it is never trusted. The file itself is never deleted (deleting a
     flock file races with the next opener). ``acquire``/``release`` work without ``with`` too.
@@ -24,13 +26,16 @@ class RunLock:
     ``name`` picks another lock file in ``.dalle-pipe/`` (a shard's own lock,
     ``lock.shard-1-of-4``); ``shared`` takes ``LOCK_SH`` instead, so that several holders
     coexist while an exclusive holder excludes them all (shards share the folder's lock; a
-    whole run takes it alone).
+    whole run takes it alone). ``wait`` blocks until the lock is free instead of raising (Ctrl-C
+    still interrupts the wait): writers that only need to take turns, such as the review page.
     """
 
-    def __init__(self, output_dir: Path, name: str | None = None, *, shared: bool = False) -> None:
+    def __init__(self, output_dir: Path, name: str | None = None, *, shared: bool = False,
+                 wait: bool = False) -> None:
         self.output_dir = Path(output_dir)
         self.path = state_dir(self.output_dir) / (name or LOCK_NAME)
         self.shared = shared
+        self.wait = wait
         self._fd: int | None = None
 
     @property
@@ -43,7 +48,7 @@ class RunLock:
         _makedirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
             raise LockedError(

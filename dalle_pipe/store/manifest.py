@@ -1,10 +1,10 @@
-"""``manifest.json`` and its previous copy."""
+"""``manifest.json``, the shards' manifests and their previous copies; merging them into one."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,47 @@ def manifest_files(out_dir: Path) -> list[Path]:
     main = Path(out_dir) / MANIFEST_NAME
     shards = sorted(p for p in Path(out_dir).glob(SHARD_MANIFEST_GLOB) if p.is_file())
     return [*([main] if main.is_file() else []), *shards]
+
+
+def previous_manifest_files(out_dir: Path) -> list[Path]:
+    """The previous copies of every manifest in ``out_dir``: ``manifest.prev.json`` first, then the
+    shards' (``.dalle-pipe/manifest.shard-I-of-N.prev.json``) in name order; present or not."""
+    state = state_dir(Path(out_dir))
+    return [state / PREV_MANIFEST_NAME, *sorted(state.glob(SHARD_MANIFEST_GLOB.replace(".json", ".prev.json")))]
+
+
+def read_manifests(paths: Iterable[Path], *, strict: bool = False) -> list[dict[str, Any]]:
+    """The manifests at ``paths``, oldest finished first. A missing one is skipped, and so is an
+    unreadable or corrupt one, except ``manifest.json`` itself when ``strict`` (it raises)."""
+    docs = []
+    for path in paths:
+        try:
+            docs.append(_parse_manifest(Path(path)))
+        except FileNotFoundError:
+            continue
+        except (OSError, ManifestCorruptError):
+            if strict and Path(path).name == MANIFEST_NAME:
+                raise
+    return sorted(docs, key=lambda d: str(d.get("finished_at") or ""))
+
+
+def entry_key(entry: Mapping[str, Any]) -> tuple[str, str, int]:
+    """An entry's identity across manifests: (step, key, index)."""
+    index = entry.get("index")
+    return str(entry.get("step")), str(entry.get("key")), index if isinstance(index, int) else 0
+
+
+def merge_manifests(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Manifests of one folder (oldest finished first, as ``read_manifests`` gives them) as one:
+    entries by ``entry_key``, the last finished winning; the header is the last one's."""
+    if len(docs) <= 1:
+        return docs[0] if docs else None
+    merged: dict[tuple[str, str, int], Any] = {}
+    for doc in docs:
+        for e in doc["entries"]:
+            if isinstance(e, Mapping):
+                merged[entry_key(e)] = e
+    return {**docs[-1], "entries": list(merged.values())}
 
 
 def load_manifest(output_dir: Path) -> dict[str, Any] | None:

@@ -37,19 +37,9 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _other_manifests(out_dir: Path, own: str) -> list[dict[str, Any]]:
-    """The other manifests of the folder (other shards, or the whole run's), oldest first; corrupt ones
-    are skipped: they only feed reuse."""
-    docs = []
-    for path in store.manifest_files(out_dir):
-        if path.name == own:
-            continue
-        try:
-            doc = read_manifest(path)
-        except store.ManifestCorruptError:
-            continue
-        if doc is not None:
-            docs.append(doc)
-    return sorted(docs, key=lambda d: str(d.get("finished_at") or ""))
+    """The other manifests of the folder (other shards, or the whole run's), oldest first; corrupt or
+    unreadable ones are skipped: they only feed reuse."""
+    return store.read_manifests(p for p in store.manifest_files(out_dir) if p.name != own)
 
 
 def _other_journal_entries(out_dir: Path, own: Path) -> list[dict[str, Any]]:

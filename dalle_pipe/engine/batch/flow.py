@@ -130,7 +130,7 @@ def status(plan: Plan, shard: tuple[int, int] | None) -> list[StatusLine]:
             if doc.get("batch_id") and not doc.get("collected_at"):
                 if client is None:
                     check_recipe(recipe)
-                    client = BatchClient(base_url=recipe.base_url)
+                    client = BatchClient(base_url=recipe.base_url, policy=limits_for(recipe, RunOptions()).retry_policy)
                 info = client.retrieve(str(doc["batch_id"]))
             lines.append(StatusLine(recipe.name, doc, info))
     finally:
@@ -172,7 +172,7 @@ class _Drive:
     def client(self) -> BatchClient:
         with self.lock:
             if self._client is None:
-                self._client = BatchClient(base_url=self.recipe.base_url)
+                self._client = BatchClient(base_url=self.recipe.base_url, policy=self.limits.retry_policy)
             return self._client
 
     @property

@@ -1,0 +1,146 @@
+"""The one decision (engine/decide.py): typed, taken once per task, and the same for previews and runs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dalle_pipe.app import load
+from dalle_pipe.engine import run as engine_run
+from dalle_pipe.engine.decide import decide
+from dalle_pipe.engine.decision import STATUS, Decision, Kind
+from dalle_pipe.engine.load import load_state
+from dalle_pipe.engine.make import settle
+from dalle_pipe.engine.results import RunOptions
+from dalle_pipe.engine.run import run_plan
+from dalle_pipe.prices import load_prices
+from dalle_pipe.recipe import Overrides
+from dalle_pipe.store import Journal
+from dalle_pipe.throttle import FakeClock, Limits
+from test_engine_run import Scripted
+
+RECIPE = """\
+version: 1
+name: three
+model: gpt-image-2
+params: {size: 1024x1024, quality: low}
+throttle: {images_per_minute: 600, concurrency: 2, max_retries: 0}
+items: [{id: a}, {id: b}, {id: c}]
+steps:
+  - id: shot
+    generate: {prompt: "product {{ item.id }}"}
+  - id: cut
+    mask:
+      size_of: {step: shot}
+      shapes: [{circle: {center: [0.5, 0.5], radius: 0.4}}]
+  - id: edit
+    edit: {image: {step: shot}, mask: {step: cut}, prompt: "a beach behind it"}
+"""
+
+
+def plan_of(root: Path):  # type: ignore[no-untyped-def]
+    (root / "recipe.yaml").write_text(RECIPE)
+    return load([root / "recipe.yaml"], Overrides()).plans[0]
+
+
+def go(root: Path, provider: Scripted, mode: str = "run"):  # type: ignore[no-untyped-def]
+    return run_plan(plan_of(root), RunOptions(mode=mode, space_check=False), load_prices(None), "openai",
+                    lambda: provider, clock=FakeClock())
+
+
+def decisions(root: Path) -> dict[str, Decision]:
+    """Every task of the plan, decided as a preview decides it (nothing written)."""
+    plan = plan_of(root)
+    state = load_state(plan, RunOptions(mode="dry"), load_prices(None), "openai", None, Limits(), None)
+    out: dict[str, Decision] = {}
+    for i in range(len(plan.units)):
+        done = {}
+        for task in plan.tasks_of(i):
+            d = decide(state, task, done)
+            done[task.step.id] = settle(state, task, d)
+            out[task.id] = d
+    return out
+
+
+def test_every_decision_kind_maps_to_one_manifest_status() -> None:
+    assert set(STATUS) == set(Kind)
+    assert STATUS[Kind.REUSE] == STATUS[Kind.ADOPT] == STATUS[Kind.KEEP_APPROVED] == "up_to_date"
+    assert STATUS[Kind.PLACE_SAVED] == STATUS[Kind.MAKE] == "generated"
+    assert (STATUS[Kind.KEEP_MODIFIED], STATUS[Kind.KEEP_FOREIGN], STATUS[Kind.WAIT]) == ("modified", "skipped",
+                                                                                           "pending")
+
+
+def test_on_an_empty_folder_the_first_step_is_made_and_the_rest_wait_or_follow_from_fixed_sizes(tmp_path: Path) -> None:
+    d = decisions(tmp_path)
+    assert d["shot@a"].kind is Kind.MAKE and d["shot@a"].cost is not None and d["shot@a"].cost > 0
+    # the mask's size is fixed by the generate step's params: it can be decided (made) now
+    assert d["cut@a"].kind is Kind.MAKE and d["cut@a"].cost == 0.0
+    assert d["edit@a"].kind is Kind.WAIT and d["edit@a"].reason == "an input will change"
+    assert d["edit@a"].cost is not None and d["edit@a"].cost > 0  # an edit counts its input images
+
+
+def test_each_task_is_decided_once_and_a_waiting_one_again_when_its_inputs_land(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: Counter[str] = Counter()
+    real = engine_run.decide
+
+    def counting(state, task, done, **kw):  # type: ignore[no-untyped-def]
+        calls[task.id] += 1
+        return real(state, task, done, **kw)
+
+    monkeypatch.setattr(engine_run, "decide", counting)
+    provider = Scripted([])
+    result = go(tmp_path, provider)
+    assert [r.outcome.status for r in result.reports] == ["generated"] * 9
+    assert len(provider.sent) == 6  # three generations, three edits
+    # shot: decided once (the fast pass's decision is taken by the worker as it is); cut (decided
+    # from the shot's size, which its params fix) and edit (waiting for its inputs) are confirmed
+    # once the shot has landed
+    assert calls == {**{f"shot@{k}": 1 for k in "abc"}, **{f"{s}@{k}": 2 for s in ("cut", "edit") for k in "abc"}}
+    calls.clear()
+    again = go(tmp_path, provider)
+    assert [r.outcome.status for r in again.reports] == ["up_to_date"] * 9
+    assert len(provider.sent) == 6 and set(calls.values()) == {1}  # the no-op rerun: once each, nothing sent
+
+
+def test_an_image_that_landed_before_a_crash_is_adopted_and_every_preview_says_so(tmp_path: Path) -> None:
+    provider = Scripted([])
+    go(tmp_path, provider)
+    out = tmp_path / "out" / "three"
+    manifest = json.loads((out / "manifest.json").read_text())
+    shot_a = next(e for e in manifest["entries"] if e["step"] == "shot" and e["key"] == "a")
+    # a crash between the write and the journal's done line: the intent is there, the entry is not
+    entries = [e for e in manifest["entries"] if not (e["step"] == "shot" and e["key"] == "a")]
+    (out / "manifest.json").write_text(json.dumps({**manifest, "entries": entries}))
+    journal = Journal(out)
+    journal.intent("shot@a", shot_a["fingerprint"], 1)
+    journal.close()
+    assert decisions(tmp_path)["shot@a"].kind is Kind.ADOPT
+    check = go(tmp_path, provider, mode="check")
+    assert {r.task.id: r.outcome.status for r in check.reports}["shot@a"] == "up_to_date"
+    sent = len(provider.sent)
+    result = go(tmp_path, provider)
+    assert len(provider.sent) == sent  # adopted: nothing paid again
+    entry = next(e for e in json.loads((out / "manifest.json").read_text())["entries"]
+                 if e["step"] == "shot" and e["key"] == "a")
+    assert entry["recovered"] is True and entry["sha256"] == shot_a["sha256"]
+    assert {r.task.id: r.outcome.status for r in result.reports}["shot@a"] == "up_to_date"
+
+
+def test_a_changed_prompt_is_made_again_and_its_mask_stays_up_to_date(tmp_path: Path) -> None:
+    provider = Scripted([])
+    go(tmp_path, provider)
+    (tmp_path / "recipe.yaml").write_text(RECIPE.replace("product {{ item.id }}", "a product {{ item.id }}"))
+    plan = load([tmp_path / "recipe.yaml"], Overrides()).plans[0]
+    state = load_state(plan, RunOptions(mode="dry"), load_prices(None), "openai", None, Limits(), None)
+    done = {}
+    kinds = {}
+    for task in plan.tasks_of(0):
+        d = decide(state, task, done)
+        done[task.step.id] = settle(state, task, d)
+        kinds[task.step.id] = d.kind
+    # the mask depends only on the shot's size, which the params fix: it stays up to date
+    assert kinds == {"shot": Kind.MAKE, "cut": Kind.REUSE, "edit": Kind.WAIT}

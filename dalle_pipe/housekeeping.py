@@ -52,7 +52,7 @@ def clean_plans(plans: list[Plan], *, purge: bool = False, dry_run: bool = False
         else:
             with store.RunLock(out_dir):
                 items = store.clean(out_dir, keep, protect=others, purge=purge)
-                orphans = out_dir / store.STATE_DIRNAME / "orphans.json"
+                orphans = out_dir / store.STATE_DIRNAME / store.ORPHANS_NAME
                 if orphans.exists():
                     orphans.unlink()
         results.append(CleanResult(plan.recipe.name, out_dir, items))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fakeapi import FakeOpenAI, http_date
 
-from dalle_pipe.batch_api import META_KEY, POLICY, BatchAPIError, BatchClient
+from dalle_pipe.providers.batches import META_KEY, POLICY, BatchAPIError, BatchClient
 from dalle_pipe.throttle import FakeClock, RetryPolicy
 
 KEY = "sk-test-BATCHAPI-7a1c9e3f0b"

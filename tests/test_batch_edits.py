@@ -269,7 +269,7 @@ def test_the_stand_in_knows_the_json_edit_fields_in_strict_mode(api: FakeOpenAI)
 
 
 def test_batch_uploads_json_names_a_server_without_its_credentials() -> None:
-    from dalle_pipe.batch_edits import server_name
+    from dalle_pipe.engine.batch.edits import server_name
 
     assert server_name("https://user:sk-secret@proxy.example:8443/v1/?key=sk-secret") == \
         "https://proxy.example:8443/v1"

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_engine_run import Scripted
 
 from dalle_pipe.app import load
 from dalle_pipe.engine import run as engine_run
@@ -20,7 +21,6 @@ from dalle_pipe.prices import load_prices
 from dalle_pipe.recipe import Overrides
 from dalle_pipe.store import Journal
 from dalle_pipe.throttle import FakeClock, Limits
-from test_engine_run import Scripted
 
 RECIPE = """\
 version: 1
@@ -82,8 +82,8 @@ def test_on_an_empty_folder_the_first_step_is_made_and_the_rest_wait_or_follow_f
     assert d["edit@a"].cost is not None and d["edit@a"].cost > 0  # an edit counts its input images
 
 
-def test_each_task_is_decided_once_and_a_waiting_one_again_when_its_inputs_land(tmp_path: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_task_is_decided_once_and_confirmed_when_its_inputs_land(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     calls: Counter[str] = Counter()
     real = engine_run.decide
 

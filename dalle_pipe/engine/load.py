@@ -17,7 +17,7 @@ from .context import Ledger, RunContext
 from .hosts import endpoint_host, is_loopback, reusable_from
 from .migrate import upgrade
 from .results import RunOptions
-from .shards import journal_for, manifest_name
+from .shards import journal_for
 from .state import RunState
 
 
@@ -60,13 +60,13 @@ def load_state(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: 
                 provider_factory: Callable[[], Provider] | None, limits: Limits,
                 on_wait: Callable[[str, float], None] | None, clock: Clock | None = None) -> RunState:
     out_dir = plan.recipe.output_dir
-    own = manifest_name(opts.shard)
+    own = store.manifest_name(opts.shard)
     manifest_stat = stat_key(out_dir / own)
     manifest = read_manifest(out_dir / own)
     prev = upgrade(list((manifest or {}).get("entries", [])), (manifest or {}).get("format"))
     others = [e for d in _other_manifests(out_dir, own) for e in upgrade(d.get("entries", []), d.get("format"))
               if isinstance(e, dict)]
-    orphans = upgrade(load_orphans(out_dir), None)
+    orphans = upgrade(store.read_orphans(out_dir), None)
     journal_state = None
     journal = None
     own_journal = journal_for(out_dir, opts.shard)
@@ -109,16 +109,3 @@ def _endpoint_url(recipe: Recipe, provider_name: str) -> str | None:
     if provider_name == "azure":
         return recipe.base_url or os.environ.get("AZURE_OPENAI_ENDPOINT")
     return recipe.base_url
-
-
-def load_orphans(out_dir: Path) -> list[dict[str, Any]]:
-    path = out_dir / store.STATE_DIRNAME / "orphans.json"
-    if not path.exists():
-        return []
-    try:
-        import json
-
-        data = json.loads(path.read_text("utf-8"))
-        return [e for e in data if isinstance(e, dict)]
-    except (OSError, ValueError):
-        return []

@@ -8,10 +8,9 @@ from .. import __version__, store
 from ..plan import Plan
 from ..recipe import display_path
 from ..store.manifest import Entry
-from .load import load_orphans, read_manifest, stat_key
+from .load import read_manifest, stat_key
 from .migrate import MANIFEST_FORMAT, upgrade
 from .results import STATUSES, RecipeResult, TaskReport
-from .shards import manifest_name
 from .state import RunState
 
 
@@ -19,7 +18,7 @@ def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units:
                     provider_name: str, *, shard: tuple[int, int] | None = None) -> None:
     recipe = plan.recipe
     out_dir = recipe.output_dir
-    own = manifest_name(shard)
+    own = store.manifest_name(shard)
     manifest = state.prev_manifest  # read at the start; read again only if it was written since
     if state.prev_manifest_stat != stat_key(out_dir / own):
         manifest = read_manifest(out_dir / own)
@@ -54,17 +53,10 @@ def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units:
             and manifest.get("recipe") == doc["recipe"] and manifest.get("provider") == provider_name)
     if same:
         pass  # nothing changed: the manifest stays byte-identical, so committed outputs do not churn
-    elif shard is None:
-        store.write_manifest(out_dir, doc, previous_ok=manifest is not None)
     else:
-        from ..store.manifest import dumps_manifest
-
-        if manifest is not None:  # a shard's previous manifest, like manifest.prev.json
-            store.atomic_write_json(out_dir / store.STATE_DIRNAME / own.replace(".json", ".prev.json"), manifest)
-        store.atomic_write_bytes(out_dir / own, dumps_manifest(doc).encode("utf-8"))
+        store.write_manifest(out_dir, doc, previous_ok=manifest is not None, shard=shard, previous=manifest)
     if orphans:
-        old = load_orphans(out_dir)
-        store.atomic_write_json(out_dir / store.STATE_DIRNAME / "orphans.json", [*old, *orphans][-50_000:])
+        store.add_orphans(out_dir, orphans)
     state.files.save()
     if state.journal is not None:
         state.journal.reset()

@@ -16,26 +16,17 @@ from .. import store
 from ..providers.base import ImageRequest, ImageResponse, Judge, JudgeRequest, Provider, Verdict
 
 
-def shard_suffix(shard: tuple[int, int]) -> str:
-    return f"shard-{shard[0]}-of-{shard[1]}"
-
-
-def manifest_name(shard: tuple[int, int] | None) -> str:
-    """``manifest.json``, or a shard's ``manifest.shard-I-of-N.json``."""
-    return store.MANIFEST_NAME if shard is None else f"manifest.{shard_suffix(shard)}.json"
-
-
 def run_locks(out_dir: Path, shard: tuple[int, int] | None) -> list[store.RunLock]:
     """The locks a writing run takes: the folder's (shared by shards), then the shard's own."""
     if shard is None:
         return [store.RunLock(out_dir)]
-    return [store.RunLock(out_dir, shared=True), store.RunLock(out_dir, f"lock.{shard_suffix(shard)}")]
+    return [store.RunLock(out_dir, shared=True), store.RunLock(out_dir, f"lock.{store.shard_suffix(shard)}")]
 
 
 def journal_for(out_dir: Path, shard: tuple[int, int] | None) -> store.Journal:
     journal = store.Journal(out_dir)
     if shard is not None:
-        journal.path = journal.path.with_name(f"journal.{shard_suffix(shard)}.jsonl")
+        journal.path = journal.path.with_name(f"journal.{store.shard_suffix(shard)}.jsonl")
     return journal
 
 

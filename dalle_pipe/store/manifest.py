@@ -11,7 +11,15 @@ from typing import Any
 
 from dalle_pipe.errors import DallePipeError
 
-from ._fs import MANIFEST_NAME, PREV_MANIFEST_NAME, atomic_write_bytes, atomic_write_chunks, fsync_dir, state_dir
+from ._fs import (
+    MANIFEST_NAME,
+    PREV_MANIFEST_NAME,
+    atomic_write_bytes,
+    atomic_write_chunks,
+    atomic_write_json,
+    fsync_dir,
+    state_dir,
+)
 
 
 class ManifestCorruptError(DallePipeError):
@@ -219,11 +227,29 @@ def load_previous_manifest(output_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: bool = False) -> None:
+def shard_suffix(shard: tuple[int, int]) -> str:
+    """``shard-I-of-N``: the name part of a shard's manifest, journal and lock."""
+    return f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    """``manifest.json``, or a shard's ``manifest.shard-I-of-N.json``."""
+    return MANIFEST_NAME if shard is None else f"manifest.{shard_suffix(shard)}.json"
+
+
+def write_manifest(output_dir: Path, manifest: dict[str, Any], *, previous_ok: bool = False,
+                   shard: tuple[int, int] | None = None, previous: dict[str, Any] | None = None) -> None:
     """Copy the current ``manifest.json`` to ``.dalle-pipe/manifest.prev.json``, then write the
     new one atomically. A current manifest that is corrupt goes to
-    ``.dalle-pipe/manifest.corrupt.json`` instead, so the good previous copy is kept."""
+    ``.dalle-pipe/manifest.corrupt.json`` instead, so the good previous copy is kept. A shard's
+    manifest (``shard``) keeps its ``previous`` one as ``.dalle-pipe/manifest.shard-I-of-N.prev.json``."""
     output_dir = Path(output_dir)
+    if shard is not None:
+        name = manifest_name(shard)
+        if previous is not None:
+            atomic_write_json(state_dir(output_dir) / name.replace(".json", ".prev.json"), previous)
+        atomic_write_bytes(output_dir / name, dumps_manifest(manifest).encode("utf-8"))
+        return
     path = output_dir / MANIFEST_NAME
     if previous_ok and _link_previous(output_dir, path):
         atomic_write_chunks(path, manifest_chunks(manifest))
@@ -299,3 +325,21 @@ __all__ = [
     "manifest_path",
     "write_manifest",
 ]
+
+
+ORPHANS_NAME = "orphans.json"  # in .dalle-pipe/: entries of tasks no recipe has any more (they still feed reuse)
+MAX_ORPHANS = 50_000
+
+
+def read_orphans(out_dir: Path) -> list[dict[str, Any]]:
+    """The entries of tasks that left the recipe, oldest first; an unreadable file is none."""
+    try:
+        data = json.loads((state_dir(Path(out_dir)) / ORPHANS_NAME).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+
+def add_orphans(out_dir: Path, entries: list[dict[str, Any]]) -> None:
+    """Keep the entries of tasks that left the recipe (the newest MAX_ORPHANS)."""
+    atomic_write_json(state_dir(Path(out_dir)) / ORPHANS_NAME, [*read_orphans(out_dir), *entries][-MAX_ORPHANS:])

@@ -14,7 +14,7 @@ once; steps that need a batch's outputs wait for a later wave.
 
 Edits of GPT image models are batched too, in the JSON form of `/v1/images/edits` that OpenAI's
 OpenAPI spec defines (the SDK has none): their input files are uploaded once each through the
-Files API and named by file id (see `batch_edits`), and their lines go in batches of their own
+Files API and named by file id (see `edits`), and their lines go in batches of their own
 (one endpoint per batch). A server that refuses that form gets its edits directly, and the
 summary says so. Variations, markup edits and dall-e-2 edits run directly, at the synchronous
 price, once their inputs have landed.
@@ -46,14 +46,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import store
-from ...batch_api import META_KEY, BatchAPIError, BatchClient, BatchInfo
-from ...batch_edits import ENDPOINTS, Uploads, form_refused, json_edit
 from ...engine.estimate import sum_costs, task_cost
 from ...errors import UsageError
 from ...imaging import io as imgio
 from ...plan import Plan, Task
 from ...prices import PriceTable, cost_from_usage
 from ...providers.base import Provider
+from ...providers.batches import META_KEY, BatchAPIError, BatchClient, BatchInfo
 from ...recipe import Recipe, display_path
 from ..call import build_request
 from ..decision import Decision, Kind, Outcome
@@ -63,10 +62,11 @@ from ..place import failed_outcome, input_entries, retire_replaced
 from ..record import write_run_manifest
 from ..results import RecipeResult, RunOptions, TaskReport
 from ..run import drive, gate
-from ..shards import manifest_name, run_locks, shard_provider
+from ..shards import run_locks, shard_provider
 from ..signals import Interrupt, trap_signals
 from ..state import RunState
 from ..units import limits_for, select_units
+from .edits import ENDPOINTS, Uploads, form_refused, json_edit
 from .lines import Queued, jsonl_line, made_in_this_flow, obj, read_lines, request_record, waiting
 from .results import BatchRun, StatusLine
 from .states import (
@@ -236,7 +236,7 @@ class _Drive:
                 self._submit(states)
             self.run_.running = [d for d in load_states(self.out_dir) if is_open(d) and in_shard(d, self.opts.shard)]
             changed = (not self.collect or bool(self.run_.collected or self.run_.submitted or journal_had)
-                       or self.made_now > 0 or not (self.out_dir / manifest_name(self.opts.shard)).exists())
+                       or self.made_now > 0 or not (self.out_dir / store.manifest_name(self.opts.shard)).exists())
             if changed:
                 write_run_manifest(self.plan, result, state, units, started_at, "openai", shard=self.opts.shard)
                 self.run_.wrote_manifest = True

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...batch_edits import ENDPOINTS
 from ...plan import Task
 from ..decision import Outcome
 from ..state import RunState
+from .edits import ENDPOINTS
 
 
 @dataclass
@@ -33,7 +33,7 @@ def request_record(q: Queued) -> dict[str, Any]:
 
 def jsonl_line(custom_id: str, req: dict[str, Any], body: dict[str, Any] | None = None) -> bytes:
     """The request exactly as a direct call sends it: the params (minus prompt and files), prompt, model;
-    an edit's `body` also names its files by file id (`batch_edits.line_body`)."""
+    an edit's `body` also names its files by file id (`edits.line_body`)."""
     if body is None:
         body = {k: v for k, v in req["params"].items() if k not in ("model", "prompt", "image", "mask")}
         body.update({"prompt": req["prompt"] or "", "model": req["model"]})

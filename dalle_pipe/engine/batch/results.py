@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...batch_api import BatchInfo
 from ...errors import reduce_exit
+from ...providers.batches import BatchInfo
 from ..results import RecipeResult
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__, store
-from ...batch_api import TERMINAL, BatchInfo
 from ...errors import UsageError
+from ...providers.batches import TERMINAL, BatchInfo
 from ...recipe import Recipe, display_path
 from ..results import RunOptions
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .errors import EXIT_FAILED, DallePipeError
-from .providers.base import ProviderError, Transient
-from .providers.openai import OpenAIProvider
-from .store import fsync_dir
-from .throttle import Clock, GiveUp, RetryPolicy, SystemClock, retry_kind
+from ..errors import EXIT_FAILED, DallePipeError
+from ..store import fsync_dir
+from ..throttle import Clock, GiveUp, RetryPolicy, SystemClock, retry_kind
+from .base import ProviderError, Transient
+from .openai import OpenAIProvider
 
 T = TypeVar("T")
 

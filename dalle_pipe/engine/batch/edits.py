@@ -3,7 +3,7 @@
 OpenAI's published OpenAPI spec defines a JSON body for `/v1/images/edits` (`EditImageBodyJsonParam`):
 `images: [{file_id | image_url}]` (up to 16) and `mask: {file_id | image_url}` beside the usual
 fields. A Batch line is JSON anyway, so an edit of a GPT image model goes into a batch at half
-price. Its input files are the exact bytes a direct call would upload (`execute.image_request`);
+price. Its input files are the exact bytes a direct call would upload (`engine.call.build_request`);
 each distinct one (by sha256) is uploaded once through the Files API and named by its file id.
 
 Uploads are remembered per base URL in `.dalle-pipe/batch-uploads.json`, so a later submission
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import models, store
-from .batch_api import BatchClient
-from .plan import Task
-from .providers.base import ImageRequest, InputFile
+from ... import models, store
+from ...plan import Task
+from ...providers.base import ImageRequest, InputFile
+from ...providers.batches import BatchClient
 
 ENDPOINTS = {"generate": "/v1/images/generations", "edit": "/v1/images/edits"}
 UPLOADS_FORMAT = "uploads/1"

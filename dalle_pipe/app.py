@@ -263,7 +263,9 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
             in_batch = batched.get(sid)
             if in_batch is None:
                 in_batch = batched[sid] = batchable(task)
-            batch = task_cost(prices, task, provider, prompt=outcome.prompt, batch=in_batch)
+            # a twin (made once, copied) and saved paid bytes cost nothing on either route
+            free = outcome.cost == 0.0
+            batch = 0.0 if free else task_cost(prices, task, provider, prompt=outcome.prompt, batch=in_batch)
             for col, cost in (("cost_usd", outcome.cost), ("batch_cost_usd", batch)):
                 had = acc[col]
                 acc[col] = None if had is None or cost is None else had + cost

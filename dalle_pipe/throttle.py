@@ -607,11 +607,6 @@ def _too_long(reason: str, error: ProviderError) -> WaitTooLong:
                        headers=error.headers)
 
 
-def backoff_delay(retry: int, rng: random.Random) -> float:
-    """The default policy's backoff: uniform(0, min(30 s, 0.5 s * 2**retry)), retry counted from 0."""
-    return DEFAULT_POLICY.backoff(retry, rng)
-
-
 def _gap(per_minute: float, prev_weight: int, next_weight: int) -> float:
     """Seconds from the previous start to the next one.
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_engine_run import Scripted
+from PIL import Image
+from test_engine_run import Scripted, png
 
 from dalle_pipe.app import load
 from dalle_pipe.engine import run as engine_run
@@ -51,6 +53,16 @@ def go(root: Path, provider: Scripted, mode: str = "run"):  # type: ignore[no-un
                     lambda: provider, clock=FakeClock())
 
 
+def distinct(n: int) -> list[BaseException | bytes]:
+    """n different 1024x1024 PNG images."""
+    out: list[BaseException | bytes] = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (1024, 1024), (i * 40 % 256, 10, 10)).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
 def decisions(root: Path) -> dict[str, Decision]:
     """Every task of the plan, decided as a preview decides it (nothing written)."""
     plan = plan_of(root)
@@ -92,7 +104,7 @@ def test_each_task_is_decided_once_and_confirmed_when_its_inputs_land(tmp_path: 
         return real(state, task, done, **kw)
 
     monkeypatch.setattr(engine_run, "decide", counting)
-    provider = Scripted([])
+    provider = Scripted(distinct(6))  # distinct images: three different edits (equal ones would be twins)
     result = go(tmp_path, provider)
     assert [r.outcome.status for r in result.reports] == ["generated"] * 9
     assert len(provider.sent) == 6  # three generations, three edits
@@ -144,3 +156,65 @@ def test_a_changed_prompt_is_made_again_and_its_mask_stays_up_to_date(tmp_path: 
         kinds[task.step.id] = d.kind
     # the mask depends only on the shot's size, which the params fix: it stays up to date
     assert kinds == {"shot": Kind.MAKE, "cut": Kind.REUSE, "edit": Kind.WAIT}
+
+
+TWINS = """\
+version: 1
+name: twins
+model: gpt-image-2
+params: {size: 1024x1024, quality: low}
+throttle: {images_per_minute: 600, concurrency: 2, max_retries: 0}
+items: [{id: a, name: mug}, {id: b, name: mug}, {id: c, name: cup}]
+steps:
+  - id: shot
+    generate: {prompt: "a {{ item.name }} on a table"}
+"""
+
+
+def twins_plan(root: Path):  # type: ignore[no-untyped-def]
+    (root / "recipe.yaml").write_text(TWINS)
+    return load([root / "recipe.yaml"], Overrides()).plans[0]
+
+
+def test_two_tasks_with_one_request_are_made_once_and_every_preview_counts_it_once(tmp_path: Path) -> None:
+    plan = twins_plan(tmp_path)
+    prices = load_prices(None)
+    dry = load_state(plan, RunOptions(mode="dry"), prices, "openai", None, Limits(), None)
+    kinds = {}
+    for i in range(3):
+        task = plan.tasks_of(i)[0]
+        d = decide(dry, task, {})
+        settle(dry, task, d)
+        kinds[task.id] = (d.kind, d.cost, d.reason)
+    one = kinds["shot@a"][1]
+    assert one is not None and one > 0
+    assert kinds["shot@b"] == (Kind.TWIN, 0.0, "the same request as shot@a: made once, then copied")
+    assert kinds["shot@a"][0] is kinds["shot@c"][0] is Kind.MAKE
+    gate_state = load_state(plan, RunOptions(mode="dry"), prices, "openai", None, Limits(), None)
+    assert engine_run.gate(plan, [0, 1, 2], gate_state, 10.0) == round(2 * one, 6)  # --max-cost counts it once
+
+    provider = Scripted([])
+    result = run_plan(plan, RunOptions(space_check=False), prices, "openai", lambda: provider, clock=FakeClock())
+    statuses = {r.task.id: (r.outcome.status, r.outcome.reason) for r in result.reports}
+    assert statuses["shot@a"] == ("generated", None)
+    assert statuses["shot@b"] == ("up_to_date", "the same request as shot@a: made once, copied here")
+    assert sorted(q.prompt or "" for q in provider.sent) == ["a cup on a table", "a mug on a table"]
+    out = tmp_path / "out" / "twins"
+    a, b = ((out / k / "shot.png").read_bytes() for k in "ab")
+    assert a == b
+    rerun = run_plan(twins_plan(tmp_path), RunOptions(space_check=False), prices, "openai", lambda: provider,
+                     clock=FakeClock())
+    assert [r.outcome.status for r in rerun.reports] == ["up_to_date"] * 3 and len(provider.sent) == 2
+
+
+def test_a_twin_of_a_request_that_failed_fails_without_sending(tmp_path: Path) -> None:
+    from dalle_pipe.providers.base import Refused
+
+    plan = twins_plan(tmp_path)
+    provider = Scripted([Refused("blocked by the safety system", status=400, code="moderation_blocked"), png()])
+    result = run_plan(plan, RunOptions(space_check=False), load_prices(None), "openai", lambda: provider,
+                      clock=FakeClock())
+    statuses = {r.task.id: (r.outcome.status, r.outcome.reason) for r in result.reports}
+    assert statuses["shot@a"][0] == "failed"
+    assert statuses["shot@b"] == ("failed", f"the same request as shot@a, which was not made: {statuses['shot@a'][1]}")
+    assert len(provider.sent) == 2  # shot@a (refused) and shot@c: the twin sent nothing

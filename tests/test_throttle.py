@@ -22,6 +22,7 @@ from dalle_pipe.providers.base import (
     WaitTooLong,
 )
 from dalle_pipe.throttle import (
+    DEFAULT_POLICY,
     JITTER_S,
     FakeClock,
     GiveUp,
@@ -32,7 +33,6 @@ from dalle_pipe.throttle import (
     RetryPolicy,
     Stopped,
     SystemClock,
-    backoff_delay,
     call_with_retries,
     parse_duration,
     retry_after_from_headers,
@@ -548,7 +548,7 @@ def test_max_retries_exhausted() -> None:
 
 def test_backoff_is_capped_at_30_s() -> None:
     rng = random.Random(7)
-    delays = [backoff_delay(k, rng) for k in range(7)]
+    delays = [DEFAULT_POLICY.backoff(k, rng) for k in range(7)]
     assert delays == pytest.approx(
         [
             0.16191638241658118,
@@ -560,7 +560,7 @@ def test_backoff_is_capped_at_30_s() -> None:
             1.7399677432412042,
         ]
     )
-    assert all(0 <= backoff_delay(k, rng) <= 30 for k in range(10, 2000))
+    assert all(0 <= DEFAULT_POLICY.backoff(k, rng) <= 30 for k in range(10, 2000))
 
 
 def test_transient_retry_after_is_a_floor() -> None:

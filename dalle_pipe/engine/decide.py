@@ -3,7 +3,8 @@
 The order is the no-loss contract: reuse by fingerprint first; an image asked for before a crash
 is adopted; paid bytes an earlier run saved are placed, never paid again; an approved image is never
 made again; a hand-edited file is kept; the offline provider never writes over another provider's
-image. Only then is a task made. Every command takes its decisions here: `plan`, `--dry-run`,
+image. A request another task of this run already makes is made once and copied (a twin). Only
+then is a task made. Every command takes its decisions here: `plan`, `--dry-run`,
 `--check`, the `--max-cost` gate, a direct run and the Batch API route.
 """
 
@@ -121,6 +122,10 @@ def _decide(state: RunState, task: Task, done: Mapping[str, Outcome], attempt: i
         return kept
     if not scoped:
         return Decision(Kind.SKIP, "not selected (--only) and not up to date", False)
+    claim = state.claims.get(fp) if task.is_api else None
+    if claim is not None and claim.owner != task.id:
+        return Decision(Kind.TWIN, f"the same request as {claim.owner}: made once, then copied", scoped, prompt, fp,
+                        endpoint, provider, raw, cost=0.0, attempt=attempt)
     return Decision(Kind.MAKE, "would be made", scoped, prompt, fp, endpoint, provider, raw, size=fixed_size(task),
                     cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt), attempt=attempt)
 

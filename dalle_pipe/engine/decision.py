@@ -23,6 +23,7 @@ class Kind(enum.StrEnum):
     ADOPT = "adopt"  # a whole image at the path, asked for before a crash whose `done` line never came
     PLACE_SAVED = "place_saved"  # paid bytes an earlier run stored but never placed
     MAKE = "make"  # send the request (or make the local step)
+    TWIN = "twin"  # the same request as another task of this run: made once, then copied
     SKIP = "skip"  # `when` is false, an input is unusable, not selected
     FAIL = "fail"  # a file input is missing, the prompt does not render
     WAIT = "wait"  # an input is still to be made: decided again when it lands
@@ -32,7 +33,7 @@ class Kind(enum.StrEnum):
 STATUS: dict[Kind, str] = {
     Kind.REUSE: "up_to_date", Kind.KEEP_APPROVED: "up_to_date", Kind.KEEP_MODIFIED: "modified",
     Kind.KEEP_FOREIGN: "skipped", Kind.ADOPT: "up_to_date", Kind.PLACE_SAVED: "generated",
-    Kind.MAKE: "generated", Kind.SKIP: "skipped", Kind.FAIL: "failed", Kind.WAIT: "pending",
+    Kind.MAKE: "generated", Kind.TWIN: "up_to_date", Kind.SKIP: "skipped", Kind.FAIL: "failed", Kind.WAIT: "pending",
 }
 
 

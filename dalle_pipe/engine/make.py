@@ -26,7 +26,9 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
     if kind is Kind.REUSE:
         entries = [place_found(state, task, i, f) for i, f in enumerate(d.found)]
         return Outcome("up_to_date", entries, d.prompt, entries[0].get("revised_prompt"), in_scope=scoped)
-    if kind in (Kind.MAKE, Kind.WAIT, Kind.PLACE_SAVED):
+    if kind in (Kind.MAKE, Kind.WAIT, Kind.PLACE_SAVED, Kind.TWIN):
+        if kind is Kind.MAKE and task.is_api and d.fingerprint is not None:
+            state.claim(d.fingerprint, task.id)  # a later task with this request is its twin: made once
         return Outcome("pending", prompt=d.prompt, in_scope=scoped, reason=d.reason, paths=task.outputs,
                        size=d.size, cost=d.cost, decision=d)
     if kind is Kind.SKIP:
@@ -53,7 +55,7 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
 
 def take(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome:
     """The direct sink: in a run, make what is to be made now; otherwise settle."""
-    if state.mode != "run" or state.reuse_only or d.kind not in (Kind.MAKE, Kind.PLACE_SAVED):
+    if state.mode != "run" or state.reuse_only or d.kind not in (Kind.MAKE, Kind.PLACE_SAVED, Kind.TWIN):
         return settle(state, task, d)
     return make(state, task, d, done)
 
@@ -65,14 +67,47 @@ def make(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) 
         if placed is not None:
             return placed
         return take(state, task, decide(state, task, done, attempt=d.attempt), done)  # the bytes were unusable
+    assert d.fingerprint is not None and d.endpoint is not None
+    if d.kind is Kind.TWIN:
+        return _twin(state, task, d, done)
     if state.ledger.stop_reason is not None:
         return Outcome("skipped", reason=state.ledger.stop_reason)
-    assert d.fingerprint is not None and d.endpoint is not None
     started = time.monotonic()
     inputs = d.resolved(state.output_dir)
     if not task.is_api:
         return _make_local(state, task, inputs, d.fingerprint, d.prompt, started)
-    return make_api(state, task, inputs, d.fingerprint, d.prompt, d.endpoint, started)
+    claim = state.claim(d.fingerprint, task.id)
+    if claim.owner != task.id:  # another worker took this request first (decided after the fast pass)
+        return _twin(state, task, d, done)
+    out = Outcome("skipped", reason="run stopped")
+    try:
+        out = make_api(state, task, inputs, d.fingerprint, d.prompt, d.endpoint, started)
+    finally:
+        if out.status == "generated" and len(out.entries) == task.n:
+            claim.entries = out.entries
+        else:
+            claim.failure = out
+        claim.done.set()
+    return out
+
+
+def _twin(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome:
+    """The same request as another task of this run: wait for it, then copy its images (never paid twice)."""
+    assert d.fingerprint is not None
+    claim = state.claims.get(d.fingerprint)
+    if claim is None or claim.owner == task.id:
+        return take(state, task, decide(state, task, done, attempt=d.attempt), done)
+    while not claim.done.wait(0.2):
+        pass
+    first = claim.failure
+    if first is not None or not claim.entries:
+        why = f"the same request as {claim.owner}, which was not made: {first.reason if first else 'no image'}"
+        if first is not None and first.status == "skipped":
+            return Outcome("skipped", reason=why, in_scope=d.in_scope)
+        return failed_outcome(task, "twin", why, d.in_scope)
+    entries = [place_found(state, task, i, e) for i, e in enumerate(claim.entries)]
+    return Outcome("up_to_date", entries, d.prompt, entries[0].get("revised_prompt"), in_scope=d.in_scope,
+                   reason=f"the same request as {claim.owner}: made once, copied here")
 
 
 def _make_local(state: RunState, task: Task, inputs: Resolved, fp: str, prompt: str | None,

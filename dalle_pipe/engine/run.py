@@ -37,7 +37,7 @@ from .units import estimate, limits_for, select_units
 
 Progress = Callable[[TaskReport], None]
 #: Pending decisions a worker takes as they are (a WAIT is decided again once its inputs land).
-_CARRIED = frozenset({Kind.MAKE, Kind.PLACE_SAVED, Kind.REUSE, Kind.ADOPT, Kind.KEEP_APPROVED, Kind.KEEP_MODIFIED})
+_CARRIED = frozenset(Kind) - {Kind.WAIT}
 
 
 def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: str,

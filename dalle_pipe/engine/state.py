@@ -15,8 +15,19 @@ from ..providers.base import Provider
 from ..store import ObjectRecord, ObjectStore
 from ..throttle import Clock, Limiter
 from .context import Ledger, RunContext
+from .decision import Outcome
 
 PAID_FREE = ("offline", "local")  # providers whose images cost nothing
+
+
+@dataclass
+class Claim:
+    """A request one task of this run makes: its twins (the same fingerprint) wait, then copy its images."""
+
+    owner: str  # the task id
+    done: threading.Event = field(default_factory=threading.Event)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # its images, once made
+    failure: Outcome | None = None  # the owner's outcome, when it was not made
 
 
 @dataclass
@@ -43,7 +54,16 @@ class RunState:
     empty_dir: bool = False  # the output folder did not exist when the run started
     rng: random.Random = field(default_factory=random.Random)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    claims: dict[str, Claim] = field(default_factory=dict)  # fingerprint -> the task of this run that makes it
     _provider: Provider | None = None
+
+    def claim(self, fp: str, task_id: str) -> Claim:
+        """The claim on this request: this task's (new or its own), or the earlier one of another task."""
+        with self.lock:
+            found = self.claims.get(fp)
+            if found is None:
+                found = self.claims[fp] = Claim(task_id)
+            return found
 
     def view(self, **changes: Any) -> RunState:
         """The same run seen in another mode (`mode="dry"`, `reuse_only=True`): one ledger, one store."""

@@ -492,7 +492,7 @@ class _Drive:
             with self.lock:
                 self.run_.waiting += 1
             return waiting(task, f"waits for step {waits!r}", None)
-        if not self._batched(task) or d.kind is not Kind.MAKE:
+        if not self._batched(task) or d.kind not in (Kind.MAKE, Kind.TWIN):
             out = take(state, task, d, done)  # local steps, direct requests (variations...), reuse: now
             if d.kind is Kind.MAKE and out.status in ("generated", "failed") and out.in_scope:
                 with self.lock:

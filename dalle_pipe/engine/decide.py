@@ -122,12 +122,19 @@ def _decide(state: RunState, task: Task, done: Mapping[str, Outcome], attempt: i
         return kept
     if not scoped:
         return Decision(Kind.SKIP, "not selected (--only) and not up to date", False)
-    claim = state.claims.get(fp) if task.is_api else None
-    if claim is not None and claim.owner != task.id:
-        return Decision(Kind.TWIN, f"the same request as {claim.owner}: made once, then copied", scoped, prompt, fp,
+    first = state.planned.get(fp) if state.planned and twinnable(task) else None  # previews; a run finds
+    # twins as it makes them (make.py: claims)
+    if first is not None and first != task.id:
+        return Decision(Kind.TWIN, f"the same request as {first}: made once, then copied", scoped, prompt, fp,
                         endpoint, provider, raw, cost=0.0, attempt=attempt)
     return Decision(Kind.MAKE, "would be made", scoped, prompt, fp, endpoint, provider, raw, size=fixed_size(task),
                     cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt), attempt=attempt)
+
+
+def twinnable(task: Task) -> bool:
+    """Can a task with this request copy another's images? API steps without checks (a task with checks
+    may replace its image after they fail, so its first image is not the one a twin should copy)."""
+    return task.is_api and not task.checks
 
 
 def steps_context(task: Task, done: Mapping[str, Outcome]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,17 +41,12 @@ class ManifestCorruptError(DallePipeError):
 def _parse_manifest(path: Path, raw: bytes | None = None) -> dict[str, Any]:
     if raw is None:
         raw = path.read_bytes()
-    gc_was_on = gc.isenabled()
-    gc.disable()  # 30,000 entries are ~100,000 containers and no cycle: collections would only slow it
     try:
         doc = json.loads(raw)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise ManifestCorruptError(path, str(e)) from None
     except RecursionError:
         raise ManifestCorruptError(path, "it is nested too deeply") from None
-    finally:
-        if gc_was_on:
-            gc.enable()
     if not isinstance(doc, dict):
         raise ManifestCorruptError(path, "the top level is not an object")
     entries = doc.get("entries")

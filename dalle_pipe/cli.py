@@ -232,9 +232,10 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     finally:
         bar.close()
     code = exit_code(results, opts)
-    from .ci_output import emit_run
+    if os.environ.get("GITHUB_ACTIONS") == "true":  # emit_run's own test: elsewhere it does nothing
+        from .ci_output import emit_run
 
-    emit_run(results, opts.mode, loaded.warnings, stream=sys.stderr if as_json else sys.stdout)
+        emit_run(results, opts.mode, loaded.warnings, stream=sys.stderr if as_json else sys.stdout)
     if as_json:
         click.echo(json.dumps(summary_json(results, code), indent=2))
     elif not quiet:

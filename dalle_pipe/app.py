@@ -6,11 +6,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import models
-from .engine import batch
-from .engine.batch import BatchRun, batchable
 from .engine.bulk import bulk
 from .engine.estimate import task_cost
 from .engine.results import RecipeResult, RunOptions, TaskReport
@@ -21,6 +19,9 @@ from .plan import Plan, build_plan
 from .prices import PriceTable, load_prices
 from .providers.base import Provider
 from .recipe import API_KINDS, Overrides, Project, Recipe, load_targets
+
+if TYPE_CHECKING:  # the batch route (and the API client under it) loads only when a command uses it
+    from .engine.batch import BatchRun
 
 
 @dataclass
@@ -144,6 +145,8 @@ def run_batches(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides:
                 progress: Callable[[TaskReport], None] | None = None,
                 on_wait: Callable[[str, float], None] | None = None, *, collecting: bool = False) -> list[BatchRun]:
     """`run --batch` / `batch submit` (collecting=False) or `batch collect` over the plans, in order."""
+    from .engine import batch
+
     check_selection(loaded.plans, opts)
     for plan in loaded.plans:
         batch.check_recipe(plan.recipe)
@@ -184,7 +187,7 @@ def notes(result: RecipeResult) -> list[str]:
 
 def write_pages(results: list[RecipeResult]) -> None:
     """report.html of each output folder whose manifest changed (the page never blocks a run)."""
-    if os.environ.get("DALLE_PIPE_NO_REPORT") == "1":
+    if os.environ.get("DALLE_PIPE_NO_REPORT") == "1" or not any(r.page_due for r in results):
         return
     from .report import write_report
 
@@ -217,6 +220,8 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
     The costs are the decisions' own (the same `--max-cost` gates on), summed unrounded and
     rounded once; `placeholders` names the models whose prices are placeholders.
     """
+    from .engine.batch import batchable
+
     out = []
     for plan in loaded.plans:
         provider = provider_name(plan.recipe)

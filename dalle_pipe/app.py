@@ -254,9 +254,11 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
                 row["requests"] += n if responses else 1  # the Responses route makes one call per image
             row["images"] += n
             status = outcome.status
-            if status in ("up_to_date", "modified", "failed_checks"):
-                row["up_to_date"] += n  # kept: not made again
+            if status in ("up_to_date", "modified", "failed_checks") or outcome.kept is not None:
+                row["up_to_date"] += n  # kept: not made again (also another provider's image, offline)
                 continue
+            if status != "pending":
+                continue  # skipped or failed: not made either
             row["to_make"] += n
             if not is_api or provider == "offline" or status != "pending":
                 continue

@@ -195,7 +195,8 @@ def test_a_responses_edit_without_image_usage_costs_what_plan_estimated() -> Non
     params = {"quality": "low", "size": "1024x1024"}
     prompt = "a tropical beach at sunset as background, " * 10
     estimated = estimate_request(table, "gpt-image-2", "edit", params, input_images=1, prompt=prompt)
-    recorded = cost_from_usage(table, "gpt-image-2", {"usage": {"input_tokens": 0, "output_tokens": 0}}, params)
+    recorded = cost_from_usage(table, "gpt-image-2", {"usage": {"input_tokens": 0, "output_tokens": 0}}, params,
+                               kind="edit", input_images=1, prompt=prompt)
     assert recorded == estimated
 
 

@@ -162,7 +162,9 @@ def make_api(state: RunState, task: Task, inputs: Resolved, fp: str,
         params = {**task.params, "n": per_call} if split else task.params
         cost = (0.0 if state.provider_name in PAID_FREE
                 else cost_from_usage(state.prices, task.model or "", resp.usage, params,
-                                     mainline_model=request.mainline_model))  # api helper: + text model
+                                     mainline_model=request.mainline_model,  # + the text model's tokens
+                                     kind=task.kind, input_images=len(request.images) if task.kind == "edit" else 0,
+                                     prompt=prompt))
         if cost is not None:
             state.ledger.charge(cost)
         total = None if total is None or cost is None else total + cost

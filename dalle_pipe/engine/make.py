@@ -30,7 +30,7 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
         if kind is Kind.MAKE and state.mode != "run" and twinnable(task) and d.fingerprint is not None:
             state.planned.setdefault(d.fingerprint, task.id)  # a preview: a later task with it is a twin
         return Outcome("pending", prompt=d.prompt, in_scope=scoped, reason=d.reason, paths=task.outputs,
-                       size=d.size, cost=d.cost, decision=d)
+                       size=d.size, cost=d.cost, decision=d if state.mode == "run" else None)  # run: carried
     if kind is Kind.SKIP:
         return Outcome("skipped", reason=d.reason, in_scope=scoped)
     if kind is Kind.FAIL:
@@ -41,7 +41,7 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
         return adopt(state, task, d)
     entries = list(d.found)
     if kind is Kind.KEEP_FOREIGN:
-        maker = entries[0].get("provider")
+        maker = next((e["provider"] for e in entries if e.get("provider") and e.get("provider") != "offline"), None)
         return Outcome("skipped", entries, in_scope=scoped, reason=d.reason,
                        kept=f"made by {maker}; offline never overwrites it")
     if kind is Kind.KEEP_APPROVED and d.placeholder and state.mode == "check":

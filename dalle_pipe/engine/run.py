@@ -56,7 +56,8 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     writing = opts.mode == "run"
     if writing and opts.max_cost is not None:  # the gate reads only: nothing is written when it refuses
         dry_opts = RunOptions(**{**opts.__dict__, "mode": "dry"})
-        gate(plan, units, load_state(plan, dry_opts, prices, provider_name, None, limits, None), opts.max_cost)
+        with bulk():
+            gate(plan, units, load_state(plan, dry_opts, prices, provider_name, None, limits, None), opts.max_cost)
     locks = run_locks(out_dir, opts.shard) if writing else []
     if locks:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +65,9 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     try:
         for lock in locks:
             lock.acquire()
-        state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
-                           limits, on_wait, clock)
+        with bulk():  # the parsed manifests: no collection right after the parse
+            state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
+                               limits, on_wait, clock)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}

@@ -182,6 +182,12 @@ def notes(result: RecipeResult) -> list[str]:
                 hosts[host] = hosts.get(host, 0) + 1
     for host, n in sorted(hosts.items()):
         out.append(f"note: {n} image(s) reused were made against {host}, not {result.endpoint_host}")
+    if result.unplaced:
+        shown = ", ".join(result.unplaced[:5]) + (f" and {len(result.unplaced) - 5} more" if len(result.unplaced) > 5
+                                                  else "")
+        out.append(f"note: {len(result.unplaced)} paid image(s) an earlier run saved are kept in "
+                   f"{result.output_dir / '.dalle-pipe' / 'objects'}, not placed: no task of this run asks for "
+                   f"them any more ({shown}); they stay there until removed by hand")
     return out
 
 

@@ -253,7 +253,9 @@ class _Call:
         self._keep(resp)
         decoded = [decode(img.data) for img in resp.images]
         if not resp.images or any(d is None for d in decoded):
-            forget_objects(state, self.stored)  # bytes that are no image can never be placed
+            # bytes that are no image can never be placed; the readable images of the answer were paid
+            # for: they stay in the store (a retry's answer replaces them; else a later run reports them)
+            forget_objects(state, [r for r, d in zip(self.stored, decoded, strict=False) if d is None])
             self.stored = []
             raise _Unreadable
         self.decoded = [d for d in decoded if d is not None]

@@ -6,7 +6,9 @@ through the run's limiter, is journaled and costed like any paid call, and is ca
 (a result in the image's entry with the same fingerprint is reused, never paid twice). When an
 `error` check fails on a freshly made image, `on_fail: {retry: N}` makes it again (a new attempt,
 numbered in its fingerprint; the replaced image goes to history), at most N times, as long as the
-next try fits --max-cost. The last image is kept; it is `failed_checks` when it still fails.
+next try fits --max-cost. The last image is kept; it is `failed_checks` when it still fails. When the
+sink queues the retry as a Batch API line, the task is pending and the try that failed is recorded
+(`retrying`); the collect that lands the retry checks it as the next attempt.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def checked(state: RunState, task: Task, done: Mapping[str, Outcome], d: Decisio
         for entry in out.entries:  # the replaced image is a paid one at this path: it goes to history
             state.prev_by_path[str(entry["path"]).lower()] = entry
         again = take(state, task, decide(state, task, done, attempt=attempt), done)
+        if again.status == "pending":  # a Batch API line: the collect that lands it checks it
+            return retrying(out, f"{why}; retry {attempt} {again.reason or 'queued'}")
         if again.status not in CHECKED or not again.entries:
             return _failed(out, task, f"{why}; the retry did not land: {again.reason or again.status}")
         out = again
@@ -93,6 +97,21 @@ def _judged_before(state: RunState, task: Task, out: Outcome, done: Mapping[str,
         if not entry.get("approved") and not checks_pass(res, offline=offline):
             return _failed(out, task, _first_failure([res]))
     return out
+
+
+def retrying(out: Outcome, why: str) -> Outcome:
+    """A try that failed its checks, whose retry is a request in a batch: the task is pending (its
+    dependents wait), and the image now at its path is recorded as it is, `failed_checks`."""
+    for entry in out.entries:
+        entry["status"] = FAILED
+    return Outcome("pending", out.entries, out.prompt, out.revised_prompt, reason=f"checks failed: {why}",
+                   in_scope=out.in_scope, cost=0.0)
+
+
+def failure_of(entries: list[dict[str, Any]]) -> str:
+    """The first failing `error` check recorded in these entries, as `_failed` words it."""
+    read = [[CheckResult.from_json(c) for c in e.get("checks") or [] if isinstance(c, dict)] for e in entries]
+    return _first_failure([[r for r in res if r is not None] for res in read])
 
 
 def _failed(out: Outcome, task: Task, why: str) -> Outcome:

@@ -174,14 +174,17 @@ def _shas(done: Mapping[str, Outcome]) -> dict[tuple[str, int], tuple[str, str]]
 
 
 def _cache(state: RunState, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Results known by fingerprint: the image's own entry, and the entry at its path before this run."""
+    """Results known by fingerprint: the image's own entry, and the entry at its path before this run.
+    An answer wins over "not judged" (a try's record in `check_attempts` may predate the answer)."""
     found: dict[str, dict[str, Any]] = {}
     prev = state.prev_by_path.get(str(entry.get("path")).lower()) or {}
     for source in (prev, entry):
         for c in [*(source.get("checks") or []),
                   *(c for a in source.get("check_attempts") or [] for c in a.get("checks") or [])]:
             if isinstance(c, dict) and isinstance(c.get("fingerprint"), str):
-                found[c["fingerprint"]] = c
+                had = found.get(c["fingerprint"])
+                if had is None or had.get("passed") is None:
+                    found[c["fingerprint"]] = c
     return found
 
 

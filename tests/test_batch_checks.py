@@ -357,3 +357,35 @@ def test_plan_counts_a_local_steps_judgements_as_the_gate_does(tmp_path: Path, a
     r = batch(root, api, "--max-cost", f"{total['batch_cost_usd'] * 0.99:.6f}")
     assert r.exit_code == 2 and f"estimated cost ${total['batch_cost_usd']:.2f} exceeds" in r.output, r.output
     assert api.requests == []
+
+
+def test_an_image_approved_while_its_retry_is_in_a_batch_stays(tmp_path: Path, api: FakeOpenAI) -> None:
+    root = project(tmp_path / "p")
+    api.vary = True
+    api.judge = answers(False)
+    assert batch(root, api).exit_code == 0
+    assert collect(root, api).exit_code == 1  # the retry is queued
+    api.batch_api.hold = True
+    approved = (root / "out/shots/mug/hero.png").read_bytes()
+    a = invoke(root, "approve", "mug/hero", "--recipe", "recipe.yaml")
+    assert a.exit_code == 0, a.output
+    r = collect(root, api)  # the approval overrides the checks: the edit follows, from the approved image
+    assert r.exit_code == 1 and "submitted 1 request(s)" in r.output, r.output
+    assert lines(api)[-1]["url"] == "/v1/images/edits"
+    api.batch_api.release()
+    api.clear()
+    r = collect(root, api)
+    assert r.exit_code == 0, r.output
+    (retry,) = [d for d in states(root) if d["wave"] == 2]
+    (fp,) = retry["requests"]
+    kept = next((root / "out/shots/.dalle-pipe/history").rglob(f"hero.batch-{fp[:12]}.png"))
+    assert (f"note: hero@mug was approved while a request for it was in a batch: the image that came back is "
+            f"kept in out/shots/.dalle-pipe/history/{kept.parent.parent.name}/mug/{kept.name}, not placed") in r.output
+    assert (root / "out/shots/mug/hero.png").read_bytes() == approved  # not replaced
+    assert kept.read_bytes() != approved  # the paid retry is kept, not lost
+    m = by_task(manifest(root))
+    assert (m["hero@mug#0"]["approved"], m["hero@mug#0"]["status"], m["hero@mug#0"]["attempt"]) == (
+        True, "up_to_date", 0)
+    assert m["beach@mug#0"]["status"] == "generated"
+    assert m["beach@mug#0"]["inputs"][0]["sha256"] == m["hero@mug#0"]["sha256"]
+    assert judgements(api) == [] and lines(api) == []  # nothing judged, retried or made again

@@ -398,6 +398,11 @@ class _Drive:
             return self._failure(state, req, err, request_id)
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
         cost = cost_from_usage(self.prices, req["model"] or "", usage, req["params"], batch=True)
+        if self._approved(state, req):
+            self._shelve(req, [data for data, _ in images])
+            with self.lock:
+                self.spent += cost or 0.0
+            return {"status": "generated", "error": None, "request_id": request_id}
         entries = []
         for i, (data, revised) in enumerate(images):
             tried = self._tried(state, req, i)
@@ -422,6 +427,27 @@ class _Drive:
             self.run_.landed += len(entries)
             self.spent += cost or 0.0
         return {"status": "generated", "error": None, "request_id": request_id}
+
+    @staticmethod
+    def _approved(state: RunState, req: dict[str, Any]) -> bool:
+        """Was the image at this request's path approved while the request was in a batch (a retry after
+        failed checks, typically)? An approval wins: nothing is placed over it."""
+        for rel in req["paths"]:
+            prev = state.prev_by_path.get(str(rel).lower())
+            if prev is not None and prev.get("approved") and state.files.sha_rel(str(rel)) == prev.get("sha256"):
+                return True
+        return False
+
+    def _shelve(self, req: dict[str, Any], images: list[bytes]) -> None:
+        """Paid images that may not be placed: kept in history, next to what replaced them there."""
+        for rel, data in zip(req["paths"], images, strict=False):
+            path = store.safe_join(self.out_dir, str(rel))
+            landed = path.with_name(f"{path.stem}.batch-{str(req['fingerprint'])[:12]}{path.suffix}")
+            store.atomic_write_bytes(landed, data)
+            kept = store.move_to_history(self.out_dir, landed)
+            with self.lock:
+                self.run_.notes.append(f"{req['task']} was approved while a request for it was in a batch: "
+                                       f"the image that came back is kept in {display_path(kept)}, not placed")
 
     @staticmethod
     def _tried(state: RunState, req: dict[str, Any], index: int) -> dict[str, Any]:

@@ -33,6 +33,12 @@ price). Then the same pass as submit runs over the units of the batches: what la
 `generated`, failed lines are `failed` entries with their error (their dependents `skipped`),
 local steps and edits are made, and the next wave is submitted. Collecting twice changes
 nothing. A later `run --batch` sends failed lines again.
+
+Checks. The engine's unit loop runs a task's checks after this sink, so what lands (collect) or is
+reused (submit) is checked at that command. A retry after failed checks comes back to this sink as
+a decision to make (its attempt numbered in the fingerprint, recorded in the line's state): a line
+of the next wave. Until it lands the task is pending and the try that failed is recorded
+(`_retry`); landing carries the attempt and the earlier tries' checks into the new entry (`_tried`).
 """
 
 from __future__ import annotations

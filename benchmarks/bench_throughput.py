@@ -4,6 +4,7 @@
     python benchmarks/bench_throughput.py rate          # rate-limited stand-in only
     python benchmarks/bench_throughput.py noop 10000    # no-op rerun of N three-step units
     python benchmarks/bench_throughput.py noop 10000 3  # ... the rerun and --check 3 times each
+    python benchmarks/bench_throughput.py noop 10000 3 --keep /tmp/noop  # make the folder there once, reuse it
     python benchmarks/bench_throughput.py plan 100000   # plan / run --check of an N-row catalog
     python benchmarks/bench_throughput.py plan 100000 3 # ... each command 3 times
 
@@ -123,14 +124,21 @@ steps:
 """
 
 
-def part_noop(n: int, repeat: int = 1) -> None:
+def part_noop(n: int, repeat: int = 1, keep: Path | None = None) -> None:
+    """Make n units and time no-op reruns; with keep, the folder is made there once and reused after."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "recipe.yaml").write_text(noop_recipe(n))
-        (root / "rows.csv").write_text("id,name\n" + "".join(f"r{i},item {i}\n" for i in range(n)))
-        runs = [("first run", cli_rss(root, "--offline"), ""),
-                # statuses go generated -> up_to_date: manifest rewritten
-                ("first rerun", cli_rss(root, "--offline"), "   (statuses become up_to_date: rewritten)")]
+        root = keep or Path(tmp)
+        recipe_text = noop_recipe(n)
+        runs = []
+        ready = root / ".made"
+        if not (ready.exists() and ready.read_text() == recipe_text):
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "recipe.yaml").write_text(recipe_text)
+            (root / "rows.csv").write_text("id,name\n" + "".join(f"r{i},item {i}\n" for i in range(n)))
+            runs += [("first run", cli_rss(root, "--offline"), ""),
+                     # statuses go generated -> up_to_date: manifest rewritten
+                     ("first rerun", cli_rss(root, "--offline"), "   (statuses become up_to_date: rewritten)")]
+            ready.write_text(recipe_text)
         runs += [("no-op rerun", cli_rss(root, "--offline"), "   (nothing written)") for _ in range(repeat)]
         runs += [("--check", cli_rss(root, "--offline", "--check"), "") for _ in range(repeat)]
         print(f"{n} units x 3 steps ({3 * n} files), offline; wall seconds, CPU seconds and peak RSS of each process:")
@@ -213,11 +221,19 @@ def part_plan(n: int, repeat: int = 1) -> None:
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    keep = None
+    if "--keep" in args:
+        at = args.index("--keep")
+        keep = Path(args[at + 1]).resolve()
+        del args[at:at + 2]
+    sys.argv[1:] = args
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what in ("all", "rate"):
         part_rate()
     if what in ("all", "noop"):
-        part_noop(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+        part_noop(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000, int(sys.argv[3]) if len(sys.argv) > 3 else 1,
+                  keep)
     if what in ("all", "plan"):
         part_plan(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
 

@@ -6,11 +6,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import models
-from .engine import batch
-from .engine.batch import BatchRun, batchable
 from .engine.bulk import bulk
 from .engine.estimate import pending_cost
 from .engine.results import RecipeResult, RunOptions, TaskReport
@@ -21,6 +19,9 @@ from .plan import Plan, build_plan
 from .prices import PriceTable, load_prices
 from .providers.base import Provider
 from .recipe import API_KINDS, Overrides, Project, Recipe, load_targets
+
+if TYPE_CHECKING:  # the batch route (and the API client under it) loads only when a command uses it
+    from .engine.batch import BatchRun
 
 
 @dataclass
@@ -144,6 +145,8 @@ def run_batches(loaded: Loaded, opts: RunOptions, prices: PriceTable, overrides:
                 progress: Callable[[TaskReport], None] | None = None,
                 on_wait: Callable[[str, float], None] | None = None, *, collecting: bool = False) -> list[BatchRun]:
     """`run --batch` / `batch submit` (collecting=False) or `batch collect` over the plans, in order."""
+    from .engine import batch
+
     check_selection(loaded.plans, opts)
     for plan in loaded.plans:
         batch.check_recipe(plan.recipe)
@@ -179,12 +182,18 @@ def notes(result: RecipeResult) -> list[str]:
                 hosts[host] = hosts.get(host, 0) + 1
     for host, n in sorted(hosts.items()):
         out.append(f"note: {n} image(s) reused were made against {host}, not {result.endpoint_host}")
+    if result.unplaced:
+        shown = ", ".join(result.unplaced[:5]) + (f" and {len(result.unplaced) - 5} more" if len(result.unplaced) > 5
+                                                  else "")
+        out.append(f"note: {len(result.unplaced)} paid image(s) an earlier run saved are kept in "
+                   f"{result.output_dir / '.dalle-pipe' / 'objects'}, not placed: no task of this run asks for "
+                   f"them any more ({shown}); they stay there until removed by hand")
     return out
 
 
 def write_pages(results: list[RecipeResult]) -> None:
     """report.html of each output folder whose manifest changed (the page never blocks a run)."""
-    if os.environ.get("DALLE_PIPE_NO_REPORT") == "1":
+    if os.environ.get("DALLE_PIPE_NO_REPORT") == "1" or not any(r.page_due for r in results):
         return
     from .report import write_report
 
@@ -217,6 +226,8 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
     The costs are the decisions' own (the same `--max-cost` gates on), summed unrounded and
     rounded once; `placeholders` names the models whose prices are placeholders.
     """
+    from .engine.batch import batchable
+
     out = []
     for plan in loaded.plans:
         provider = provider_name(plan.recipe)
@@ -249,9 +260,11 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
                 row["requests"] += n if responses else 1  # the Responses route makes one call per image
             row["images"] += n
             status = outcome.status
-            if status in ("up_to_date", "modified", "failed_checks"):
-                row["up_to_date"] += n  # kept: not made again
+            if status in ("up_to_date", "modified", "failed_checks") or outcome.kept is not None:
+                row["up_to_date"] += n  # kept: not made again (also another provider's image, offline)
                 continue
+            if status != "pending":
+                continue  # skipped or failed: not made either
             row["to_make"] += n
             if provider == "offline" or status != "pending":
                 continue  # (a local step to make costs its `ask` judgements, as the gate counts them)

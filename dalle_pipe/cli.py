@@ -215,9 +215,13 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
                       items=items, limit=limit, shard=_shard(shard), concurrency=concurrency,
                       fail_fast=fail_fast, max_cost=max_cost, space_check=not no_space_check)
     if opts.mode == "run" and not quiet:
-        from .engine.batch import open_requests
+        from .store import batches_dir
 
         for p in loaded.plans:
+            if not batches_dir(p.recipe.output_dir).is_dir():
+                continue  # no batch was ever sent from here: the batch route need not load
+            from .engine.batch import open_requests
+
             if n_open := open_requests(p.recipe.output_dir):
                 click.echo(f"warning: {p.recipe.name}: {n_open} request(s) are in batches not collected yet; "
                            "a direct run sends them again (run `dalle-pipe batch collect` first)", err=True)
@@ -228,9 +232,10 @@ def run(targets: tuple[Path, ...], offline: bool, provider: str | None, base_url
     finally:
         bar.close()
     code = exit_code(results, opts)
-    from .ci_output import emit_run
+    if os.environ.get("GITHUB_ACTIONS") == "true":  # emit_run's own test: elsewhere it does nothing
+        from .ci_output import emit_run
 
-    emit_run(results, opts.mode, loaded.warnings, stream=sys.stderr if as_json else sys.stdout)
+        emit_run(results, opts.mode, loaded.warnings, stream=sys.stderr if as_json else sys.stdout)
     if as_json:
         click.echo(json.dumps(summary_json(results, code), indent=2))
     elif not quiet:

@@ -338,6 +338,9 @@ def cost_from_usage(
     *,
     batch: bool = False,
     mainline_model: str | None = None,
+    kind: str = "generate",
+    input_images: int = 0,
+    prompt: str | None = None,
 ) -> float | None:
     """The cost in USD of a finished request from the usage it reported.
 
@@ -345,10 +348,12 @@ def cost_from_usage(
     {text_tokens, image_tokens}, output_tokens, output_tokens_details?: {image_tokens,
     text_tokens}}, or the Responses route's {usage, tool_usage: {image_gen}}. Without
     (image) usage, or for a per-image-billed model (dall-e), or when the usage is
-    malformed, the image part is estimate_request: never $0. On the Responses route
-    (`mainline_model` set), the mainline model's `usage` is added at its text price.
+    malformed, the image part is estimate_request of the same request (`kind`, `input_images`,
+    `prompt`: the one estimate the gate used): never $0. On the Responses route (`mainline_model`
+    set), the mainline model's `usage` is added at its text price.
     """
-    image = _image_cost(table, model, usage, params, batch=batch)
+    image = _image_cost(table, model, usage, params, batch=batch, kind=kind, input_images=input_images,
+                        prompt=prompt)
     if mainline_model is None or image is None:
         return image
     text = text_cost(table, mainline_model, usage)
@@ -364,13 +369,16 @@ def _image_cost(
     params: Mapping[str, object],
     *,
     batch: bool,
+    kind: str,
+    input_images: int,
+    prompt: str | None,
 ) -> float | None:
     price = table.models.get(model)
     if price is None:
         return None
     u = _image_usage(usage) if usage is not None else None
     if u is None or price.tokens is None:
-        return estimate_request(table, model, "generate", params, batch=batch)
+        return estimate_request(table, model, kind, params, batch=batch, input_images=input_images, prompt=prompt)
     input_total = _tokens(u.get("input_tokens", 0))
     output_total = _tokens(u.get("output_tokens", 0))
     if input_total is None or output_total is None:

@@ -33,7 +33,8 @@ class Progress:
             self.by_step[report.task.step.id] += 1
             if report.outcome.status == "generated":
                 self.made += 1
-            self._draw()
+            if self.live:  # else only counted: a no-op rerun reports 30,000 tasks here
+                self._draw()
 
     def wait(self, reason: str, seconds: float) -> None:
         with self.lock:

@@ -10,7 +10,6 @@ Clock and sleep are injected: tests assert exact schedules without waiting.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import re
@@ -190,6 +189,8 @@ def retry_after_from_headers(headers: Mapping[str, str], now: float | None = Non
     seconds = _number(text)
     if seconds is not None or text is None:
         return seconds
+    import email.utils  # an HTTP date is rare: the module (and socket under it) loads only for one
+
     try:
         when = email.utils.parsedate_to_datetime(str(text).strip())
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from .errors import Problem
-from .yamlerrors import explain
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_ALIASES = 200
@@ -280,6 +279,8 @@ def load_text(text: str, file: str) -> tuple[Document | None, list[Problem]]:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
+        from .yamlerrors import explain  # loaded only for a file that does not parse
+
         said = explain(exc, text)
         return None, [Problem(file, said.line, said.col, "", said.message, said.hint)]
     except yaml.reader.ReaderError as exc:

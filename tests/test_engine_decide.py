@@ -196,8 +196,10 @@ def test_two_tasks_with_one_request_are_made_once_and_every_preview_counts_it_on
     provider = Scripted([])
     result = run_plan(plan, RunOptions(space_check=False), prices, "openai", lambda: provider, clock=FakeClock())
     statuses = {r.task.id: (r.outcome.status, r.outcome.reason) for r in result.reports}
-    assert statuses["shot@a"] == ("generated", None)
-    assert statuses["shot@b"] == ("up_to_date", "the same request as shot@a: made once, copied here")
+    # whichever of a and b reaches the request first makes it; the other copies it
+    made, copied = ("shot@a", "shot@b") if statuses["shot@a"][0] == "generated" else ("shot@b", "shot@a")
+    assert statuses[made] == ("generated", None)
+    assert statuses[copied] == ("up_to_date", f"the same request as {made}: made once, copied here")
     assert sorted(q.prompt or "" for q in provider.sent) == ["a cup on a table", "a mug on a table"]
     out = tmp_path / "out" / "twins"
     a, b = ((out / k / "shot.png").read_bytes() for k in "ab")
@@ -215,6 +217,30 @@ def test_a_twin_of_a_request_that_failed_fails_without_sending(tmp_path: Path) -
     result = run_plan(plan, RunOptions(space_check=False), load_prices(None), "openai", lambda: provider,
                       clock=FakeClock())
     statuses = {r.task.id: (r.outcome.status, r.outcome.reason) for r in result.reports}
-    assert statuses["shot@a"][0] == "failed"
-    assert statuses["shot@b"] == ("failed", f"the same request as shot@a, which was not made: {statuses['shot@a'][1]}")
+    sent, twin = ("shot@a", "shot@b") if "same request" in str(statuses["shot@b"][1]) else ("shot@b", "shot@a")
+    assert statuses[sent][0] == "failed"
+    assert statuses[twin] == ("failed", f"the same request as {sent}, which was not made: {statuses[sent][1]}")
     assert len(provider.sent) == 2  # shot@a (refused) and shot@c: the twin sent nothing
+
+
+def test_saved_paid_bytes_no_task_places_are_reported_and_kept_and_redundant_ones_go(tmp_path: Path) -> None:
+    from dalle_pipe.app import notes
+    from dalle_pipe.store import ObjectStore
+
+    provider = Scripted(distinct(6))
+    go(tmp_path, provider)
+    out = tmp_path / "out" / "three"
+    manifest = json.loads((out / "manifest.json").read_text())
+    shot_a = next(e for e in manifest["entries"] if e["step"] == "shot" and e["key"] == "a")
+    objects = ObjectStore(out)
+    # an answer saved for shot@a's request, which is in place already (redundant), and one for a request
+    # no task makes any more (a prompt since changed): paid, so kept and reported
+    objects.put(distinct(7)[6], task="shot@a", fingerprint=shot_a["fingerprint"], index=0, meta={})
+    objects.put(distinct(8)[7], task="shot@b", fingerprint="sha256:" + "0" * 64, index=0, meta={})
+    result = go(tmp_path, provider)
+    assert [r.outcome.status for r in result.reports] == ["up_to_date"] * 9
+    assert result.unplaced == ["shot@b #0"]
+    assert notes(result) == [
+        f"note: 1 paid image(s) an earlier run saved are kept in {out / '.dalle-pipe' / 'objects'}, not placed: "
+        "no task of this run asks for them any more (shot@b #0); they stay there until removed by hand"]
+    assert [r.task for r in ObjectStore(out).pending()] == ["shot@b"]

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from PIL import Image
-
 from ..config.checks import PlannedCheck
 from ..imaging.io import encode, load, probe
 from ..prices import CHARS_PER_TOKEN, PER_MILLION, PriceTable
@@ -98,6 +96,8 @@ def input_file(path: Path, shown: str) -> tuple[InputFile, str]:
     info = probe(path)
     if info.format in MIMES and max(info.width, info.height) <= MAX_JUDGE_SIDE and info.orientation in (0, 1):
         return InputFile("image", shown, data, path.name, MIMES[info.format]), sha
+    from PIL import Image
+
     img = load(path)
     img.thumbnail((MAX_JUDGE_SIDE, MAX_JUDGE_SIDE), Image.Resampling.LANCZOS)
     return InputFile("image", shown, encode(img, "png"), f"{path.stem}.png", "image/png"), sha

@@ -13,14 +13,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from ..config.checks import CheckImage, CheckSpec, PlannedCheck
 from ..imaging.io import load
-from . import ssim
 from .result import CheckResult
+
+if TYPE_CHECKING:  # NumPy and SSIM load only when a check measures pixels (a rerun reads cached results)
+    from PIL import Image
 
 Resolve = Callable[[CheckImage], Path]  # a check's image (an earlier step's output, or a file) -> its path
 DIGITS = 4
@@ -89,12 +89,18 @@ def transparent_fraction(image: Image.Image) -> float:
     """The share of pixels whose alpha is 0 (0.0 for an image without alpha)."""
     if "A" not in image.getbands() and "transparency" not in image.info:
         return 0.0
+    import numpy as np
+
     alpha = np.asarray(image.convert("RGBA").getchannel("A"))
     return round(float((alpha == 0).mean()), 6)
 
 
 def unchanged_score(image: Image.Image, source: Image.Image, mask: Image.Image | None = None) -> float | None:
     """SSIM of `image` against `source` over what `mask` keeps (its opaque pixels), at the source's size."""
+    import numpy as np
+
+    from . import ssim
+
     size = ssim.frame(source.size)
     smap = ssim.ssim_map(ssim.luminance(image, size), ssim.luminance(source, size))
     keep = ssim.keep_weights(mask, size) if mask is not None else np.ones((size[1], size[0]))
@@ -104,6 +110,8 @@ def unchanged_score(image: Image.Image, source: Image.Image, mask: Image.Image |
 
 def similar_score(image: Image.Image, reference: Image.Image) -> float:
     """Global SSIM of `image` against `reference`, at the reference's size."""
+    from . import ssim
+
     size = ssim.frame(reference.size)
     return round(float(ssim.ssim_map(ssim.luminance(image, size), ssim.luminance(reference, size)).mean()), 6)
 

@@ -91,7 +91,8 @@ def _judged_before(state: RunState, task: Task, out: Outcome, done: Mapping[str,
     if results is None:
         free = state.provider_name == "offline"
         return Outcome("pending", prompt=out.prompt, paths=task.outputs, reason="its checks have not run",
-                       cost=ask.checks_cost(state.prices, task.checks, task.n, free=free), in_scope=out.in_scope)
+                       cost=ask.checks_cost(state.prices, task.checks, task.n, free=free), in_scope=out.in_scope,
+                       judging=True)
     offline = state.provider_name == "offline"
     for entry, res in zip(out.entries, results, strict=True):
         if not entry.get("approved") and not checks_pass(res, offline=offline):

@@ -162,7 +162,9 @@ def make_api(state: RunState, task: Task, inputs: Resolved, fp: str,
         params = {**task.params, "n": per_call} if split else task.params
         cost = (0.0 if state.provider_name in PAID_FREE
                 else cost_from_usage(state.prices, task.model or "", resp.usage, params,
-                                     mainline_model=request.mainline_model))  # api helper: + text model
+                                     mainline_model=request.mainline_model,  # + the text model's tokens
+                                     kind=task.kind, input_images=len(request.images) if task.kind == "edit" else 0,
+                                     prompt=prompt))
         if cost is not None:
             state.ledger.charge(cost)
         total = None if total is None or cost is None else total + cost
@@ -251,7 +253,9 @@ class _Call:
         self._keep(resp)
         decoded = [decode(img.data) for img in resp.images]
         if not resp.images or any(d is None for d in decoded):
-            forget_objects(state, self.stored)  # bytes that are no image can never be placed
+            # bytes that are no image can never be placed; the readable images of the answer were paid
+            # for: they stay in the store (a retry's answer replaces them; else a later run reports them)
+            forget_objects(state, [r for r, d in zip(self.stored, decoded, strict=False) if d is None])
             self.stored = []
             raise _Unreadable
         self.decoded = [d for d in decoded if d is not None]

@@ -122,12 +122,19 @@ def _decide(state: RunState, task: Task, done: Mapping[str, Outcome], attempt: i
         return kept
     if not scoped:
         return Decision(Kind.SKIP, "not selected (--only) and not up to date", False)
-    claim = state.claims.get(fp) if task.is_api else None
-    if claim is not None and claim.owner != task.id:
-        return Decision(Kind.TWIN, f"the same request as {claim.owner}: made once, then copied", scoped, prompt, fp,
+    first = state.planned.get(fp) if state.planned and twinnable(task) else None  # previews; a run finds
+    # twins as it makes them (make.py: claims)
+    if first is not None and first != task.id:
+        return Decision(Kind.TWIN, f"the same request as {first}: made once, then copied", scoped, prompt, fp,
                         endpoint, provider, raw, cost=0.0, attempt=attempt)
     return Decision(Kind.MAKE, "would be made", scoped, prompt, fp, endpoint, provider, raw, size=fixed_size(task),
                     cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt), attempt=attempt)
+
+
+def twinnable(task: Task) -> bool:
+    """Can a task with this request copy another's images? API steps without checks (a task with checks
+    may replace its image after they fail, so its first image is not the one a twin should copy)."""
+    return task.is_api and not task.checks
 
 
 def steps_context(task: Task, done: Mapping[str, Outcome]) -> dict[str, Any]:
@@ -190,7 +197,11 @@ def _adoptable(state: RunState, task: Task) -> bool:
 
 
 def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> Decision | None:
-    """Approved, hand-modified, or another provider's image at our path: keep it."""
+    """Another provider's image, approved, or hand-modified at our path: keep it."""
+    if provider == "offline":
+        foreign = _foreign(state, task, scoped)
+        if foreign is not None:
+            return foreign
     entries: list[dict[str, Any]] = []
     kind = None
     placeholder = False
@@ -212,13 +223,31 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
             entries.append({**(prev or _bare_entry(task, i, rel)), "current_sha256": sha, "status": "modified"})
             kind = Kind.KEEP_MODIFIED
             continue
-        if provider == "offline" and prev.get("provider") not in PAID_FREE:
-            return Decision(Kind.KEEP_FOREIGN, f"kept {rel}: the offline provider never writes over an image "
-                            f"made by {prev.get('provider')}", scoped, found=({**prev, "status": "skipped"},))
         return None
     if kind is None:
         return None
     return Decision(kind, None, scoped, found=tuple(entries), placeholder=placeholder)
+
+
+def _foreign(state: RunState, task: Task, scoped: bool) -> Decision | None:
+    """The offline provider never writes over an image a paid provider made: when any image of the
+    task is one (unchanged, not approved), the whole task is kept, every image with its entry, so
+    that later steps build on it and the next paid run finds it up to date."""
+    maker = None
+    entries = []
+    for i, rel in enumerate(task.outputs):
+        prev = state.prev_by_path.get(rel.lower())
+        if prev is None:
+            entries.append({**_bare_entry(task, i, rel), "status": "skipped"})
+            continue
+        entries.append({**prev, "status": "skipped"})
+        if (maker is None and prev.get("provider") not in PAID_FREE and not prev.get("approved")
+                and prev.get("sha256") and state.files.sha_rel(rel) == prev.get("sha256")):
+            maker = prev.get("provider")
+    if maker is None:
+        return None
+    return Decision(Kind.KEEP_FOREIGN, f"kept {task.outputs[0]}: the offline provider never writes over an image "
+                    f"made by {maker}", scoped, found=tuple(entries))
 
 
 def _bare_entry(task: Task, index: int, rel: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def pending_cost(prices: PriceTable, task: Task, out: Outcome, provider: str, *,
     `batch`: its images at the Batch API price, its retries too (each is a batch line) and its
     judgements at theirs. Judgements of a kept image, a twin and saved paid bytes cost what the
     outcome says, on either route."""
-    if not batch or out.decision is None or out.cost == 0.0:
+    if not batch or out.judging or out.cost == 0.0:
         return out.cost
     return task_cost(prices, task, provider, prompt=out.prompt, batch=True)
 

@@ -11,10 +11,10 @@ from ..imaging import io as imgio
 from ..plan import Task
 from ..steps.local import run_local
 from .call import make_api
-from .decide import decide
+from .decide import decide, twinnable
 from .decision import Decision, Kind, Outcome, Resolved
 from .place import adopt, common_fields, failed_outcome, place_found, place_saved, write_image
-from .state import RunState
+from .state import Claim, RunState
 
 PLACEHOLDER = "approved, but made offline: the approval covered a placeholder"
 
@@ -27,10 +27,10 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
         entries = [place_found(state, task, i, f) for i, f in enumerate(d.found)]
         return Outcome("up_to_date", entries, d.prompt, entries[0].get("revised_prompt"), in_scope=scoped)
     if kind in (Kind.MAKE, Kind.WAIT, Kind.PLACE_SAVED, Kind.TWIN):
-        if kind is Kind.MAKE and task.is_api and d.fingerprint is not None:
-            state.claim(d.fingerprint, task.id)  # a later task with this request is its twin: made once
+        if kind is Kind.MAKE and state.mode != "run" and twinnable(task) and d.fingerprint is not None:
+            state.planned.setdefault(d.fingerprint, task.id)  # a preview: a later task with it is a twin
         return Outcome("pending", prompt=d.prompt, in_scope=scoped, reason=d.reason, paths=task.outputs,
-                       size=d.size, cost=d.cost, decision=d)
+                       size=d.size, cost=d.cost, decision=d if state.mode == "run" else None)  # run: carried
     if kind is Kind.SKIP:
         return Outcome("skipped", reason=d.reason, in_scope=scoped)
     if kind is Kind.FAIL:
@@ -41,7 +41,7 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
         return adopt(state, task, d)
     entries = list(d.found)
     if kind is Kind.KEEP_FOREIGN:
-        maker = entries[0].get("provider")
+        maker = next((e["provider"] for e in entries if e.get("provider") and e.get("provider") != "offline"), None)
         return Outcome("skipped", entries, in_scope=scoped, reason=d.reason,
                        kept=f"made by {maker}; offline never overwrites it")
     if kind is Kind.KEEP_APPROVED and d.placeholder and state.mode == "check":
@@ -61,48 +61,59 @@ def take(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) 
 
 
 def make(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome:
-    """Place saved paid bytes, or make the task: a local step here, an API request through `call`."""
+    """Place saved paid bytes, or make the task: a local step here, an API request through `call`.
+
+    A request is claimed by the task that makes it: another task of this run with the same
+    fingerprint (a twin) waits for that claim, then copies its images, or shares its failure."""
+    assert d.fingerprint is not None
+    if d.kind is not Kind.PLACE_SAVED and not task.is_api:
+        if state.ledger.stop_reason is not None:
+            return Outcome("skipped", reason=state.ledger.stop_reason)
+        return _make_local(state, task, d.resolved(state.output_dir), d.fingerprint, d.prompt, time.monotonic())
+    claim = state.claim(d.fingerprint, task.id) if twinnable(task) else None
+    if claim is not None and claim.owner != task.id:
+        return _twin(state, task, d, claim)
+    out: Outcome | None = None
+    try:
+        out = _make_claimed(state, task, d, done)
+        return out
+    finally:
+        if claim is not None:
+            _release(claim, out, task.n)
+
+
+def _make_claimed(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome:
     if d.kind is Kind.PLACE_SAVED:
         placed = place_saved(state, task, d)
         if placed is not None:
             return placed
-        return take(state, task, decide(state, task, done, attempt=d.attempt), done)  # the bytes were unusable
-    assert d.fingerprint is not None and d.endpoint is not None
-    if d.kind is Kind.TWIN:
-        return _twin(state, task, d, done)
+        d = decide(state, task, done, attempt=d.attempt)  # the bytes were unusable: decided without them
+        if d.kind is not Kind.MAKE:
+            return take(state, task, d, done)
     if state.ledger.stop_reason is not None:
         return Outcome("skipped", reason=state.ledger.stop_reason)
-    started = time.monotonic()
-    inputs = d.resolved(state.output_dir)
-    if not task.is_api:
-        return _make_local(state, task, inputs, d.fingerprint, d.prompt, started)
-    claim = state.claim(d.fingerprint, task.id)
-    if claim.owner != task.id:  # another worker took this request first (decided after the fast pass)
-        return _twin(state, task, d, done)
-    out = Outcome("skipped", reason="run stopped")
-    try:
-        out = make_api(state, task, inputs, d.fingerprint, d.prompt, d.endpoint, started)
-    finally:
-        if out.status == "generated" and len(out.entries) == task.n:
-            claim.entries = out.entries
-        else:
-            claim.failure = out
-        claim.done.set()
-    return out
+    assert d.fingerprint is not None and d.endpoint is not None
+    return make_api(state, task, d.resolved(state.output_dir), d.fingerprint, d.prompt, d.endpoint, time.monotonic())
 
 
-def _twin(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome:
-    """The same request as another task of this run: wait for it, then copy its images (never paid twice)."""
-    assert d.fingerprint is not None
-    claim = state.claims.get(d.fingerprint)
-    if claim is None or claim.owner == task.id:
-        return take(state, task, decide(state, task, done, attempt=d.attempt), done)
-    while not claim.done.wait(0.2):
-        pass
+def _release(claim: Claim, out: Outcome | None, n: int) -> None:
+    """The claimant is done: its images (a snapshot: its own entries change later), or its failure,
+    which twins share without sending; twins waiting for it go on."""
+    if out is not None and out.status == "generated" and len(out.entries) == n:
+        claim.entries = [dict(e) for e in out.entries]
+    else:
+        claim.failure = out or Outcome("skipped", reason="run stopped")
+    claim.done.set()
+
+
+def _twin(state: RunState, task: Task, d: Decision, claim: Claim) -> Outcome:
+    """The same request as another task of this run, which is making it now: wait, then copy its images."""
+    claim.done.wait()  # the claimant is inside make() on another worker: it always ends, and sets this
     first = claim.failure
     if first is not None or not claim.entries:
-        why = f"the same request as {claim.owner}, which was not made: {first.reason if first else 'no image'}"
-        if first is not None and first.status == "skipped":
+        why = (f"the same request as {claim.owner}, which was not made: "
+               f"{first.reason if first is not None and first.reason else 'no image'}")
+        if first is None or first.status == "skipped":
             return Outcome("skipped", reason=why, in_scope=d.in_scope)
         return failed_outcome(task, "twin", why, d.in_scope)
     entries = [place_found(state, task, i, e) for i, e in enumerate(claim.entries)]

@@ -189,7 +189,9 @@ def place_saved(state: RunState, task: Task, d: Decision) -> Outcome | None:
         usage = record.meta.get("usage")
         if isinstance(usage, dict) and state.provider_name not in PAID_FREE:
             share = int(record.meta.get("images_in_answer") or 1)
-            cost = cost_from_usage(state.prices, task.model or "", usage, {**task.params, "n": share})
+            cost = cost_from_usage(state.prices, task.model or "", usage, {**task.params, "n": share},
+                                   kind=task.kind, input_images=len(task.images) if task.kind == "edit" else 0,
+                                   prompt=prompt)
             entry["cost_usd"] = None if cost is None else round(cost / share, 6)
         entry["recovered"] = True
         check_size(task, entry)

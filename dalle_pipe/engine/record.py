@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from .. import __version__, store
@@ -39,7 +40,8 @@ def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units:
     if kept:  # the reports are in plan order already (units in order, steps in order, images by index)
         order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
         entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
-    counts = {s: sum(1 for e in entries if e.get("status") == s) for s in (*STATUSES, "failed_checks")}
+    seen = Counter(e.get("status") for e in entries)
+    counts = {s: seen[s] for s in (*STATUSES, "failed_checks")}
     if not counts["failed_checks"]:  # only recipes with checks that failed say so
         del counts["failed_checks"]
     doc = {

@@ -47,6 +47,7 @@ class RecipeResult:
     page_due: bool = False  # the manifest changed (or no page exists): the command layer writes report.html
     manifest: dict[str, Any] | None = None  # the manifest written, and the one before, for the page
     previous: dict[str, Any] | None = None
+    unplaced: list[str] = field(default_factory=list)  # paid images saved earlier that no task placed ("task #i")
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.reports if r.outcome.in_scope and r.outcome.status == status)

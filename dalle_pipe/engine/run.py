@@ -11,6 +11,7 @@ and `--check` stop after deciding (`preview`).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -56,7 +57,8 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     writing = opts.mode == "run"
     if writing and opts.max_cost is not None:  # the gate reads only: nothing is written when it refuses
         dry_opts = RunOptions(**{**opts.__dict__, "mode": "dry"})
-        gate(plan, units, load_state(plan, dry_opts, prices, provider_name, None, limits, None), opts.max_cost)
+        with bulk():
+            gate(plan, units, load_state(plan, dry_opts, prices, provider_name, None, limits, None), opts.max_cost)
     locks = run_locks(out_dir, opts.shard) if writing else []
     if locks:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +66,9 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
     try:
         for lock in locks:
             lock.acquire()
-        state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
-                           limits, on_wait, clock)
+        with bulk():  # the parsed manifests: no collection right after the parse
+            state = load_state(plan, opts, prices, provider_name, shard_provider(provider_factory, opts.shard),
+                               limits, on_wait, clock)
         result.estimate_usd = estimate(plan, prices, units, provider=provider_name)
         started_at = store.utc_now_iso()
         reports: dict[int, list[TaskReport]] = {}
@@ -89,6 +92,7 @@ def run_plan(plan: Plan, opts: RunOptions, prices: PriceTable, provider_name: st
             st = state.limiter.stats
             result.waits = {"rate_limited": float(st.rate_limited), "waits_s": float(st.waits_s)}
         if writing:
+            _leftovers(state, result, sharded=opts.shard is not None)
             _write_manifest(plan, result, state, units, started_at, provider_name, opts.shard)
     finally:
         for lock in reversed(locks):
@@ -109,6 +113,22 @@ def _write_manifest(plan: Plan, result: RecipeResult, state: RunState, units: li
         result.stop_reason = (f"{result.stop_reason}; " if result.stop_reason else "") + (
             f"{problem.message()}: the journal keeps what was made, and a rerun with space "
             f"writes the manifest without paying")
+
+
+def _leftovers(state: RunState, result: RecipeResult, *, sharded: bool) -> None:
+    """Paid bytes saved by an earlier run that no task placed: gone when their image is in place
+    anyway (the same fingerprint, up to date), else reported (never deleted: they were paid for)."""
+    if not state.saved or state.objects is None:
+        return
+    placed = {e.get("fingerprint") for r in result.reports if r.outcome.status in ("generated", "up_to_date")
+              for e in r.outcome.entries}
+    mine = {r.task.id for r in result.reports}
+    for (fp, index), record in sorted(state.saved.items(), key=lambda kv: (kv[1].task, kv[0][1])):
+        if fp in placed:
+            with contextlib.suppress(OSError):
+                state.objects.discard(record)
+        elif not sharded or record.task in mine:  # a shard reports only its own tasks' bytes
+            result.unplaced.append(f"{record.task} #{index}")
 
 
 Price = Callable[[Task, Decision, Outcome, Mapping[str, Outcome]], float | None]

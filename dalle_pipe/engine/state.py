@@ -54,7 +54,8 @@ class RunState:
     empty_dir: bool = False  # the output folder did not exist when the run started
     rng: random.Random = field(default_factory=random.Random)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    claims: dict[str, Claim] = field(default_factory=dict)  # fingerprint -> the task of this run that makes it
+    claims: dict[str, Claim] = field(default_factory=dict)  # fingerprint -> the task of this run making it
+    planned: dict[str, str] = field(default_factory=dict)  # previews: fingerprint -> the first task to make it
     _provider: Provider | None = None
 
     def claim(self, fp: str, task_id: str) -> Claim:
@@ -67,7 +68,7 @@ class RunState:
 
     def view(self, **changes: Any) -> RunState:
         """The same run seen in another mode (`mode="dry"`, `reuse_only=True`): one ledger, one store."""
-        return replace(self, ctx=replace(self.ctx, **changes), lock=threading.Lock())
+        return replace(self, ctx=replace(self.ctx, **changes))  # the same lock: it guards the shared dicts
 
     # the context's fields, read where the decision needs them
     @property

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from dalle_pipe.errors import DallePipeError
 
 MAX_PIXELS: Final = 8192 * 8192
@@ -59,9 +57,10 @@ _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PIL_LOCK = threading.RLock()
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Pillow loads at the first image read (a no-op rerun reads none)
     import numpy as np
     import numpy.typing as npt
+    from PIL import Image
 
 
 class ImageInputError(DallePipeError):
@@ -122,6 +121,8 @@ def _pixels_from_message(text: str) -> int | None:
 @contextmanager
 def _guarded(path: Path) -> Iterator[None]:
     """Run Pillow code on ``path``, turning every way it can fail into ImageInputError."""
+    from PIL import Image, UnidentifiedImageError
+
     with _PIL_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -320,6 +321,8 @@ def _check_webp(path: Path, file_size: int) -> None:
 
 
 def _orientation(im: Image.Image) -> int:
+    from PIL import Image
+
     # Image.getexif itself: PngImageFile.getexif decodes the pixels when no eXIf came before them
     value = Image.Image.getexif(im).get(_ORIENTATION_TAG, 1)
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -337,6 +340,8 @@ def probe(path: Path, *, decode: bool = False) -> ImageInfo:
     :func:`check_decodes`): a PNG whose chunks are sound but whose pixel data is short or
     corrupt is refused.
     """
+    from PIL import Image
+
     path = Path(path)
     if decode:
         check_decodes(path)
@@ -391,6 +396,8 @@ def check_decodes(path: Path) -> None:
             if known is not None:
                 raise known
             return
+    from PIL import Image
+
     error: ImageInputError | None = None
     try:
         with _guarded(path), Image.open(path, formats=OPEN_FORMATS) as im:
@@ -413,6 +420,8 @@ def check_decodes(path: Path) -> None:
 
 def load(path: Path) -> Image.Image:
     """Fully decode an image (first frame), EXIF orientation applied; same checks as probe."""
+    from PIL import Image, ImageOps
+
     path = Path(path)
     with _guarded(path):
         im = Image.open(path, formats=OPEN_FORMATS)
@@ -428,11 +437,12 @@ def load(path: Path) -> Image.Image:
 
 def normalize_mode(img: Image.Image) -> Image.Image:
     """The image as RGB, or RGBA when it has any transparency (16-bit/float scaled to 8-bit)."""
-    import numpy as np  # imported here: most commands never need numpy
-
     if img.mode in ("RGB", "RGBA"):
         return img
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        import numpy as np  # imported here: most commands never need numpy
+        from PIL import Image
+
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         scaled = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
@@ -459,6 +469,8 @@ def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)
     img = normalize_mode(img)
     if img.mode == "RGB":
         return img
+    from PIL import Image
+
     base = Image.new("RGBA", img.size, (*background, 255))
     return Image.alpha_composite(base, img).convert("RGB")
 
@@ -577,6 +589,8 @@ def mask_to_rgba(img: Image.Image) -> Image.Image:
     """
     if has_alpha(img):
         return img if img.mode == "RGBA" else img.convert("RGBA")
+    from PIL import Image
+
     lum = normalize_mode(img).convert("L")
     white = Image.new("L", img.size, 255)
     return Image.merge("RGBA", (white, white, white, lum))

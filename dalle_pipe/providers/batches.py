@@ -51,6 +51,7 @@ class BatchAPIError(DallePipeError):
     def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
         super().__init__(message, hint)
         self.status = status  # the HTTP status of the last answer, when there was one
+        self.maybe_done = False  # the last try may have reached the server (its answer was lost)
 
     @property
     def refused(self) -> bool:
@@ -178,7 +179,16 @@ class BatchClient(OpenAIProvider):
                 failures[kind] += 1
                 decision = self._policy.decide(exc, failures[kind], self._rng)
                 if isinstance(decision, GiveUp):
-                    raise self._error(what, decision.error) from None
+                    if before_retry is not None:  # the last try may have done its work: look before giving up
+                        try:
+                            found = before_retry(exc)
+                        except BatchAPIError:
+                            found = None
+                        if found is not None:
+                            return found
+                    error = self._error(what, decision.error)
+                    error.maybe_done = isinstance(exc, Transient) and exc.maybe_charged
+                    raise error from None
                 self._clock.sleep(decision.wait_s)
                 if before_retry is not None and (found := before_retry(exc)) is not None:
                     return found

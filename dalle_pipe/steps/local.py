@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from ..imaging import io as imgio
 from ..models import parse_size
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def run_local(kind: str, body: Mapping[str, Any], inputs: Mapping[str, Sequence[Path]], fmt: str) -> bytes:

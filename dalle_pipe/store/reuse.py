@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,22 +30,34 @@ class ReuseIndex:
     def __init__(self, entries: Iterable[dict[str, Any]], files: FileIndex, output_dir: Path) -> None:
         self.files = files
         self.output_dir = Path(output_dir)
+        # Indexed at the first question: a no-op rerun finds every image at its own path and never asks.
+        self._entries: list[dict[str, Any]] | None = list(entries)
         self._by_fp: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for e in entries:
-            fp, idx, path, sha = e.get("fingerprint"), e.get("index", 0), e.get("path"), e.get("sha256")
-            if not (isinstance(fp, str) and isinstance(path, str) and isinstance(sha, str) and sha):
-                continue
-            if not isinstance(idx, int) or isinstance(idx, bool) or e.get("status") == "failed":
-                continue
-            self._by_fp.setdefault((fp, idx), []).append(e)
-        self._fps = {fp for fp, _ in self._by_fp}
+        self._fps: set[str] = set()
+        self._lock = threading.Lock()
         self._by_size: dict[int, list[str]] | None = None
+
+    def _index(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        with self._lock:
+            if self._entries is not None:
+                by_fp = self._by_fp
+                for e in self._entries:
+                    fp, idx, path, sha = e.get("fingerprint"), e.get("index", 0), e.get("path"), e.get("sha256")
+                    if not (isinstance(fp, str) and isinstance(path, str) and isinstance(sha, str) and sha):
+                        continue
+                    if not isinstance(idx, int) or isinstance(idx, bool) or e.get("status") == "failed":
+                        continue
+                    by_fp.setdefault((fp, idx), []).append(e)
+                self._fps.update(fp for fp, _ in by_fp)
+                self._entries = None
+        return self._by_fp
 
     def invalidate(self) -> None:
         """Forget the folder scan: files were moved (e.g. into history) since it was made."""
         self._by_size = None
 
     def __contains__(self, fingerprint: object) -> bool:
+        self._index()
         return fingerprint in self._fps
 
     @staticmethod
@@ -62,7 +75,7 @@ class ReuseIndex:
         recorded sha256, or None. When the file was found elsewhere, the result is a copy of
         the entry with ``path`` set to where it is now (relative to ``output_dir``; it may be
         under ``.dalle-pipe/history/``: copy it, do not link it)."""
-        candidates = self._by_fp.get((fingerprint, index))
+        candidates = self._index().get((fingerprint, index))
         if not candidates:
             return None
         newest_first = candidates[::-1]

@@ -61,12 +61,12 @@ from ...prices import PriceTable, cost_from_usage
 from ...providers.base import Provider
 from ...providers.batches import META_KEY, BatchAPIError, BatchClient, BatchInfo
 from ...recipe import Recipe, display_path
-from ..call import build_request
+from ..call import NO_IMAGE, build_request
 from ..decide import decide
 from ..decision import Decision, Kind, Outcome
 from ..load import load_state
 from ..make import settle, take
-from ..place import failed_outcome, input_entries, retire_replaced
+from ..place import decode, failed_outcome, input_entries, retire_replaced
 from ..record import write_run_manifest
 from ..results import RecipeResult, RunOptions, TaskReport
 from ..run import drive, gate
@@ -402,8 +402,14 @@ class _Drive:
             err = {"type": "short_response", "status": code, "code": None,
                    "message": f"asked for {len(req['paths'])} images, got {len(images)} usable"}
             return self._failure(state, req, err, request_id)
+        if any(decode(data) is None for data, _ in images):  # checked before anything is written
+            err = {"type": "no_image", "status": code, "code": "no_image", "message": NO_IMAGE}
+            return self._failure(state, req, err, request_id)
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
-        cost = cost_from_usage(self.prices, req["model"] or "", usage, req["params"], batch=True)
+        edit = req["endpoint"] == ENDPOINTS["edit"]
+        cost = cost_from_usage(self.prices, req["model"] or "", usage, req["params"], batch=True,
+                               kind="edit" if edit else "generate", prompt=req["prompt"],
+                               input_images=sum(1 for i in req["inputs"] if i.get("role") == "image") if edit else 0)
         if self._approved(state, req):
             self._shelve(req, [data for data, _ in images])
             with self.lock:
@@ -664,8 +670,13 @@ class _Drive:
             info = self.client.create(doc["input_file_id"], endpoint,
                                       {META_KEY: token, "recipe": recipe.name[:512]})
         except BatchAPIError as exc:
-            doc["status"] = "abandoned"
             doc["error"] = exc.format()
+            if exc.maybe_done:  # its answer was lost: it may exist; the next run looks it up (`_recover`)
+                save_state(doc)
+                self.run_.errors.append(f"{exc.format()} (the batch may exist: the next `run --batch` or "
+                                        f"`batch collect` looks for it before sending anything again)")
+                return
+            doc["status"] = "abandoned"
             save_state(doc)
             if endpoint == ENDPOINTS["edit"] and exc.refused:  # sent directly by the next run or collect
                 self._fall_back(exc.message)

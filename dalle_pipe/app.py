@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import models
 from .engine.bulk import bulk
-from .engine.estimate import task_cost
+from .engine.estimate import pending_cost
 from .engine.results import RecipeResult, RunOptions, TaskReport
 from .engine.run import run_plan
 from .engine.units import check_selection
@@ -266,8 +266,8 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
             if status != "pending":
                 continue  # skipped or failed: not made either
             row["to_make"] += n
-            if not is_api or provider == "offline" or status != "pending":
-                continue
+            if provider == "offline" or status != "pending":
+                continue  # (a local step to make costs its `ask` judgements, as the gate counts them)
             if task.model not in placeholders:
                 price = prices.models.get(task.model or "")
                 if price is not None and price.placeholder:
@@ -276,9 +276,7 @@ def plan_summary(loaded: Loaded, prices: PriceTable) -> list[dict[str, Any]]:
             in_batch = batched.get(sid)
             if in_batch is None:
                 in_batch = batched[sid] = batchable(task)
-            # a twin (made once, copied) and saved paid bytes cost nothing on either route
-            free = outcome.cost == 0.0
-            batch = 0.0 if free else task_cost(prices, task, provider, prompt=outcome.prompt, batch=in_batch)
+            batch = pending_cost(prices, task, outcome, provider, batch=in_batch)
             for col, cost in (("cost_usd", outcome.cost), ("batch_cost_usd", batch)):
                 had = acc[col]
                 acc[col] = None if had is None or cost is None else had + cost

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
-from .engine.results import RecipeResult, TaskReport
+from .engine.results import RecipeResult, TaskReport, check_counts
 
 
 class Progress:
@@ -81,21 +81,6 @@ def summary_line(result: RecipeResult) -> str:
     if result.stop_reason:
         text += f" ({result.stop_reason})"
     return text
-
-
-def check_counts(result: RecipeResult) -> dict[str, int]:
-    """The checks of this run's images: passed, failed (of which `warn`), not judged (offline)."""
-    counts = {"passed": 0, "failed": 0, "warn": 0, "not_judged": 0}
-    for r in result.reports:
-        if not r.outcome.in_scope or not r.task.checks:
-            continue
-        for e in r.outcome.entries:
-            for c in e.get("checks") or []:
-                passed = c.get("passed") if isinstance(c, dict) else None
-                key = "passed" if passed is True else "failed" if passed is False else "not_judged"
-                counts[key] += 1
-                counts["warn"] += passed is False and c.get("severity") == "warn"
-    return counts
 
 
 def failures(result: RecipeResult) -> list[str]:

@@ -401,18 +401,28 @@ def test_batch_needs_the_openai_provider_and_refuses_check(tmp_path: Path, api: 
     assert not (root / "out").exists()
 
 
-def test_max_cost_uses_the_batch_price(tmp_path: Path, api: FakeOpenAI) -> None:
+def test_max_cost_uses_the_batch_price_of_the_whole_flow(tmp_path: Path, api: FakeOpenAI) -> None:
     root = make_project(tmp_path / "p", SIMPLE, CATALOG)
     r = cli(root, api, "plan", "recipe.yaml", "--json")
-    rows = {s["step"]: s for s in json.loads(r.output)["recipes"][0]["steps"]}
+    doc = json.loads(r.output)["recipes"][0]
+    rows = {s["step"]: s for s in doc["steps"]}
     sync, batch = rows["hero"]["cost_usd"], rows["hero"]["batch_cost_usd"]
     assert batch == pytest.approx(sync / 2, abs=2e-6)  # each request is rounded to 6 places
     assert rows["beach"]["batch_cost_usd"] == pytest.approx(rows["beach"]["cost_usd"] / 2, abs=2e-6)
-    r = cli(root, api, "run", "--batch", "recipe.yaml", "--max-cost", f"{batch * 0.9:.6f}")
-    assert r.exit_code == 2 and "exceeds --max-cost" in r.output
-    assert not (root / "out").exists() and api.requests == []
+    total = doc["total"]["batch_cost_usd"]
+    assert total == pytest.approx(batch + rows["beach"]["batch_cost_usd"], abs=1e-6)
+    # the edits are a later wave, sent by `collect` (which has no --max-cost): the gate counts them now
     r = cli(root, api, "run", "--batch", "recipe.yaml", "--max-cost", f"{batch * 1.01:.6f}")
+    assert r.exit_code == 2, r.output
+    assert f"estimated cost ${total:.2f} exceeds --max-cost ${batch * 1.01:.2f}" in r.output
+    assert not (root / "out").exists() and api.requests == []
+    r = cli(root, api, "run", "--batch", "recipe.yaml", "--max-cost", f"{total * 0.99:.6f}")
+    assert r.exit_code == 2 and "exceeds --max-cost" in r.output
+    r = cli(root, api, "run", "--batch", "recipe.yaml", "--max-cost", f"{total * 1.01:.6f}")
     assert r.exit_code == 0, r.output
+    # again while wave 1 is in a batch: only the edits are still to pay for
+    r = cli(root, api, "run", "--batch", "recipe.yaml", "--max-cost", f"{rows['beach']['batch_cost_usd'] * 1.01:.6f}")
+    assert r.exit_code == 0 and "5 in a batch" in r.output, r.output
 
 
 def test_state_files_hold_no_secret_and_status_reads_only(tmp_path: Path, api: FakeOpenAI) -> None:

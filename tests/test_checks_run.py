@@ -296,3 +296,24 @@ def test_offline_a_failing_local_check_uses_its_retries_then_keeps_the_last_imag
     r = invoke(root, "run", "recipe.yaml", "--offline", env={"DALLE_PIPE_NO_REPORT": "1"})
     assert r.exit_code == 1 and "0 generated" in r.output
     assert by_task(manifest(root))["hero@mug#0"]["check_attempts"] == hero["check_attempts"]  # not made again
+
+
+def test_a_judgement_not_answered_is_asked_again_once_then_cached(tmp_path: Path, api: FakeOpenAI) -> None:
+    root = project(tmp_path / "p")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("items:", "throttle: {max_retries: 0}\nitems:"))
+    api.script(["ok", "500"])  # the image, then its judgement: not answered
+    r = run(root, api)
+    assert r.exit_code == 1 and "checks: 1 passed, 0 failed, 1 not judged" in r.output, r.output
+    assert len(images(api)) == 1 and len(judgements(api)) == 1  # "not judged" is no reason to make it again
+    api.clear()
+    r = run(root, api)
+    assert r.exit_code == 0, r.output
+    assert len(judgements(api)) == 1 and len(images(api, "edits")) == 1
+    hero = by_task(manifest(root))["hero@mug#0"]
+    assert hero["checks"][1]["passed"] is True
+    assert hero["check_attempts"][0]["checks"][1]["passed"] is None  # the first try's record, as it was
+    api.clear()
+    r = run(root, api)
+    assert r.exit_code == 0 and api.image_requests == [], r.output  # the answer is cached, not the "not judged"
+

@@ -6,7 +6,9 @@ through the run's limiter, is journaled and costed like any paid call, and is ca
 (a result in the image's entry with the same fingerprint is reused, never paid twice). When an
 `error` check fails on a freshly made image, `on_fail: {retry: N}` makes it again (a new attempt,
 numbered in its fingerprint; the replaced image goes to history), at most N times, as long as the
-next try fits --max-cost. The last image is kept; it is `failed_checks` when it still fails.
+next try fits --max-cost. The last image is kept; it is `failed_checks` when it still fails. When the
+sink queues the retry as a Batch API line, the task is pending and the try that failed is recorded
+(`retrying`); the collect that lands the retry checks it as the next attempt.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def checked(state: RunState, task: Task, done: Mapping[str, Outcome], d: Decisio
         for entry in out.entries:  # the replaced image is a paid one at this path: it goes to history
             state.prev_by_path[str(entry["path"]).lower()] = entry
         again = take(state, task, decide(state, task, done, attempt=attempt), done)
+        if again.status == "pending":  # a Batch API line: the collect that lands it checks it
+            return retrying(out, f"{why}; retry {attempt} {again.reason or 'queued'}")
         if again.status not in CHECKED or not again.entries:
             return _failed(out, task, f"{why}; the retry did not land: {again.reason or again.status}")
         out = again
@@ -87,12 +91,28 @@ def _judged_before(state: RunState, task: Task, out: Outcome, done: Mapping[str,
     if results is None:
         free = state.provider_name == "offline"
         return Outcome("pending", prompt=out.prompt, paths=task.outputs, reason="its checks have not run",
-                       cost=ask.checks_cost(state.prices, task.checks, task.n, free=free), in_scope=out.in_scope)
+                       cost=ask.checks_cost(state.prices, task.checks, task.n, free=free), in_scope=out.in_scope,
+                       judging=True)
     offline = state.provider_name == "offline"
     for entry, res in zip(out.entries, results, strict=True):
         if not entry.get("approved") and not checks_pass(res, offline=offline):
             return _failed(out, task, _first_failure([res]))
     return out
+
+
+def retrying(out: Outcome, why: str) -> Outcome:
+    """A try that failed its checks, whose retry is a request in a batch: the task is pending (its
+    dependents wait), and the image now at its path is recorded as it is, `failed_checks`."""
+    for entry in out.entries:
+        entry["status"] = FAILED
+    return Outcome("pending", out.entries, out.prompt, out.revised_prompt, reason=f"checks failed: {why}",
+                   in_scope=out.in_scope, cost=0.0)
+
+
+def failure_of(entries: list[dict[str, Any]]) -> str:
+    """The first failing `error` check recorded in these entries, as `_failed` words it."""
+    read = [[CheckResult.from_json(c) for c in e.get("checks") or [] if isinstance(c, dict)] for e in entries]
+    return _first_failure([[r for r in res if r is not None] for res in read])
 
 
 def _failed(out: Outcome, task: Task, why: str) -> Outcome:
@@ -155,14 +175,17 @@ def _shas(done: Mapping[str, Outcome]) -> dict[tuple[str, int], tuple[str, str]]
 
 
 def _cache(state: RunState, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Results known by fingerprint: the image's own entry, and the entry at its path before this run."""
+    """Results known by fingerprint: the image's own entry, and the entry at its path before this run.
+    An answer wins over "not judged" (a try's record in `check_attempts` may predate the answer)."""
     found: dict[str, dict[str, Any]] = {}
     prev = state.prev_by_path.get(str(entry.get("path")).lower()) or {}
     for source in (prev, entry):
         for c in [*(source.get("checks") or []),
                   *(c for a in source.get("check_attempts") or [] for c in a.get("checks") or [])]:
             if isinstance(c, dict) and isinstance(c.get("fingerprint"), str):
-                found[c["fingerprint"]] = c
+                had = found.get(c["fingerprint"])
+                if had is None or had.get("passed") is None:
+                    found[c["fingerprint"]] = c
     return found
 
 

@@ -6,6 +6,7 @@ from ..checks import ask
 from ..plan import Task
 from ..prices import PriceTable, estimate_request
 from ..recipe import API_KINDS
+from .decision import Outcome
 
 FREE_PROVIDERS = frozenset({"offline"})
 
@@ -24,6 +25,16 @@ def task_cost(prices: PriceTable, task: Task, provider: str, *, prompt: str | No
         return image
     checks = ask.checks_cost(prices, task.checks, task.n, free=provider in FREE_PROVIDERS)
     return ask.worst_case(image, checks, 0 if try_only else task.retry)
+
+
+def pending_cost(prices: PriceTable, task: Task, out: Outcome, provider: str, *, batch: bool) -> float | None:
+    """What a pending task still costs (`plan` and every `--max-cost` gate): its decision's estimate;
+    `batch`: its images at the Batch API price, its retries too (each is a batch line) and its
+    judgements at theirs. Judgements of a kept image, a twin and saved paid bytes cost what the
+    outcome says, on either route."""
+    if not batch or out.judging or out.cost == 0.0:
+        return out.cost
+    return task_cost(prices, task, provider, prompt=out.prompt, batch=True)
 
 
 def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | None, batch: bool) -> float | None:

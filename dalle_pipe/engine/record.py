@@ -78,6 +78,8 @@ _ENTRY_KEYS = frozenset({
 
 def _entries(r: TaskReport) -> list[dict[str, Any]]:
     t, o = r.task, r.outcome
+    if o.status == "pending":  # its retry is in a batch: the try now at its path, as recorded (failed_checks)
+        return [e for e in o.entries if e.get("sha256")]
     out = []
     used: set[int] = set()
     for i, rel in enumerate(t.outputs):

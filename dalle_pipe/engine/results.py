@@ -55,3 +55,18 @@ class RecipeResult:
     @property
     def counts(self) -> dict[str, int]:
         return {s: self.count(s) for s in STATUSES}
+
+
+def check_counts(result: RecipeResult) -> dict[str, int]:
+    """The checks of this run's images: passed, failed (of which `warn`), not judged (offline)."""
+    counts = {"passed": 0, "failed": 0, "warn": 0, "not_judged": 0}
+    for r in result.reports:
+        if not r.outcome.in_scope or not r.task.checks:
+            continue
+        for e in r.outcome.entries:
+            for c in e.get("checks") or []:
+                passed = c.get("passed") if isinstance(c, dict) else None
+                key = "passed" if passed is True else "failed" if passed is False else "not_judged"
+                counts[key] += 1
+                counts["warn"] += passed is False and c.get("severity") == "warn"
+    return counts

@@ -33,6 +33,12 @@ price). Then the same pass as submit runs over the units of the batches: what la
 `generated`, failed lines are `failed` entries with their error (their dependents `skipped`),
 local steps and edits are made, and the next wave is submitted. Collecting twice changes
 nothing. A later `run --batch` sends failed lines again.
+
+Checks. The engine's unit loop runs a task's checks after this sink, so what lands (collect) or is
+reused (submit) is checked at that command. A retry after failed checks comes back to this sink as
+a decision to make (its attempt numbered in the fingerprint, recorded in the line's state): a line
+of the next wave. Until it lands the task is pending and the try that failed is recorded
+(`_retry`); landing carries the attempt and the earlier tries' checks into the new entry (`_tried`).
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import store
-from ...engine.estimate import sum_costs, task_cost
+from ...checks.run import failure_of, retrying
+from ...engine.estimate import pending_cost, sum_costs, task_cost
 from ...errors import UsageError
 from ...imaging import io as imgio
 from ...plan import Plan, Task
@@ -55,9 +62,10 @@ from ...providers.base import Provider
 from ...providers.batches import META_KEY, BatchAPIError, BatchClient, BatchInfo
 from ...recipe import Recipe, display_path
 from ..call import NO_IMAGE, build_request
+from ..decide import decide
 from ..decision import Decision, Kind, Outcome
 from ..load import load_state
-from ..make import take
+from ..make import settle, take
 from ..place import decode, failed_outcome, input_entries, retire_replaced
 from ..record import write_run_manifest
 from ..results import RecipeResult, RunOptions, TaskReport
@@ -79,6 +87,7 @@ from .states import (
     is_open,
     load_states,
     new_state,
+    retries,
     save_state,
     states_dir,
     update_state,
@@ -164,8 +173,9 @@ class _Drive:
         self.spent = 0.0
         self.order = {id(t): n for n, t in enumerate(plan.tasks)}
         self.made_now = 0  # tasks made (or failed) by this command itself
-        self.flight: dict[str, str] = {}
-        self.failed: dict[str, dict[str, Any]] = {}
+        self.flight: dict[str, str] = {}  # fingerprint -> batch, of requests in batches not collected yet
+        self.failed: dict[str, dict[str, Any]] = {}  # collect: fingerprint -> error, of lines that failed
+        self.retries: dict[tuple[str, int], set[str]] = {}  # (task, attempt) -> retries after failed checks
         self._uploads: Uploads | None = None
 
     @property
@@ -223,8 +233,7 @@ class _Drive:
             state = load_state(self.plan, self.opts, self.prices, "openai",
                                 shard_provider(self.provider_factory, self.opts.shard), self.limits, self.on_wait)
             journal_had = bool(state.journal and state.journal.path.exists() and state.journal.path.stat().st_size)
-            self.flight = in_flight(states)
-            self.failed = failed_lines(states) if self.collect else {}
+            self._index(states)
             result = self.run_.result
             result.estimate_usd = self._estimate_selected(units)
             started_at = store.utc_now_iso()
@@ -236,7 +245,8 @@ class _Drive:
                 self._submit(states)
             self.run_.running = [d for d in load_states(self.out_dir) if is_open(d) and in_shard(d, self.opts.shard)]
             changed = (not self.collect or bool(self.run_.collected or self.run_.submitted or journal_had)
-                       or self.made_now > 0 or not (self.out_dir / store.manifest_name(self.opts.shard)).exists())
+                       or self.made_now > 0 or state.ledger.spent > 0  # a paid judgement is recorded
+                       or not (self.out_dir / store.manifest_name(self.opts.shard)).exists())
             if changed:
                 write_run_manifest(self.plan, result, state, units, started_at, "openai", shard=self.opts.shard)
                 self.run_.wrote_manifest = True
@@ -279,22 +289,31 @@ class _Drive:
         return sum_costs([task_cost(self.prices, task, "openai", batch=self._batched(task))
                           for i in units for task in self.plan.tasks_of(i) if task.is_api and task.enabled])
 
+    def _index(self, states: list[dict[str, Any]]) -> None:
+        """What the batch states say about requests: in flight, failed (collect), retries after failed checks."""
+        self.flight = in_flight(states)
+        self.failed = failed_lines(states) if self.collect else {}
+        self.retries = retries(states)
+
     def _gate(self, units: list[int], states: list[dict[str, Any]]) -> None:
-        """--max-cost: what would be sent now (batch price for batched requests); reads only."""
+        """--max-cost: the worst case of what this flow would still send, its later waves too, as `plan`
+        shows it (batch price for batched requests); what is in a batch already costs nothing. Reads only."""
         if self.opts.max_cost is None:
             return
         dry = RunOptions(**{**self.opts.__dict__, "mode": "dry"})
         peek = load_state(self.plan, dry, self.prices, "openai", None, self.limits, None)
-        flight = in_flight(states)
+        self._index(states)
+
+        def look(state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome:
+            waits = self._retry(state, task, d, done)
+            return waits if waits is not None and waits.status == "pending" else settle(state, task, d)
 
         def price(task: Task, d: Decision, out: Outcome, done: Mapping[str, Outcome]) -> float | None:
-            if not task.is_api or d.kind is not Kind.MAKE or self._waits(task, done) is not None:
-                return 0.0  # free, or sent in a later wave
-            if batchable(task) and d.fingerprint in flight:
+            if d.kind is Kind.MAKE and batchable(task) and d.fingerprint in self.flight:
                 return 0.0  # in a batch already
-            return task_cost(self.prices, task, "openai", prompt=d.prompt, batch=self._batched(task))
+            return pending_cost(self.prices, task, out, "openai", batch=self._batched(task))
 
-        gate(self.plan, units, peek, self.opts.max_cost, price=price, verb="submit")
+        gate(self.plan, units, peek, self.opts.max_cost, price=price, preview=look, verb="submit")
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -391,8 +410,14 @@ class _Drive:
         cost = cost_from_usage(self.prices, req["model"] or "", usage, req["params"], batch=True,
                                kind="edit" if edit else "generate", prompt=req["prompt"],
                                input_images=sum(1 for i in req["inputs"] if i.get("role") == "image") if edit else 0)
+        if self._approved(state, req):
+            self._shelve(req, [data for data, _ in images])
+            with self.lock:
+                self.spent += cost or 0.0
+            return {"status": "generated", "error": None, "request_id": request_id}
         entries = []
         for i, (data, revised) in enumerate(images):
+            tried = self._tried(state, req, i)
             entry = self._write(state, req, i, data)
             entry.update({
                 "provider": req["provider"], "model": req["model"], "endpoint": req["endpoint"],
@@ -405,6 +430,7 @@ class _Drive:
             })
             if state.endpoint_host is not None:
                 entry["endpoint_host"] = state.endpoint_host
+            entry.update(tried)
             entries.append(entry)
         if state.journal is not None:
             state.journal.done(str(req["task"]), str(req["fingerprint"]), entries)
@@ -413,6 +439,39 @@ class _Drive:
             self.run_.landed += len(entries)
             self.spent += cost or 0.0
         return {"status": "generated", "error": None, "request_id": request_id}
+
+    @staticmethod
+    def _approved(state: RunState, req: dict[str, Any]) -> bool:
+        """Was the image at this request's path approved while the request was in a batch (a retry after
+        failed checks, typically)? An approval wins: nothing is placed over it."""
+        for rel in req["paths"]:
+            prev = state.prev_by_path.get(str(rel).lower())
+            if prev is not None and prev.get("approved") and state.files.sha_rel(str(rel)) == prev.get("sha256"):
+                return True
+        return False
+
+    def _shelve(self, req: dict[str, Any], images: list[bytes]) -> None:
+        """Paid images that may not be placed: kept in history, next to what replaced them there."""
+        for rel, data in zip(req["paths"], images, strict=False):
+            path = store.safe_join(self.out_dir, str(rel))
+            landed = path.with_name(f"{path.stem}.batch-{str(req['fingerprint'])[:12]}{path.suffix}")
+            store.atomic_write_bytes(landed, data)
+            kept = store.move_to_history(self.out_dir, landed)
+            with self.lock:
+                self.run_.notes.append(f"{req['task']} was approved while a request for it was in a batch: "
+                                       f"the image that came back is kept in {display_path(kept)}, not placed")
+
+    @staticmethod
+    def _tried(state: RunState, req: dict[str, Any], index: int) -> dict[str, Any]:
+        """A retry after failed checks: its attempt, and the earlier tries' checks from the entry it replaces."""
+        attempt = req.get("attempt")
+        if not attempt:
+            return {}
+        prev = state.prev_by_path.get(str(req["paths"][index]).lower()) or {}
+        same = prev.get("step") == req["step"] and prev.get("key") == req["key"]
+        earlier = [a for a in prev.get("check_attempts") or [] if same and isinstance(a, dict)
+                   and isinstance(a.get("attempt"), int) and a["attempt"] < attempt]
+        return {"attempt": attempt, "check_attempts": earlier}
 
     def _write(self, state: RunState, req: dict[str, Any], index: int, data: bytes) -> dict[str, Any]:
         rel = str(req["paths"][index])
@@ -498,6 +557,12 @@ class _Drive:
             with self.lock:
                 self.run_.waiting += 1
             return waiting(task, f"waits for step {waits!r}", None)
+        retried = self._retry(state, task, d, done)
+        if retried is not None:
+            if retried.status == "pending":
+                with self.lock:
+                    self.run_.in_batch += 1
+            return retried
         if not self._batched(task) or d.kind not in (Kind.MAKE, Kind.TWIN):
             out = take(state, task, d, done)  # local steps, direct requests (variations...), reuse: now
             if d.kind is Kind.MAKE and out.status in ("generated", "failed") and out.in_scope:
@@ -540,8 +605,25 @@ class _Drive:
                         self.run_.errors.append(exc.format())
                 return Outcome("skipped", reason=f"not submitted: {exc.message}", prompt=d.prompt)
         with self.lock:
-            self.queue.append(Queued(self.order[id(task)], task, fp, d.prompt, inputs, body))
+            self.queue.append(Queued(self.order[id(task)], task, fp, d.prompt, inputs, body, d.attempt))
         return waiting(task, "submitted in a batch", d.prompt)
+
+    def _retry(self, state: RunState, task: Task, d: Decision, done: Mapping[str, Outcome]) -> Outcome | None:
+        """A kept image whose retry after failed checks was sent in a batch. In flight: the task is
+        pending, the image recorded as it is. Failed (collect): the image is this flow's, so its checks
+        retry it once more, into that failed line (the task is `failed_checks`, saying why)."""
+        if d.kind is not Kind.REUSE or not task.checks:
+            return None
+        sent = self.retries.get((task.id, d.attempt + 1))
+        if not sent:
+            return None
+        fp = decide(state, task, done, attempt=d.attempt + 1).fingerprint
+        if fp not in sent or (fp not in self.flight and fp not in self.failed):
+            return None  # another recipe's retry, or it landed
+        out = settle(state, task, d)
+        if fp in self.failed:
+            return Outcome("generated", out.entries, out.prompt, out.revised_prompt, in_scope=out.in_scope)
+        return retrying(out, f"{failure_of(out.entries)}; retry {d.attempt + 1} in batch {self.flight[fp]}")
 
     # -- submission ----------------------------------------------------------------------------
 

@@ -22,13 +22,18 @@ class Queued:
     prompt: str | None
     inputs: list[dict[str, Any]]
     body: dict[str, Any] | None = None  # a JSON edit's body (its files uploaded); None: from the params
+    attempt: int = 0  # a retry after failed checks (numbered in the fingerprint, never sent)
 
 
 def request_record(q: Queued) -> dict[str, Any]:
     t = q.task
-    return {"task": t.id, "step": t.step.id, "key": t.unit.key, "indexes": list(range(t.n)), "paths": list(t.outputs),
-            "fingerprint": q.fp, "provider": "openai", "model": t.model, "endpoint": ENDPOINTS[t.kind],
-            "params": t.params, "prompt": q.prompt, "inputs": q.inputs, "twins": [], "twin_keys": []}
+    record: dict[str, Any] = {
+        "task": t.id, "step": t.step.id, "key": t.unit.key, "indexes": list(range(t.n)), "paths": list(t.outputs),
+        "fingerprint": q.fp, "provider": "openai", "model": t.model, "endpoint": ENDPOINTS[t.kind],
+        "params": t.params, "prompt": q.prompt, "inputs": q.inputs, "twins": [], "twin_keys": []}
+    if q.attempt:
+        record["attempt"] = q.attempt
+    return record
 
 
 def jsonl_line(custom_id: str, req: dict[str, Any], body: dict[str, Any] | None = None) -> bytes:

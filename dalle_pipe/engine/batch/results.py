@@ -7,7 +7,7 @@ from typing import Any
 
 from ...errors import reduce_exit
 from ...providers.batches import BatchInfo
-from ..results import RecipeResult
+from ..results import RecipeResult, TaskReport, check_counts
 
 
 @dataclass
@@ -41,8 +41,15 @@ def summary(run: BatchRun, collect: bool) -> str:
     if run.submitted:
         ids = ", ".join(str(d.get("batch_id") or d.get("token")) for d in run.submitted)
         parts.append(f"submitted {run.requests} request(s) in {len(run.submitted)} batch(es) ({ids})")
-    parts.append(f"{c['generated']} generated, {c['up_to_date']} up to date, {c['failed']} failed, "
-                 f"{c['skipped']} skipped, {c['modified']} modified")
+    counts = (f"{c['generated']} generated, {c['up_to_date']} up to date, {c['failed']} failed, "
+              f"{c['skipped']} skipped, {c['modified']} modified")
+    if run.result.count("failed_checks"):
+        counts += f", {run.result.count('failed_checks')} failed checks"
+    parts.append(counts)
+    checks = check_counts(run.result)
+    if any(checks.values()):
+        failed = f"{checks['failed']} failed" + (f" ({checks['warn']} warn)" if checks["warn"] else "")
+        parts.append(f"checks: {checks['passed']} passed, {failed}, {checks['not_judged']} not judged")
     if run.in_batch:
         parts.append(f"{run.in_batch} in a batch")
     if run.waiting:
@@ -56,7 +63,13 @@ def summary(run: BatchRun, collect: bool) -> str:
         parts.append(f"({run.result.stop_reason})")
     if collect and not run.wrote_manifest:
         parts.append("nothing new: nothing written")
-    return "\n".join([f"{run.name}: " + "; ".join(parts), *(f"  note: {n}" for n in run.notes)])
+    retries = [f"  {r.task.id}: {r.outcome.reason}" for r in retrying(run)]
+    return "\n".join([f"{run.name}: " + "; ".join(parts), *(f"  note: {n}" for n in run.notes), *retries])
+
+
+def retrying(run: BatchRun) -> list[TaskReport]:
+    """Tasks whose image failed its checks and whose retry is in a batch (pending, in scope)."""
+    return [r for r in run.result.reports if r.outcome.status == "pending" and r.outcome.in_scope]
 
 
 def as_json(runs: list[BatchRun], exit_code: int) -> dict[str, Any]:
@@ -67,8 +80,10 @@ def as_json(runs: list[BatchRun], exit_code: int) -> dict[str, Any]:
         "waiting": r.waiting, "landed": r.landed, "failed_lines": r.failed_lines, "errors": r.errors,
         "notes": r.notes,
         "spent_usd": r.result.spent_usd, "estimate_usd": r.result.estimate_usd,
+        "checks": check_counts(r.result), "failed_checks": r.result.count("failed_checks"),
         "failed": [{"task": t.task.id, "error": t.outcome.reason} for t in r.result.reports
-                   if t.outcome.status == "failed"],
+                   if t.outcome.status in ("failed", "failed_checks")],
+        "retrying": [{"task": t.task.id, "reason": t.outcome.reason} for t in retrying(r)],
     } for r in runs]}
 
 
@@ -79,10 +94,11 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def exit_code(runs: list[BatchRun], *, collect: bool) -> int:
-    """0 all done; 1 failures, a submission that failed, or (collect) batches still in flight; 130 interrupted."""
+    """0 all done; 1 failures (failed checks too), a submission that failed, or (collect) batches still in
+    flight; 130 interrupted."""
     return reduce_exit(
         interrupted=any(r.result.interrupted for r in runs),
-        failed=any(r.result.count("failed") or r.errors
+        failed=any(r.result.count("failed") or r.result.count("failed_checks") or r.errors
                    or (r.result.stop_reason and r.result.stop_reason != "interrupted") for r in runs),
         work_left=collect and any(r.running for r in runs))
 

@@ -52,6 +52,7 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
 _REQUEST_TYPES: dict[str, tuple[type, ...]] = {
     "fingerprint": _STR, "key": _STR, "task": _STR, "step": _STR, "paths": _LIST, "model": _OPT_STR,
     "params": _DICT, "prompt": _OPT_STR, "provider": _STR, "endpoint": _STR, "inputs": _LIST, "twin_keys": _LIST,
+    "attempt": (int,),
 }
 _REQUIRED = ("fingerprint", "key", "task", "step", "paths", "params", "provider", "endpoint", "inputs")
 
@@ -140,6 +141,18 @@ def failed_lines(states: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             res = results.get(cid) if doc.get("collected_at") else None
             latest[str(req["fingerprint"])] = res.get("error") if res and res.get("status") == "failed" else None
     return {fp: err for fp, err in latest.items() if err is not None}
+
+
+def retries(states: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
+    """(task, attempt) -> fingerprints of the retries after failed checks sent in a batch (not abandoned)."""
+    out: dict[tuple[str, int], set[str]] = {}
+    for doc in states:
+        if doc.get("status") == "abandoned":
+            continue
+        for req in doc["requests"].values():
+            if req.get("attempt"):
+                out.setdefault((str(req["task"]), int(req["attempt"])), set()).add(str(req["fingerprint"]))
+    return out
 
 
 def new_state(recipe: Recipe, token: str, wave: int, opts: RunOptions,

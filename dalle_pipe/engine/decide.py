@@ -33,7 +33,7 @@ _RETRY_KEPT = frozenset({Kind.REUSE, Kind.ADOPT, Kind.PLACE_SAVED})
 
 def decide(state: RunState, task: Task, done: Mapping[str, Outcome], *, attempt: int | None = None) -> Decision:
     """Decide one task; `done` holds this unit's earlier outcomes. `attempt` (a retry after failed
-    checks, see checks/run.py) is numbered in the fingerprint; by default, an image a retry made in
+    checks, see engine/checked.py) is numbered in the fingerprint; by default, an image a retry made in
     an earlier run is found by the attempt its entry records."""
     if attempt is None:
         attempt = 0

@@ -17,13 +17,13 @@ import threading
 from collections.abc import Callable, Mapping
 
 from .. import store
-from ..checks.run import Take, checked
 from ..errors import CostLimitError, DiskSpaceError
 from ..plan import Plan, Task
 from ..prices import PriceTable
 from ..providers.base import Provider
 from ..throttle import Clock, Limits
 from .bulk import bulk
+from .checked import Take, checked
 from .decide import decide
 from .decision import Decision, Kind, Outcome
 from .estimate import unknown_price_message

@@ -17,16 +17,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from ..checks import ask, local
+from ..checks.result import CheckResult, checks_pass
 from ..config.checks import CheckImage, PlannedCheck
-from ..engine.decide import decide
-from ..engine.decision import Decision, Outcome
-from ..engine.estimate import task_cost
-from ..engine.state import RunState
 from ..plan import Task
 from ..providers.base import ImageResponse, InputFile, Judge, ProviderError
 from ..throttle import Stopped, call_with_retries
-from . import ask, local
-from .result import CheckResult, checks_pass
+from .decide import decide
+from .decision import Decision, Outcome
+from .estimate import task_cost
+from .state import RunState
 
 FAILED = "failed_checks"
 CHECKED = ("generated", "up_to_date")

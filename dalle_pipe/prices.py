@@ -382,7 +382,7 @@ def _image_cost(
     input_total = _tokens(u.get("input_tokens", 0))
     output_total = _tokens(u.get("output_tokens", 0))
     if input_total is None or output_total is None:
-        return estimate_request(table, model, "generate", params, batch=batch)
+        return estimate_request(table, model, kind, params, batch=batch, input_images=input_images, prompt=prompt)
     in_details = u.get("input_tokens_details")
     out_details = u.get("output_tokens_details")
     text_in, image_in = input_total, 0

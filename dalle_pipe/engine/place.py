@@ -162,7 +162,11 @@ def place_saved(state: RunState, task: Task, d: Decision) -> Outcome | None:
     assert state.objects is not None and d.fingerprint is not None and d.endpoint is not None
     fp, prompt, inputs, endpoint, scoped = d.fingerprint, d.prompt, d.resolved(state.output_dir), d.endpoint, d.in_scope
     entries = []
-    records = [state.saved[(fp, i)] for i in range(task.n)]
+    with state.lock:
+        found = [state.saved.get((fp, i)) for i in range(task.n)]
+    if any(r is None for r in found):
+        return None  # taken meanwhile (a task with the same request adopted or placed them)
+    records = [r for r in found if r is not None]
     for i, record in enumerate(records):
         try:
             try:
@@ -185,14 +189,7 @@ def place_saved(state: RunState, task: Task, d: Decision) -> Outcome | None:
         entry.update(common_fields(state, task, state.provider_name, fp, prompt, inputs, time.monotonic()))
         entry.update({"endpoint": recorded_endpoint(endpoint), "revised_prompt": None, "request_id": None,
                       "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False})
-        entry.update({k: v for k, v in record.meta.items() if k in _SAVED_META and v is not None})
-        usage = record.meta.get("usage")
-        if isinstance(usage, dict) and state.provider_name not in PAID_FREE:
-            share = int(record.meta.get("images_in_answer") or 1)
-            cost = cost_from_usage(state.prices, task.model or "", usage, {**task.params, "n": share},
-                                   kind=task.kind, input_images=len(task.images) if task.kind == "edit" else 0,
-                                   prompt=prompt)
-            entry["cost_usd"] = None if cost is None else round(cost / share, 6)
+        _recorded_answer(state, task, entry, record, prompt)
         entry["recovered"] = True
         check_size(task, entry)
         entries.append(entry)
@@ -208,25 +205,52 @@ def place_saved(state: RunState, task: Task, d: Decision) -> Outcome | None:
 _SAVED_META = frozenset({"revised_prompt", "request_id", "usage", "attempts", "response_id"})
 
 
+def _recorded_answer(state: RunState, task: Task, entry: dict[str, Any], record: ObjectRecord,
+                     prompt: str | None) -> None:
+    """What a saved answer said (revised prompt, request id, usage), and its cost, into the entry."""
+    entry.update({k: v for k, v in record.meta.items() if k in _SAVED_META and v is not None})
+    usage = record.meta.get("usage")
+    if state.provider_name not in PAID_FREE:  # without usage (dall-e), the estimate of the same request
+        share = int(record.meta.get("images_in_answer") or 1)
+        cost = cost_from_usage(state.prices, task.model or "", usage if isinstance(usage, dict) else None,
+                               {**task.params, "n": share},
+                               kind=task.kind, input_images=len(task.images) if task.kind == "edit" else 0,
+                               prompt=prompt)
+        entry["cost_usd"] = None if cost is None else round(cost / share, 6)
+
+
 def adopt(state: RunState, task: Task, d: Decision) -> Outcome:
-    """Keep the images asked for before a crash (see decide._adoptable); journaled in a run."""
+    """Keep the images asked for before a crash (see decide._adoptable); journaled in a run. What the
+    answer said (revised prompt, request id, usage, cost) comes from its saved record when there is one;
+    a later task with the same request copies these images (a claim, already done)."""
     assert d.fingerprint is not None and d.provider is not None and d.endpoint is not None
+    fp = d.fingerprint
     inputs = d.resolved(state.output_dir)
-    entries = []
+    with state.lock:
+        records = {i: state.saved.get((fp, i)) for i in range(task.n)}
+    entries: list[dict[str, Any]] = []
     for i, rel in enumerate(task.outputs):
         path = state.output_dir / rel
         info = imgio.probe(path)
-        entry = {"step": task.step.id, "key": task.unit.key, "index": i, "path": rel,
+        entry: dict[str, Any] = {"step": task.step.id, "key": task.unit.key, "index": i, "path": rel,
                  "sha256": state.files.sha(path), "width": info.width, "height": info.height,
                  "format": info.format, "bytes": path.stat().st_size}
-        entry.update(common_fields(state, task, d.provider, d.fingerprint, d.prompt, inputs, time.monotonic()))
+        entry.update(common_fields(state, task, d.provider, fp, d.prompt, inputs, time.monotonic()))
         entry.update({"endpoint": recorded_endpoint(d.endpoint), "revised_prompt": None, "request_id": None,
                       "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False,
                       "recovered": True, "duration_s": None})
+        record = records.get(i)
+        if record is not None and record.sha256 == entry["sha256"]:
+            _recorded_answer(state, task, entry, record, d.prompt)
         entries.append(entry)
     if state.journal is not None and state.mode == "run":
-        state.journal.done(task.id, d.fingerprint, entries)
+        state.journal.done(task.id, fp, entries)
         with state.lock:
-            saved = [state.saved.pop((d.fingerprint, i)) for i in range(task.n) if (d.fingerprint, i) in state.saved]
+            saved = [state.saved.pop((fp, i)) for i in range(task.n) if (fp, i) in state.saved]
         forget_objects(state, saved)  # its answer's bytes, stored before the crash: the image is placed
-    return Outcome("up_to_date", entries, d.prompt, in_scope=d.in_scope, decision=d)
+        claim = state.claim(fp, task.id)
+        if claim.owner == task.id and not claim.done.is_set():
+            claim.entries = [dict(e) for e in entries]
+            claim.done.set()
+    return Outcome("up_to_date", entries, d.prompt, entries[0].get("revised_prompt"), in_scope=d.in_scope,
+                   decision=d)

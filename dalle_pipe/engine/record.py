@@ -36,7 +36,7 @@ def write_run_manifest(plan: Plan, result: RecipeResult, state: RunState, units:
     entries = list(kept)
     for r in result.reports:
         if r.outcome.in_scope:
-            entries.extend(_entries(r))
+            entries.extend(_entries(r, state))
     if kept:  # the reports are in plan order already (units in order, steps in order, images by index)
         order: dict[tuple[Any, Any], int] = {(t.step.id, t.unit.key): n for n, t in enumerate(plan.tasks)}
         entries.sort(key=lambda e: (order.get((e.get("step"), e.get("key")), 1 << 30), e.get("index", 0)))
@@ -76,7 +76,7 @@ _ENTRY_KEYS = frozenset({
 })
 
 
-def _entries(r: TaskReport) -> list[dict[str, Any]]:
+def _entries(r: TaskReport, state: RunState) -> list[dict[str, Any]]:
     t, o = r.task, r.outcome
     if o.status == "pending":  # its retry is in a batch: the try now at its path, as recorded (failed_checks)
         return [e for e in o.entries if e.get("sha256")]
@@ -101,9 +101,16 @@ def _entries(r: TaskReport) -> list[dict[str, Any]]:
         entry["status"] = o.status
         entry["step"], entry["key"], entry["index"] = t.step.id, t.unit.key, i
         if o.status in ("failed", "skipped") and not base.get("sha256"):
+            error = base.get("error") or {"type": o.status, "status": None, "code": None, "message": o.reason}
+            kept = state.prev_by_path.get(rel.lower())
+            if kept is not None and kept.get("sha256") and state.files.sha_rel(rel) == kept.get("sha256"):
+                # the image an earlier run made is still at the path: its entry (fingerprint, sha256)
+                # stays, so it is reused if the recipe goes back; it carries this run's status and error
+                entry = {**kept, "status": o.status, "error": error}
+                entry.pop("stale", None)
+                entry.pop("current_sha256", None)
             entry["path"] = rel
-            entry["error"] = base.get("error") or {"type": o.status, "status": None, "code": None,
-                                                   "message": o.reason}
+            entry["error"] = error
         elif o.status != "failed":
             entry.setdefault("error", None)
             if o.status == "skipped":

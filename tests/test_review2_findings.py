@@ -188,6 +188,11 @@ def test_batch_collect_that_cannot_place_an_image_fails_it_without_a_traceback(t
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert r.exit_code == 1, r.output
     assert entries(tmp_path, "twins")["shot@c#0"]["status"] == "generated"
+    # the batch stays open: the next collect, with space, places the image without a new request
+    again = cli(tmp_path, api, "batch", "collect", "recipe.yaml")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert entries(tmp_path, "twins")["shot@b#0"]["status"] == "generated"
+    assert len(api.batch_api.batches) == 1
 
 
 def test_an_adopted_image_keeps_what_its_saved_answer_recorded(tmp_path: Path, api: FakeOpenAI) -> None:

@@ -45,6 +45,7 @@ class Landing:
     lock: threading.Lock
     landed_now: dict[str, list[dict[str, Any]]]
     spent: float
+    unplaced: bool = False  # a line of the batch being landed could not be placed
 
     @property
     def client(self) -> BatchClient:
@@ -65,8 +66,10 @@ class Landing:
                 if not info.terminal:
                     save_state(doc)
                     continue
+                self.unplaced = False
                 self._land_batch(state, doc, info)
-                doc["collected_at"] = store.utc_now_iso()
+                if not self.unplaced:  # else it stays open: the next collect lands what could not be placed
+                    doc["collected_at"] = store.utc_now_iso()
                 save_state(doc)
                 self.run_.collected.append(doc)
         finally:
@@ -137,7 +140,18 @@ class Landing:
         entries = []
         for i, (data, revised) in enumerate(images):
             tried = self._tried(state, req, i)
-            entry = self._write(state, req, i, data)
+            try:
+                entry = self._write(state, req, i, data)
+            except (OSError, ValueError, imgio.ImageInputError) as exc:
+                # like a direct run: this line fails, its bytes stay in the downloaded answer file
+                # (a later collect places them: a line is landed again until it is generated)
+                message = str(getattr(exc, "message", None) or exc)
+                where = display_path(states_dir(self.out_dir))
+                err = {"type": "placement", "status": None, "code": None,
+                       "message": f"the image could not be written: {message}; its bytes are kept in the "
+                                  f"batch's answer file in {where}, and the next `batch collect` places them"}
+                self.unplaced = True
+                return self._failure(state, req, err, request_id)
             entry.update({
                 "provider": req["provider"], "model": req["model"], "endpoint": req["endpoint"],
                 "params": req["params"], "prompt": req["prompt"], "inputs": req["inputs"],

@@ -330,6 +330,23 @@ def text_cost(table: PriceTable, model: str | None, usage: Mapping[str, object] 
     return round(total / PER_MILLION, 6)
 
 
+#: The Responses route's mainline model, estimated before the call: the prompt, plus what the call
+#: adds around it (instructions, the image tool's definition), in; the revised prompt and the tool
+#: call, out. Generous, so that an estimate is high rather than low.
+MAINLINE_EXTRA_INPUT_TOKENS = 600
+MAINLINE_OUTPUT_TOKENS = 400
+
+
+def mainline_estimate(table: PriceTable, model: str | None, prompt: str | None) -> float:
+    """What the mainline (text) model of one Responses-route call is expected to cost; 0 when the
+    table does not price it (the recorded cost then leaves it out too)."""
+    price = table.text_models.get(model or "")
+    if price is None:
+        return 0.0
+    tokens_in = math.ceil(len(prompt or "") / CHARS_PER_TOKEN) + MAINLINE_EXTRA_INPUT_TOKENS
+    return round((tokens_in * price.input + MAINLINE_OUTPUT_TOKENS * price.output) / PER_MILLION, 6)
+
+
 def cost_from_usage(
     table: PriceTable,
     model: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..checks import ask
 from ..plan import Task
-from ..prices import PriceTable, estimate_request
+from ..prices import PriceTable, estimate_request, mainline_estimate
 from ..recipe import API_KINDS
 from .decision import Outcome
 
@@ -52,7 +52,8 @@ def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | Non
     if hit is not None and hit[0] is params and hit[1] is prices and hit[2] is task.recipe and hit[3] == (
             task.model, kind):
         return hit[4]
-    split = task.recipe.provider.api == "responses" and n > 1
+    responses = task.recipe.provider.api == "responses"
+    split = responses and n > 1
     if split:
         one = estimate_request(prices, task.model or "", task.kind, {**task.params, "n": 1}, batch=batch,
                                input_images=inputs, prompt=text)
@@ -60,6 +61,8 @@ def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | Non
     else:
         cost = estimate_request(prices, task.model or "", task.kind, task.params, batch=batch,
                                 input_images=inputs, prompt=text)
+    if responses and cost is not None:  # each call's mainline model too (one call per image)
+        cost = round(cost + n * mainline_estimate(prices, task.recipe.provider.model, text), 6)
     if len(_CACHE) > 65536:
         _CACHE.clear()
     _CACHE[key] = (params, prices, task.recipe, (task.model, kind), cost)

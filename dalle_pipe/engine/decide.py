@@ -70,8 +70,8 @@ def _decide(state: RunState, task: Task, done: Mapping[str, Outcome], attempt: i
             if up.status == "pending":
                 if ref.role == "size_of" and up.size is not None:  # the size is known before it is made
                     inputs.append((ref, up.outputs[idx], f"size:{up.size[0]}x{up.size[1]}"))
-                else:
-                    inputs.append((ref, task.outputs[0], ""))
+                else:  # previews: the request it will be is named by the one it waits for (twins)
+                    inputs.append((ref, task.outputs[0], f"pending:{up.fingerprint}" if up.fingerprint else ""))
                     changing = True
                 continue
             entry = up.entries[idx]
@@ -93,8 +93,19 @@ def _decide(state: RunState, task: Task, done: Mapping[str, Outcome], attempt: i
         except RenderError as exc:
             return Decision(Kind.FAIL, exc.message, scoped, error_type="template")
     if changing:
-        return Decision(Kind.WAIT, "an input will change", scoped, prompt=prompt, size=fixed_size(task),
-                        cost=task_cost(rc.prices, task, rc.provider_name, prompt=prompt))
+        cost = task_cost(rc.prices, task, rc.provider_name, prompt=prompt)
+        if rc.mode == "run" or not twinnable(task) or not all(sha for _, _, sha in inputs):
+            return Decision(Kind.WAIT, "an input will change", scoped, prompt=prompt, size=fixed_size(task),
+                            cost=cost)
+        # a preview: inputs that will be the same images (twins upstream) make the same request
+        fp = store.fingerprint(provider=rc.provider_name, model=task.model, endpoint=endpoint_of(task, state),
+                               params=task.params, prompt=prompt, input_shas=[s for _, _, s in inputs])
+        first = state.planned.get(fp)
+        if first is not None and first != task.id:
+            return Decision(Kind.WAIT, f"the same request as {first} once its inputs land: made once, then copied",
+                            scoped, prompt=prompt, fingerprint=fp, size=fixed_size(task), cost=0.0)
+        return Decision(Kind.WAIT, "an input will change", scoped, prompt=prompt, fingerprint=fp,
+                        size=fixed_size(task), cost=cost)
     provider = rc.provider_name if task.is_api else "local"
     endpoint = endpoint_of(task, state)
     fp = store.fingerprint(provider=provider, model=task.model, endpoint=endpoint,

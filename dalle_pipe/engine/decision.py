@@ -82,6 +82,7 @@ class Outcome:
     size: tuple[int, int] | None = None  # a pending task's output size, when its params fix it
     paths: list[str] | None = None  # a pending task's output paths (its entries are not built)
     decision: Decision | None = None  # a pending outcome's decision: taken as it is once the run sends
+    fingerprint: str | None = None  # a pending outcome's request (previews name what waits on it by it)
     judging: bool = False  # pending only for its checks' judgements: the image is kept, never retried
 
     @property

@@ -27,10 +27,11 @@ def settle(state: RunState, task: Task, d: Decision) -> Outcome:
         entries = [place_found(state, task, i, f) for i, f in enumerate(d.found)]
         return Outcome("up_to_date", entries, d.prompt, entries[0].get("revised_prompt"), in_scope=scoped)
     if kind in (Kind.MAKE, Kind.WAIT, Kind.PLACE_SAVED, Kind.TWIN):
-        if kind is Kind.MAKE and state.mode != "run" and twinnable(task) and d.fingerprint is not None:
+        if kind in (Kind.MAKE, Kind.WAIT) and state.mode != "run" and twinnable(task) and d.fingerprint:
             state.planned.setdefault(d.fingerprint, task.id)  # a preview: a later task with it is a twin
         return Outcome("pending", prompt=d.prompt, in_scope=scoped, reason=d.reason, paths=task.outputs,
-                       size=d.size, cost=d.cost, decision=d if state.mode == "run" else None)  # run: carried
+                       size=d.size, cost=d.cost, decision=d if state.mode == "run" else None,  # run: carried
+                       fingerprint=d.fingerprint)
     if kind is Kind.SKIP:
         return Outcome("skipped", reason=d.reason, in_scope=scoped)
     if kind is Kind.FAIL:

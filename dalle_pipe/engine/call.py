@@ -16,6 +16,7 @@ from ..throttle import Stopped, call_with_retries
 from .decide import own_entry, recorded_endpoint
 from .decision import Outcome, Resolved
 from .place import (
+    SavedPlacementError,
     check_size,
     common_fields,
     decode,
@@ -23,6 +24,7 @@ from .place import (
     forget_objects,
     input_entries,
     place_found,
+    place_saved_image,
     placement_failed,
     write_image,
 )
@@ -117,6 +119,17 @@ def make_api(state: RunState, task: Task, inputs: Resolved, fp: str,
             found = own_entry(state, task, fp, first) or state.reuse.lookup(fp, first)
             if found is not None:
                 entries.append(place_found(state, task, first, found))
+                continue
+        if split and state.saved and (fp, first) in state.saved:  # its paid bytes, saved by an earlier run
+            try:
+                saved = place_saved_image(state, task, fp, first, prompt, inputs, endpoint)
+            except SavedPlacementError as exc:
+                failure = exc.outcome
+                break
+            if saved is not None:
+                if state.journal is not None:
+                    state.journal.done(task.id, fp, [saved])
+                entries.append(saved)
                 continue
         if (made or unreadable) and state.ledger.stop_reason is not None:
             failure = Outcome("skipped", reason=state.ledger.stop_reason)

@@ -159,47 +159,63 @@ def decode(data: bytes) -> tuple[int, int, str] | None:
 def place_saved(state: RunState, task: Task, d: Decision) -> Outcome | None:
     """Paid bytes an earlier run stored but never placed: place them now, paying nothing. None when
     they turn out unusable (damaged, or no image): the task is then decided again without them."""
-    assert state.objects is not None and d.fingerprint is not None and d.endpoint is not None
-    fp, prompt, inputs, endpoint, scoped = d.fingerprint, d.prompt, d.resolved(state.output_dir), d.endpoint, d.in_scope
+    assert d.fingerprint is not None and d.endpoint is not None
+    fp, prompt, inputs, scoped = d.fingerprint, d.prompt, d.resolved(state.output_dir), d.in_scope
     entries = []
-    with state.lock:
-        found = [state.saved.get((fp, i)) for i in range(task.n)]
-    if any(r is None for r in found):
-        return None  # taken meanwhile (a task with the same request adopted or placed them)
-    records = [r for r in found if r is not None]
-    for i, record in enumerate(records):
+    for i in range(task.n):
         try:
-            try:
-                data = state.objects.read(record)
-            except ObjectCorruptError:  # damaged: left where it is for inspection; the task is made again
-                with state.lock:
-                    state.saved.pop((fp, i), None)
-                return None
-            decoded = decode(data)
-            if decoded is None:  # no image after all: forget it, and make the task as if it were not there
-                forget_objects(state, [record])
-                with state.lock:
-                    state.saved.pop((fp, i), None)
-                return None
-            entry = write_image(state, task, i, data, decoded)
-        except (OSError, ValueError, imgio.ImageInputError) as exc:
-            failed = placement_failed(state, task, exc, record, int(record.meta.get("attempts") or 1), True)
-            failed.in_scope = scoped
-            return failed
-        entry.update(common_fields(state, task, state.provider_name, fp, prompt, inputs, time.monotonic()))
-        entry.update({"endpoint": recorded_endpoint(endpoint), "revised_prompt": None, "request_id": None,
-                      "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False})
-        _recorded_answer(state, task, entry, record, prompt)
-        entry["recovered"] = True
-        check_size(task, entry)
+            entry = place_saved_image(state, task, fp, i, prompt, inputs, d.endpoint)
+        except SavedPlacementError as exc:
+            exc.outcome.in_scope = scoped
+            return exc.outcome
+        if entry is None:
+            return None
         entries.append(entry)
     if state.journal is not None:
         state.journal.done(task.id, fp, entries)
-    forget_objects(state, records)
-    with state.lock:
-        for i in range(task.n):
-            state.saved.pop((fp, i), None)
     return Outcome("generated", entries, prompt, entries[0].get("revised_prompt"), in_scope=scoped)
+
+
+class SavedPlacementError(Exception):
+    """Saved paid bytes that could not be written at their path: the failed outcome (bytes kept)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def place_saved_image(state: RunState, task: Task, fp: str, index: int, prompt: str | None, inputs: Resolved,
+                      endpoint: str) -> dict[str, Any] | None:
+    """One saved answer's image placed at the task's path `index` (its record then removed); None when
+    there is none, or it is unusable (damaged: left for inspection; no image: removed)."""
+    assert state.objects is not None
+    with state.lock:
+        record = state.saved.pop((fp, index), None)  # taken: a task with the same request waits for it
+    if record is None:
+        return None
+    try:
+        try:
+            data = state.objects.read(record)
+        except ObjectCorruptError:
+            return None
+        decoded = decode(data)
+        if decoded is None:
+            forget_objects(state, [record])
+            return None
+        entry = write_image(state, task, index, data, decoded)
+    except (OSError, ValueError, imgio.ImageInputError) as exc:
+        with state.lock:
+            state.saved[(fp, index)] = record  # still unplaced: the next run places it
+        raise SavedPlacementError(placement_failed(state, task, exc, record, int(record.meta.get("attempts") or 1),
+                                                   True)) from None
+    entry.update(common_fields(state, task, state.provider_name, fp, prompt, inputs, time.monotonic()))
+    entry.update({"endpoint": recorded_endpoint(endpoint), "revised_prompt": None, "request_id": None,
+                  "usage": None, "cost_usd": None, "attempts": 1, "possible_duplicate_charge": False})
+    _recorded_answer(state, task, entry, record, prompt)
+    entry["recovered"] = True
+    check_size(task, entry)
+    forget_objects(state, [record])
+    return entry
 
 
 _SAVED_META = frozenset({"revised_prompt", "request_id", "usage", "attempts", "response_id"})

@@ -1,29 +1,17 @@
-"""Second review of the engine redesign (issue 10): each test fails on main as of 36990ff."""
+"""Second review of the engine redesign (issue 10): each test failed on main as of 36990ff, and passes now."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from fakeapi import FakeOpenAI
 from PIL import Image
+from test_review_findings import KEY, cli
 
 from dalle_pipe import store
-
-KEY = "sk-test"
-
-
-def cli(root: Path, api: FakeOpenAI | None, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DALLE_PIPE_NO_REPORT": "1"}
-    env.pop("OPENAI_BASE_URL", None)
-    if api is not None:
-        env.update({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": api.base_url})
-    return subprocess.run([sys.executable, "-m", "dalle_pipe.cli", *args], cwd=root, env=env, text=True,
-                          capture_output=True, timeout=timeout)
 
 
 def entries(root: Path, name: str) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Review findings on the engine redesign (issue 10): each test fails on main as of fdb56bb."""
+"""Review findings on the engine redesign (issue 10): each test failed on main as of fdb56bb, and passes now."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from ..throttle import Outcome as CallOutcome
 from ..throttle import Stopped, call_with_retries
 from .decide import own_entry, recorded_endpoint
 from .decision import Outcome, Resolved
+from .estimate import edit_inputs
 from .place import (
     SavedPlacementError,
     check_size,
@@ -176,7 +177,7 @@ def make_api(state: RunState, task: Task, inputs: Resolved, fp: str,
         cost = (0.0 if state.provider_name in PAID_FREE
                 else cost_from_usage(state.prices, task.model or "", resp.usage, params,
                                      mainline_model=request.mainline_model,  # + the text model's tokens
-                                     kind=task.kind, input_images=len(request.images) if task.kind == "edit" else 0,
+                                     kind=task.kind, input_images=edit_inputs(task),
                                      prompt=prompt))
         if cost is not None:
             state.ledger.charge(cost)

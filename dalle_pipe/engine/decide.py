@@ -215,7 +215,6 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
         if foreign is not None:
             return foreign
     entries: list[dict[str, Any]] = []
-    unchanged: list[int] = []
     kind = None
     placeholder = False
     for i, rel in enumerate(task.outputs):
@@ -236,8 +235,7 @@ def _keep_existing(state: RunState, task: Task, provider: str, scoped: bool) -> 
             entries.append({**(prev or _bare_entry(task, i, rel)), "current_sha256": sha, "status": "modified"})
             kind = Kind.KEEP_MODIFIED
             continue
-        unchanged.append(i)  # as recorded: kept only beside an image kept for a reason (n > 1)
-        entries.append({**prev, "status": "modified"})
+        entries.append({**prev, "status": "modified"})  # as recorded: kept beside an image kept for a reason
     if kind is None:
         return None
     return Decision(kind, None, scoped, found=tuple(entries), placeholder=placeholder)

@@ -42,7 +42,7 @@ def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | Non
     if kind not in API_KINDS or provider in FREE_PROVIDERS:
         return 0.0
     text = prompt if prompt is not None else task.prompt
-    inputs = len(task.images) if kind == "edit" else 0
+    inputs = edit_inputs(task)
     n = len(task.outputs)
     # The cost depends on the prompt only through its length: one computation per step and length.
     # A step's tasks share one params mapping, so its identity stands for the model, kind and route.
@@ -70,6 +70,11 @@ def _image_cost(prices: PriceTable, task: Task, provider: str, prompt: str | Non
 
 
 _CACHE: dict[tuple[object, ...], tuple[object, PriceTable, object, tuple[str | None, str], float | None]] = {}
+
+
+def edit_inputs(task: Task) -> int:
+    """How many input images a task's request carries that are priced as input tokens (an edit's)."""
+    return len(task.images) if task.kind == "edit" else 0
 
 
 def unknown_price_message(task: Task) -> str:

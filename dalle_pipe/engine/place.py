@@ -20,6 +20,7 @@ from ..recipe import display_path
 from ..store import DiskError, ObjectCorruptError, ObjectRecord, is_disk_error
 from .decide import endpoint_of, recorded_endpoint
 from .decision import Decision, Outcome, Resolved
+from .estimate import edit_inputs
 from .state import PAID_FREE, RunState
 
 
@@ -230,7 +231,7 @@ def _recorded_answer(state: RunState, task: Task, entry: dict[str, Any], record:
         share = int(record.meta.get("images_in_answer") or 1)
         cost = cost_from_usage(state.prices, task.model or "", usage if isinstance(usage, dict) else None,
                                {**task.params, "n": share},
-                               kind=task.kind, input_images=len(task.images) if task.kind == "edit" else 0,
+                               kind=task.kind, input_images=edit_inputs(task),
                                prompt=prompt)
         entry["cost_usd"] = None if cost is None else round(cost / share, 6)
 

@@ -124,7 +124,8 @@ class Landing:
             err = {"type": "short_response", "status": code, "code": None,
                    "message": f"asked for {len(req['paths'])} images, got {len(images)} usable"}
             return self._failure(state, req, err, request_id)
-        if any(decode(data) is None for data, _ in images):  # checked before anything is written
+        decoded = [decode(data) for data, _ in images]  # checked (decoded whole) before anything is written
+        if any(d is None for d in decoded):
             err = {"type": "no_image", "status": code, "code": "no_image", "message": NO_IMAGE}
             return self._failure(state, req, err, request_id)
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
@@ -141,7 +142,7 @@ class Landing:
         for i, (data, revised) in enumerate(images):
             tried = self._tried(state, req, i)
             try:
-                entry = self._write(state, req, i, data)
+                entry = self._write(state, req, i, data, decoded[i])
             except (OSError, ValueError, imgio.ImageInputError) as exc:
                 # like a direct run: this line fails, its bytes stay in the downloaded answer file
                 # (a later collect places them: a line is landed again until it is generated)
@@ -206,7 +207,8 @@ class Landing:
                    and isinstance(a.get("attempt"), int) and a["attempt"] < attempt]
         return {"attempt": attempt, "check_attempts": earlier}
 
-    def _write(self, state: RunState, req: dict[str, Any], index: int, data: bytes) -> dict[str, Any]:
+    def _write(self, state: RunState, req: dict[str, Any], index: int, data: bytes,
+               decoded: tuple[int, int, str] | None) -> dict[str, Any]:
         rel = str(req["paths"][index])
         path = store.safe_join(self.out_dir, rel)
         sha = store.sha256_bytes(data)
@@ -214,9 +216,10 @@ class Landing:
             retire_replaced(state, rel)
             store.atomic_write_bytes(path, data)
             state.files.record(path, sha)
-        info = imgio.probe(path)
+        assert decoded is not None  # checked by the caller: the bytes are an image
+        width, height, fmt = decoded
         return {"step": req["step"], "key": req["key"], "index": index, "path": rel, "sha256": sha,
-                "width": info.width, "height": info.height, "format": info.format, "bytes": len(data)}
+                "width": width, "height": height, "format": fmt, "bytes": len(data)}
 
     def _failure(self, state: RunState, req: dict[str, Any], error: dict[str, Any],
                  request_id: str | None) -> dict[str, Any]:
